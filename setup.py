@@ -1,0 +1,35 @@
+"""videohpm: Hard Patches Mining for masked video (and image) pre-training."""
+from setuptools import find_packages, setup
+
+setup(
+    name="videohpm",
+    version="0.1.0",
+    description="Hard Patches Mining (HPM) for VideoMAE-style masked video and image pre-training",
+    packages=find_packages(include=["videohpm", "videohpm.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "timm>=1.0",
+        "numpy",
+        "pillow",
+        "decord>=0.6.0",
+        "av>=11",
+        "pytorchvideo>=0.1.5",
+        "fvcore",
+        "deepspeed>=0.14",
+        "omegaconf>=2.3",
+        "tqdm",
+        "tensorboard",
+        "matplotlib",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout",
+            "transformers>=4.40",
+            "scikit-video",
+            "scikit-learn",
+        ],
+    },
+)
