@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Speed benchmarks, ratios against the peers measured in the same run.
+
+    python tools/benchmark.py model [--json] [...]   # training step: HF VideoMAE vs ours (plain, HPM)
+    python tools/benchmark.py data  [--json] [...]   # decode + augment: VideoMAE-V1-style reader vs ours
+
+Numbers and the commands that made them are kept in docs/BENCHMARKS.md.
+"""
+import importlib
+import sys
+
+SUITES = {"model": "videohpm.benchmarks.model", "data": "videohpm.benchmarks.data"}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUITES:
+        print(__doc__.strip(), file=sys.stderr)
+        print(f"\nfirst argument must be one of {sorted(SUITES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUITES[argv[0]])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

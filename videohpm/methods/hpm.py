@@ -1,0 +1,188 @@
+"""Hard Patches Mining (seed 000 §3; Fig. 3): a student that reconstructs and predicts its own
+per-patch reconstruction loss, and an EMA teacher whose predicted losses choose what to mask.
+
+One training step, as the paper writes it:
+
+1. The teacher sees **all** tokens and predicts the patch-wise loss
+   `L̂^t = d_ψt(f_θt(x))` (§3.4), under `torch.inference_mode()` and with no graph kept.
+2. The easy-to-hard generator masks the `α_t·γ·n` patches with the highest `L̂^t` and fills the
+   rest of the `γ·n` masked patches at random (Eq. 8, supplement Alg. S1; per time slice for
+   video).
+3. The student encodes the visible tokens, reconstructs the masked ones (`L_rec`, Eq. 3) and
+   predicts their loss (`L_pred`, relative Eq. 5–7 or absolute Eq. 4): `L = L_rec + L_pred`
+   (Eq. 2).
+4. After the optimizer step the teacher follows the student, `θ_t ← m·θ_t + (1 − m)·θ_s`
+   (Eq. 1; encoder, reconstructor and loss predictor alike).
+
+Ablation switches (seed 000 Tables 1, 10–12):
+- `loss_pred="none", learn_to_mask=False` is plain MAE with the given random strategy;
+- `loss_pred="relative"|"absolute", learn_to_mask=False`: the auxiliary objective only, masks
+  from a random strategy (no teacher forward is run at all);
+- `learn_to_mask=True` (default): masks from the teacher's predictions with `mask=hpm`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Dict, Iterator, Optional
+
+import torch
+from torch import nn
+
+from videohpm.methods.mae import clip_of
+from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
+from videohpm.objectives.reconstruction import reconstruction_loss, select_masked
+
+LOSS_PRED_KINDS = ("relative", "absolute", "none")
+
+
+class HPM(nn.Module):
+    """HPM recipe (seed 000 Eq. 1–8).
+
+    Args:
+        model: the student `MaskedAutoencoder`, built with `loss_predictor=True` unless
+            `loss_pred="none"`.
+        mask_generator: `hpm` (easy-to-hard, needs scores) when `learn_to_mask`, otherwise any
+            random strategy (`random`, `tube`, `frame`).
+        loss_pred: "relative" (BCE, Eq. 5–7, the paper's default), "absolute" (MSE, Eq. 4) or
+            "none" (no L_pred: plain MAE).
+        learn_to_mask: mask from the teacher's predicted losses (§3.4).
+        momentum: EMA coefficient m of Eq. 1 (0.999 in the paper).
+        momentum_end: if set, m follows a cosine schedule from `momentum` to `momentum_end` over
+            training (BYOL-style); None keeps m constant as the paper does.
+        pred_weight: weight of L_pred in Eq. 2 (1 in the paper).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mask_generator: Any,
+        *,
+        loss_pred: str = "relative",
+        learn_to_mask: bool = True,
+        momentum: float = 0.999,
+        momentum_end: Optional[float] = None,
+        pred_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if loss_pred not in LOSS_PRED_KINDS:
+            raise ValueError(f"method.loss_pred must be one of {LOSS_PRED_KINDS}, got {loss_pred!r}")
+        needs_scores = bool(getattr(mask_generator, "needs_scores", False))
+        if learn_to_mask and not needs_scores:
+            raise ValueError(
+                "method.learn_to_mask=true needs a score-driven mask strategy (mask.name=hpm); "
+                "for the 'L_pred with random masks' ablation set method.learn_to_mask=false"
+            )
+        if not learn_to_mask and needs_scores:
+            raise ValueError("method.learn_to_mask=false needs a random mask strategy (random, tube, frame)")
+        if learn_to_mask and loss_pred == "none":
+            raise ValueError("method.learn_to_mask=true needs a trained loss predictor: set method.loss_pred")
+        has_predictor = getattr(model, "loss_predictor", None) is not None
+        if loss_pred != "none" and not has_predictor:
+            raise ValueError("method=hpm needs a model built with loss_predictor=true (model.loss_predictor)")
+        for name, m in (("momentum", momentum), ("momentum_end", momentum_end)):
+            if m is not None and not 0.0 <= m <= 1.0:
+                raise ValueError(f"method.{name} must be in [0, 1], got {m}")
+
+        self.model = model
+        self.mask_generator = mask_generator
+        self.loss_pred = loss_pred
+        self.learn_to_mask = learn_to_mask
+        self.momentum = momentum
+        self.momentum_end = momentum_end
+        self.pred_weight = pred_weight
+        self._progress = 0.0
+        # The teacher is kept out of the module tree on purpose: DeepSpeed must neither cast it
+        # to bf16/fp16 (an EMA with m = 0.999 underflows there) nor partition it under ZeRO-3,
+        # and the optimizer must never see it. It follows the input's device lazily.
+        teacher = copy.deepcopy(model).float().eval() if learn_to_mask else None
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        self.__dict__["teacher"] = teacher
+
+    # ------------------------------------------------------------------ teacher
+    def _teacher_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """`L̂^t = d_ψt(f_θt(x))` over all N tokens: `[B, N]` (§3.4)."""
+        teacher = self.teacher
+        if next(teacher.parameters()).device != x.device:
+            teacher.to(x.device)
+        student_dtype = next(self.model.parameters()).dtype
+        low_precision = student_dtype in (torch.float16, torch.bfloat16)
+        with torch.inference_mode(), torch.autocast(
+            device_type=x.device.type, dtype=student_dtype, enabled=low_precision
+        ):
+            latent = teacher.encode(x.float())
+            scores = teacher.decode(latent, None, head="loss", grid=teacher.grid(x)).squeeze(-1)
+        # Out of inference mode so that masks built from it may be saved for backward.
+        return scores.float().clone()
+
+    def current_momentum(self) -> float:
+        if self.momentum_end is None:
+            return self.momentum
+        # cosine from momentum (progress 0) to momentum_end (progress 1)
+        w = 0.5 * (1.0 - math.cos(math.pi * min(max(self._progress, 0.0), 1.0)))
+        return self.momentum + (self.momentum_end - self.momentum) * w
+
+    @torch.no_grad()
+    def on_step_end(self) -> None:
+        """EMA update of the teacher, Eq. 1: `θ_t ← m·θ_t + (1 − m)·θ_s`.
+
+        Runs over the full student parameters; under ZeRO-3 the engine gathers them around this
+        call. Buffers (none in a ViT, but kept general) are copied.
+        """
+        if self.teacher is None:
+            return
+        m = self.current_momentum()
+        t_params = [p for p in self.teacher.parameters()]
+        s_params = [p.detach() for p in self.model.parameters()]
+        if t_params and t_params[0].device != s_params[0].device:
+            self.teacher.to(s_params[0].device)
+            t_params = [p for p in self.teacher.parameters()]
+        s_params = [s if s.dtype == t.dtype else s.to(t.dtype) for s, t in zip(s_params, t_params)]
+        torch._foreach_lerp_(t_params, s_params, 1.0 - m)
+        for tb, sb in zip(self.teacher.buffers(), self.model.buffers()):
+            tb.copy_(sb)
+
+    def teacher_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
+        return None if self.teacher is None else self.teacher.state_dict()
+
+    def load_teacher_state_dict(self, state: Optional[Dict[str, torch.Tensor]]) -> None:
+        if self.teacher is None or state is None:
+            return
+        self.teacher.load_state_dict(state)
+
+    def teacher_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(()) if self.teacher is None else self.teacher.parameters()
+
+    # ------------------------------------------------------------------ step
+    def forward(self, batch: Any, progress: float = 0.0) -> Dict[str, torch.Tensor]:
+        """One HPM step. `batch["video"]: [B, C, T, H, W]`; `progress ∈ [0, 1]` drives α_t."""
+        x = clip_of(batch)
+        self._progress = float(progress)
+        grid = (x.shape[0], *self.model.grid(x))
+        if self.learn_to_mask:
+            scores = self._teacher_scores(x)
+            mask = self.mask_generator(grid, scores=scores, progress=progress, device=x.device)
+        else:
+            mask = self.mask_generator(grid, progress=progress, device=x.device)
+
+        latent = self.model.encode(x, mask)
+        pred = self.model.decode(latent, mask, head="pixel", grid=grid[1:])  # [B, Nm, P]
+        with torch.no_grad():
+            target = select_masked(self.model.target(x), mask, key="target")
+        rec = reconstruction_loss(pred, target)
+        rec_per_patch, loss_rec = rec.per_patch, rec.loss  # [B, Nm], scalar
+        out: Dict[str, torch.Tensor] = {"loss_rec": loss_rec.detach()}
+        loss = loss_rec
+        if self.loss_pred != "none":
+            pred_loss = self.model.decode(latent, mask, head="loss", grid=grid[1:]).squeeze(-1)  # [B, Nm]
+            if self.loss_pred == "relative":
+                loss_p = relative_loss_prediction(pred_loss, rec_per_patch.detach())
+            else:
+                loss_p = absolute_loss_prediction(pred_loss, rec_per_patch.detach())
+            loss = loss + self.pred_weight * loss_p
+            out["loss_pred"] = loss_p.detach()
+        if self.learn_to_mask and hasattr(self.mask_generator, "alpha"):
+            out["alpha"] = torch.tensor(float(self.mask_generator.alpha(progress)))
+        out["loss"] = loss
+        return out
