@@ -19,8 +19,12 @@ def test_step_returns_parts_and_every_student_parameter_gets_a_gradient(tiny_mod
     torch.testing.assert_close(out["loss"].detach(), out["loss_rec"] + out["loss_pred"])
     assert out["alpha"].item() == pytest.approx(0.25)  # Eq. 8 at t/T = 0.5 with α 0 → 0.5
     out["loss"].backward()
-    missing = [n for n, p in recipe.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    # Eq. 5 sees only differences L̂_i − L̂_j, so the loss predictor's output bias gets exactly 0
+    no_grad_expected = {"model.loss_predictor.head.bias"}
+    missing = [n for n, p in recipe.named_parameters()
+               if n not in no_grad_expected and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert missing == []
+    assert recipe.model.loss_predictor.head.bias.grad.abs().max() < 1e-6
     # the teacher is outside the module tree: no grads, not in the optimizer's parameters
     assert all(p.grad is None and not p.requires_grad for p in recipe.teacher.parameters())
     ids = {id(p) for p in recipe.parameters()}
@@ -57,11 +61,15 @@ def test_mask_hides_the_teachers_hardest_patches_per_time_slice(tiny_model, clip
     seen = {}
     gen = recipe.mask_generator
 
-    def spy(grid, scores=None, **kw):
-        seen["scores"], seen["mask"] = scores, gen.__class__.__call__(gen, grid, scores=scores, **kw)
-        return seen["mask"]
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(gen, name)
 
-    recipe.mask_generator = spy
+        def __call__(self, grid, scores=None, **kw):
+            seen["scores"], seen["mask"] = scores, gen(grid, scores=scores, **kw)
+            return seen["mask"]
+
+    recipe.mask_generator = Spy()
     recipe({"video": clip}, progress=0.3)
     t = recipe.teacher
     with torch.no_grad():
@@ -136,3 +144,13 @@ def test_teacher_state_round_trip(tiny_model):
     b.load_teacher_state_dict(a.teacher_state_dict())
     for pa, pb in zip(a.teacher.parameters(), b.teacher.parameters()):
         torch.testing.assert_close(pa, pb)
+
+
+def test_no_teacher_forward_while_alpha_is_zero(tiny_model, clip):
+    recipe = hpm(tiny_model(loss_predictor=True), alpha_0=0.0, alpha_T=0.5)
+    calls = []
+    recipe.teacher.encoder.register_forward_hook(lambda *a: calls.append(1))
+    recipe({"video": clip}, progress=0.0)  # α_0 = 0: purely random, the teacher is skipped
+    assert calls == []
+    recipe({"video": clip}, progress=1.0)  # α_T = 0.5: the teacher ranks the patches
+    assert calls == [1]

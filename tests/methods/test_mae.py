@@ -35,3 +35,15 @@ def test_mae_loss_is_masked_mse_of_the_target(tiny_model, clip):
     out["loss"].backward()
     assert all(p.grad is not None for p in recipe.parameters())
     recipe.on_step_end()  # no teacher: a no-op
+
+
+def test_mto_option_adds_decoder_token_losses_through_build_recipe(tiny_model, clip):
+    import pytest
+
+    recipe = build_recipe("mae", tiny_model(), make_mask_generator("tube", mask_ratio=0.75),
+                          mto={"weight": 0.5})
+    out = recipe({"video": clip}, progress=0.0)
+    assert {"loss_mto", "mto_spa", "mto_e", "mto_r"} <= set(out)
+    torch.testing.assert_close(out["loss"].detach(), out["loss_rec"] + 0.5 * out["loss_mto"])
+    with pytest.raises(TypeError, match="method.mto"):
+        build_recipe("mae", tiny_model(), make_mask_generator("tube", mask_ratio=0.75), mto={"wieght": 1})

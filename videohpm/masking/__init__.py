@@ -1,0 +1,33 @@
+"""Mask strategies behind one interface (docs/ARCHITECTURE.md, ``videohpm.masking``).
+
+``make_mask_generator(name, **cfg)`` returns an object called as
+``gen(grid=(B, T', H', W'), scores=None, progress=None, device=None, generator=None)``
+that returns a bool mask ``[B, N]`` (True = masked, time-major token order).
+
+Names: ``random`` (MAE), ``tube`` (VideoMAE), ``frame`` (per-frame random), ``hpm``
+(easy-to-hard, seed 000 Eq. 8 / Alg. S1), ``importance`` (ccMIM, seed 004 Eq. 4–6).
+"""
+from .base import (
+    MaskGenerator,
+    available_mask_generators,
+    make_mask_generator,
+    register_mask_generator,
+)
+from .frame import FrameMaskGenerator
+from .hpm import HPMMaskGenerator
+from .importance import ImportanceMaskGenerator, cls_attention_importance
+from .random import RandomMaskGenerator
+from .tube import TubeMaskGenerator
+
+__all__ = [
+    "MaskGenerator",
+    "available_mask_generators",
+    "make_mask_generator",
+    "register_mask_generator",
+    "RandomMaskGenerator",
+    "TubeMaskGenerator",
+    "FrameMaskGenerator",
+    "HPMMaskGenerator",
+    "ImportanceMaskGenerator",
+    "cls_attention_importance",
+]

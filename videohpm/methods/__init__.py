@@ -10,10 +10,12 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
+from videohpm.methods.ccmim import CCMIM
 from videohpm.methods.hpm import HPM
 from videohpm.methods.mae import MAE
+from videohpm.methods.mto import enable_mto
 
-_RECIPES: Dict[str, Callable[..., nn.Module]] = {"mae": MAE, "hpm": HPM}
+_RECIPES: Dict[str, Callable[..., nn.Module]] = {"mae": MAE, "hpm": HPM, "ccmim": CCMIM}
 
 
 def register_recipe(name: str, factory: Callable[..., nn.Module]) -> None:
@@ -27,12 +29,31 @@ def available_recipes() -> list:
     return sorted(_RECIPES)
 
 
-def build_recipe(name: str, model: nn.Module, mask_generator: Any = None, **kwargs: Any) -> nn.Module:
+def build_recipe(name: str, model: nn.Module, mask_generator: Any = None, *, mto: Any = None,
+                 **kwargs: Any) -> nn.Module:
     """Build the recipe `name` around `model`; unknown names and keyword arguments raise.
 
     Example: `build_recipe("hpm", create_model("pretrain_videomae_small_patch16_224",
     loss_predictor=True), make_mask_generator("hpm", mask_ratio=0.9), loss_pred="relative")`.
+
+    `mto`: add MTO's decoder-token losses (seed 003 Alg. 1) to a recipe whose decoder sees mask
+    tokens (mae, hpm, ccmim): `true` for the defaults or a dict of `enable_mto` options
+    (`weight`, `w_spa`, `w_e`, `w_r`, `decoders`, ...). Computed from the decoder's own tokens
+    (forward hooks), without a second pass.
     """
+    recipe = _build(name, model, mask_generator, **kwargs)
+    if mto:
+        if name not in ("mae", "hpm", "ccmim"):
+            raise ValueError(f"method.mto: recipe {name!r} has no decoder over mask tokens")
+        opts = {} if mto is True else dict(mto)
+        try:
+            enable_mto(recipe, **opts)
+        except TypeError as e:
+            raise TypeError(f"method.mto: {e}") from None
+    return recipe
+
+
+def _build(name: str, model: nn.Module, mask_generator: Any, **kwargs: Any) -> nn.Module:
     if name not in _RECIPES:
         raise ValueError(f"method.name: unknown recipe {name!r}; available: {available_recipes()}")
     factory = _RECIPES[name]
@@ -47,4 +68,4 @@ def build_recipe(name: str, model: nn.Module, mask_generator: Any = None, **kwar
     return factory(model, **kwargs)
 
 
-__all__ = ["MAE", "HPM", "build_recipe", "register_recipe", "available_recipes"]
+__all__ = ["MAE", "HPM", "CCMIM", "enable_mto", "build_recipe", "register_recipe", "available_recipes"]

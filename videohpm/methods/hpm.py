@@ -160,7 +160,9 @@ class HPM(nn.Module):
         x = clip_of(batch)
         self._progress = float(progress)
         grid = (x.shape[0], *self.model.grid(x))
-        if self.learn_to_mask:
+        # At α_t = 0 (the start of an easy-to-hard schedule) no patch is chosen by score: the
+        # mask is purely random and the teacher's forward would be wasted.
+        if self.learn_to_mask and self.mask_generator.num_hard_per_row(grid, progress) > 0:
             scores = self._teacher_scores(x)
             mask = self.mask_generator(grid, scores=scores, progress=progress, device=x.device)
         else:
