@@ -11,15 +11,25 @@ from typing import Any, Callable, Dict
 from torch import nn
 
 from videohpm.methods.ccmim import CCMIM
+from videohpm.methods.classification import Classification
 from videohpm.methods.hpm import HPM
+from videohpm.methods.linear_probe import LinearProbe
 from videohpm.methods.mae import MAE
 from videohpm.methods.mto import enable_mto
 
-_RECIPES: Dict[str, Callable[..., nn.Module]] = {"mae": MAE, "hpm": HPM, "ccmim": CCMIM}
+_RECIPES: Dict[str, Callable[..., nn.Module]] = {
+    "mae": MAE,
+    "hpm": HPM,
+    "ccmim": CCMIM,
+    "classification": Classification,  # fine-tuning
+    "linear_probe": LinearProbe,  # frozen encoder, BN + linear head (supplement Table S3)
+}
 
 
 def register_recipe(name: str, factory: Callable[..., nn.Module]) -> None:
     """Add a recipe under `name` (one file + one config key per method)."""
+    if _RECIPES.get(name) is factory:
+        return
     if name in _RECIPES:
         raise ValueError(f"recipe {name!r} is already registered")
     _RECIPES[name] = factory

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Look at what HPM sees (seed 000 Fig. 2), or plot a run's training curves.
+
+    # input / true loss / predicted loss / HPM mask at progress t/T / reconstruction
+    python tools/visualize.py --config configs/test/pretrain_hpm_tiny.yaml checkpoint=outputs/pre \
+        --input video.webm --progress 0.5 --out outputs/vis [--mp4] [--student]
+    # images: an image pre-training config and a .png / .jpg input
+    # training curves (loss parts, lr, α_t) from the engine's JSON-lines log
+    python tools/visualize.py --log outputs/pre/log.jsonl --out outputs/vis/curves.png
+
+Writes `<stem>_p<progress>.png` (a grid: rows = panels, columns = frames) and an animated
+`.gif` (or `.mp4`) with the panels side by side. Other `section.key=value` override the YAML
+(e.g. `mask.kwargs.alpha_T=1.0`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="pre-training YAML config of the checkpoint")
+    p.add_argument("--input", help="a video file or an image")
+    p.add_argument("--progress", type=float, default=1.0, help="training progress t/T that sets α_t (Eq. 8)")
+    p.add_argument("--start", type=int, default=0, help="first frame of the clip")
+    p.add_argument("--loss-masks", type=int, default=10, help="random masks averaged for the true loss map")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--student", action="store_true", help="predict losses with the student, not the EMA teacher")
+    p.add_argument("--mp4", action="store_true", help="write an MP4 instead of a GIF")
+    p.add_argument("--log", help="plot this log.jsonl instead (no model needed)")
+    p.add_argument("--out", required=True, help="output folder (figures) or .png path (--log)")
+    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.log:
+        from videohpm.evaluation.visualize import plot_training_curves
+
+        out = args.out if args.out.endswith(".png") else os.path.join(args.out, "curves.png")
+        panels = plot_training_curves(args.log, out)
+        print(f"wrote {out}: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in panels.items()))
+        return 0
+    checkpoints = [o.split("=", 1)[1] for o in args.overrides if o.startswith("checkpoint=")]
+    # The weights come from checkpoint=; the config's own start point (model.pretrained) is not
+    # needed and need not exist here.
+    overrides = ["model.pretrained=null"] + [o for o in args.overrides if not o.startswith("checkpoint=")]
+    if not (args.config and args.input and len(checkpoints) == 1):
+        print("error: give --config, --input and one checkpoint=<path> (or --log)", file=sys.stderr)
+        return 2
+    from videohpm.config import ConfigError, load_config
+    from videohpm.evaluation.runner import run_visualize
+
+    try:
+        cfg = load_config(args.config, overrides)
+        files = run_visualize(cfg, checkpoints[0], args.input, args.out, progress=args.progress,
+                              use_teacher=not args.student, num_loss_masks=args.loss_masks, seed=args.seed,
+                              fmt="mp4" if args.mp4 else "gif", start=args.start)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(files.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The work behind `tools/test.py` and `tools/visualize.py`: read checkpoints, build the model from
+a run config, run the multi-view test and write its files, draw a clip's HPM maps.
+
+Checkpoints accepted wherever a `checkpoint=` path is asked for:
+
+- a file: `model_final.pth` of a run (`{"model", "teacher", ...}`), a VideoMAE V1/V2 or Hugging
+  Face state dict (converted by `videohpm.models.load_pretrained`);
+- a DeepSpeed checkpoint folder written by the engine (`<run>/checkpoints/epoch-0009`): the
+  recipe's weights (`mp_rank_00_model_states.pt`, or the ZeRO-3 shards through DeepSpeed's
+  `zero_to_fp32`) and the EMA teacher from `trainer_state.pt`;
+- a run folder (`model_final.pth` if present, else the newest complete checkpoint) or the
+  `checkpoints/` root (its `latest` tag).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+__all__ = ["CheckpointWeights", "read_checkpoint", "load_classifier", "run_test", "load_clip", "run_visualize"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckpointWeights:
+    """Weights read from a checkpoint. `model`: state dict (recipe- or model-level keys);
+    `teacher`: the EMA teacher / model EMA state dict, if saved; `source`: the file(s) read."""
+
+    model: Dict[str, torch.Tensor]
+    teacher: Optional[Dict[str, torch.Tensor]] = None
+    source: str = ""
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def _torch_load(path: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # DeepSpeed / trainer files pickle small Python objects; they are our own outputs
+        log.info("%s needs a full unpickle (weights_only=False)", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _tensors(d: Any) -> Dict[str, torch.Tensor]:
+    return {k: v for k, v in d.items() if isinstance(v, torch.Tensor)} if isinstance(d, Mapping) else {}
+
+
+def _deepspeed_folder(folder: str) -> CheckpointWeights:
+    """One DeepSpeed tag folder (as `videohpm.engine.checkpoint` writes it)."""
+    full = os.path.join(folder, "mp_rank_00_model_states.pt")
+    if os.path.isfile(full):
+        sd = _tensors(_torch_load(full).get("module"))
+        source = full
+    elif glob.glob(os.path.join(folder, "zero_pp_rank_*_mp_rank_00_model_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        parent, tag = os.path.split(os.path.abspath(folder))
+        sd = dict(get_fp32_state_dict_from_zero_checkpoint(parent, tag=tag))
+        source = f"{folder} (ZeRO-3 shards)"
+    else:
+        raise FileNotFoundError(f"checkpoint={folder}: no mp_rank_00_model_states.pt or ZeRO shards in this folder")
+    if not sd:
+        raise ValueError(f"checkpoint={source}: no module weights inside")
+    teacher, meta = None, {}
+    state_file = os.path.join(folder, "trainer_state.pt")
+    if os.path.isfile(state_file):
+        state = _torch_load(state_file)
+        teacher = _tensors(state.get("teacher")) or None
+        meta = {k: state.get(k) for k in ("epoch", "global_step") if k in state}
+    return CheckpointWeights(sd, teacher, source, meta)
+
+
+def read_checkpoint(path: str, prefer_full_recipe: bool = False) -> CheckpointWeights:
+    """Read weights from any checkpoint layout of the module docstring.
+
+    Args:
+        prefer_full_recipe: in a run folder, read the newest DeepSpeed checkpoint (the whole
+            recipe, e.g. a linear probe's BatchNorm and head) rather than `model_final.pth`
+            (the model only).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint={path}: no such file or folder")
+    if os.path.isdir(path):
+        final = os.path.join(path, "model_final.pth")
+        if os.path.isfile(final) and not prefer_full_recipe:
+            return read_checkpoint(final)
+        for root in (os.path.join(path, "checkpoints"), path):
+            latest = os.path.join(root, "latest")
+            if os.path.isfile(latest):
+                with open(latest) as f:
+                    return _deepspeed_folder(os.path.join(root, f.read().strip()))
+        if os.path.isfile(final):
+            return read_checkpoint(final)
+        if os.path.isfile(os.path.join(path, "mp_rank_00_model_states.pt")) or glob.glob(
+                os.path.join(path, "zero_pp_rank_*")):
+            return _deepspeed_folder(path)
+        from videohpm.models.checkpoint import _read  # Hugging Face save_pretrained() folder
+
+        return CheckpointWeights(dict(_read(path)), None, path)
+    obj = _torch_load(path)
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and "config" in obj:
+        return CheckpointWeights(_tensors(obj["model"]), _tensors(obj.get("teacher")) or None, path,
+                                 {k: obj.get(k) for k in ("epoch", "global_step")})
+    return CheckpointWeights(dict(obj), None, path)  # VideoMAE / HF / plain state dict: unwrapped later
+
+
+def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+class _Logits(nn.Module):
+    """`x -> logits` of a recipe with `logits()` (linear probing), for testing and FLOPs."""
+
+    def __init__(self, recipe: nn.Module) -> None:
+        super().__init__()
+        self.recipe = recipe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.recipe.logits(x)
+
+
+def load_classifier(cfg: DictConfig, checkpoint: str, ema: bool = False) -> nn.Module:
+    """The classifier of a fine-tuning (`method.name: classification`) or linear-probing
+    (`linear_probe`) config with the checkpoint's weights, in eval mode: `x -> logits`.
+
+    Args:
+        ema: evaluate the model EMA saved next to the weights (classification with `model_ema`).
+    Raises:
+        ValueError naming `checkpoint=` when weights are missing or do not fit the model.
+    """
+    from videohpm.engine.build import build_model, build_recipe_from_config
+    from videohpm.models import load_pretrained
+    import videohpm.methods.linear_probe  # noqa: F401  (registers "linear_probe")
+
+    method = str(cfg.method.name)
+    weights = read_checkpoint(checkpoint, prefer_full_recipe=method == "linear_probe")
+    model = build_model(cfg)
+    if method == "linear_probe":
+        recipe = build_recipe_from_config(cfg, model, None)
+        missing, unexpected = recipe.load_state_dict(_strip(weights.model, "module."), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint={weights.source}: does not fit the linear probe (missing {missing[:6]}, "
+                             f"unexpected {unexpected[:6]}); pass a checkpoint folder of the linear-probing run")
+        net: nn.Module = _Logits(recipe)
+    elif method == "classification":
+        sd = weights.teacher if ema else weights.model
+        if sd is None:
+            raise ValueError(f"checkpoint={weights.source}: no model EMA saved (train with method.kwargs.model_ema=true)")
+        sd = _strip(sd, "model.")  # recipe-level keys of a DeepSpeed checkpoint
+        report = load_pretrained(model, sd, strict=False)
+        if not report.ok:
+            raise ValueError(f"checkpoint={weights.source}: does not fit model {cfg.model.name}:\n{report}")
+        net = model
+    else:
+        raise ValueError(f"method.name: tools/test.py evaluates classifiers (classification, linear_probe), "
+                         f"got {method!r}")
+    log.info("loaded %s (%s)", weights.source, ", ".join(f"{k} {v}" for k, v in weights.meta.items()) or "weights")
+    return net.eval()
+
+
+def _amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    if device.type != "cuda":
+        return None  # CPUs here have no bf16 units: fp32
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
+def run_test(
+    cfg: DictConfig,
+    checkpoint: str,
+    output_dir: str,
+    batch_size: Optional[int] = None,
+    ema: bool = False,
+    videomae_txt: bool = False,
+    flops: bool = True,
+    max_views_per_forward: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Multi-view test of a config's classifier (all ranks); rank 0 writes `predictions.csv`,
+    `metrics.json` and `summary.md` into `output_dir` (and every rank `videomae/{rank}.txt`).
+
+    Returns the metrics (identical on every rank), including the cost summary.
+    """
+    from videohpm import distributed as vdist
+    from videohpm.data import build_collate, build_dataset, resolve
+    from videohpm.evaluation.flops import CostSummary, count_flops, count_parameters, format_table
+    from videohpm.evaluation.multiview import evaluate_multiview, write_metrics_json, write_predictions_csv
+
+    device = vdist.init_distributed(cfg.train.dist_backend or None)
+    data_cfg = resolve(OmegaConf.to_object(cfg.data))
+    net = load_classifier(cfg, checkpoint, ema=ema).to(device)
+    dataset = build_dataset(cfg.data, "test")
+    clips, crops = int(data_cfg.test_num_clips), int(data_cfg.test_num_crops)
+    amp = _amp_dtype(str(cfg.train.precision), device)
+    log.info("testing %d videos × %d clips × %d crops on %d rank(s), %s", len(dataset), clips, crops,
+             vdist.get_world_size(), amp or "fp32")
+    preds, metrics = evaluate_multiview(
+        net, dataset, batch_size=int(batch_size or cfg.train.batch_size), num_workers=int(data_cfg.num_workers),
+        device=device, num_crops=crops, amp_dtype=amp, max_views_per_forward=max_views_per_forward,
+        videomae_dir=os.path.join(output_dir, "videomae") if videomae_txt else None, collate_fn=build_collate(cfg.data, "test"))
+    t = int(data_cfg.num_frames) if data_cfg.kind == "video" else 1
+    view_shape = (1, 3, t, int(data_cfg.input_size), int(data_cfg.input_size))
+    gflops = count_flops(net, view_shape, device) / 1e9 if flops else float("nan")
+    cost = CostSummary(str(cfg.model.name), t, gflops, clips, crops, count_parameters(net) / 1e6,
+                       metrics["top1"], metrics["top5"])
+    metrics.update(cost=cost.as_dict(), checkpoint=os.path.abspath(checkpoint), ema=ema, world_size=vdist.get_world_size())
+    if vdist.is_main_process():
+        write_predictions_csv(preds, os.path.join(output_dir, "predictions.csv"))
+        write_metrics_json(metrics, os.path.join(output_dir, "metrics.json"))
+        table = format_table([cost])
+        with open(os.path.join(output_dir, "summary.md"), "w") as f:
+            f.write(table + f"\n\nmean per-class accuracy {metrics['mean_class_acc']:.2f}, "
+                    f"{metrics['num_videos']} videos, {metrics['num_broken']} broken\n")
+        log.info("\n%s", table)
+    vdist.barrier()
+    return metrics
+
+
+def load_clip(path: str, data_cfg: Any, start: int = 0) -> torch.Tensor:
+    """A normalized clip `[C, T, H, W]` from a video file (dense frames at the config's sampling
+    rate from `start`) or an image (`T = 1`), resized and centre-cropped like validation."""
+    from videohpm.data import resolve
+    from videohpm.data.sampling import dense_indices
+    from videohpm.data.transforms import eval_transform, frames_to_video
+    from videohpm.data.video import VideoReader
+
+    cfg = resolve(data_cfg)
+    tf = eval_transform(cfg.input_size, cfg.short_side_size, cfg.mean, cfg.std)
+    if os.path.splitext(path)[1].lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"):
+        import numpy as np
+        from PIL import Image
+
+        frames = np.asarray(Image.open(path).convert("RGB"))[None]
+        return tf(frames_to_video(frames))
+    with VideoReader(path, backend=cfg.backend, fallback=cfg.fallback_backend) as vr:
+        n = int(vr.num_frames) - int(start)
+        idx = dense_indices(n, cfg.num_frames, cfg.sampling_rate, start=0) + int(start)
+        frames = vr.get_batch(idx)
+    return tf(frames_to_video(frames))
+
+
+def run_visualize(cfg: DictConfig, checkpoint: str, input_path: str, output_dir: str, progress: float = 1.0,
+                  use_teacher: bool = True, num_loss_masks: int = 10, seed: int = 0, fmt: str = "gif",
+                  start: int = 0) -> Dict[str, str]:
+    """Fig. 2 maps of one video / image for a pre-training config + checkpoint; returns the files.
+
+    The mask strategy is the config's (`mask.*`); HPM's teacher (saved with the checkpoint)
+    predicts the loss that drives it unless `use_teacher=False` (then the student does).
+    """
+    import copy
+
+    from videohpm.engine.build import build_mask_generator, build_model
+    from videohpm.evaluation.visualize import compute_visualization, render_grid_png, write_animation
+    from videohpm.models import load_pretrained
+
+    weights = read_checkpoint(checkpoint)
+    model = build_model(cfg)
+    if not hasattr(model, "decode"):
+        raise ValueError(f"model.name: {cfg.model.name} is not a pre-training model (no decoder to visualize)")
+    report = load_pretrained(model, _strip(weights.model, "model."), strict=False)
+    if not report.ok:
+        raise ValueError(f"checkpoint={weights.source}: does not fit {cfg.model.name}:\n{report}")
+    teacher = None
+    if use_teacher and weights.teacher:
+        teacher = copy.deepcopy(model)
+        teacher.load_state_dict(weights.teacher)
+    gen = build_mask_generator(cfg)
+    if gen is None:
+        raise ValueError("mask.name: set a mask strategy (e.g. hpm) to visualize")
+    x = load_clip(input_path, OmegaConf.to_object(cfg.data), start=start)
+    vis = compute_visualization(model, x, gen, progress=progress, teacher=teacher, num_loss_masks=num_loss_masks,
+                                seed=seed)
+    os.makedirs(output_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(input_path))[0]
+    png = os.path.join(output_dir, f"{stem}_p{progress:.2f}.png")
+    anim = os.path.join(output_dir, f"{stem}_p{progress:.2f}.{fmt}")
+    render_grid_png(vis, png)
+    write_animation(vis, anim, scale=max(1, 160 // int(x.shape[-2])))  # small demo clips: enlarge (nearest)
+    return {"png": png, "animation": anim}
