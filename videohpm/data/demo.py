@@ -1,0 +1,404 @@
+"""The bundled demo data set: small motion-centric labelled videos written as real files.
+
+Each video shows one handwritten digit (scikit-learn's ``load_digits``, upscaled and tinted) on a
+crop of a real photograph (``load_sample_images``) and the class is *how it moves*: moving
+left / right / up / down, rotating clockwise / counter-clockwise, zooming in / out — like
+Something-Something v2, a single frame cannot tell the classes apart:
+
+* the initial state (digit, tint, background crop, position, angle, scale) of video ``i`` is
+  drawn from an RNG seeded by ``(seed, split, i)`` alone — never by the class — so the first
+  frame of a video is *pixel-identical* whatever its class (:func:`render_video`);
+* positions live on a torus (the digit leaving one edge re-enters at the other) and angles
+  cover the full circle, so for the six translation/rotation classes *every* frame has the same
+  distribution across classes; only zoom changes the scale distribution over time.
+
+Two encodings of the same clips: VP9 ``.webm`` in the SSv2 layout (ids, official
+``something-something-v2-*.json`` annotations) and H.264 ``.mp4`` in the K400 layout
+(``<youtube_id>_<start>_<end>.mp4``, official CSVs); the VideoMAE list files are then produced by
+the real list builders (:mod:`videohpm.data.lists`). An ImageFolder of digit PNGs serves image
+mode. Everything is deterministic from ``seed``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .lists import build_k400_lists, build_ssv2_lists, k400_video_name
+
+__all__ = ["CLASSES", "DemoState", "DemoAssets", "DemoData", "sample_state", "render_video", "make_demo_data"]
+
+# (class name = K400 label, SSv2 template). Sorted by name, so the K400 builder (sorted class
+# names) and the SSv2 labels file (written in this order) give the same ids.
+CLASSES: Tuple[Tuple[str, str], ...] = (
+    ("moving something down", "Moving [something] down"),
+    ("moving something left", "Moving [something] left"),
+    ("moving something right", "Moving [something] right"),
+    ("moving something up", "Moving [something] up"),
+    ("rotating something clockwise", "Rotating [something] clockwise"),
+    ("rotating something counterclockwise", "Rotating [something] counterclockwise"),
+    ("zooming in on something", "Zooming in on [something]"),
+    ("zooming out of something", "Zooming out of [something]"),
+)
+
+# Motion over the whole video per class: (dx, dy) in canvas sizes, rotation in degrees
+# (positive = counter-clockwise, PIL's convention), log zoom factor.
+_TRANSLATE = 0.375  # not 0.5: on the torus, +½ and -½ of the canvas land on the same place
+_ROTATE = 150.0
+_ZOOM = math.log(1.6)
+_MOTIONS: Dict[str, Tuple[float, float, float, float]] = {
+    "moving something down": (0.0, _TRANSLATE, 0.0, 0.0),
+    "moving something left": (-_TRANSLATE, 0.0, 0.0, 0.0),
+    "moving something right": (_TRANSLATE, 0.0, 0.0, 0.0),
+    "moving something up": (0.0, -_TRANSLATE, 0.0, 0.0),
+    "rotating something clockwise": (0.0, 0.0, -_ROTATE, 0.0),
+    "rotating something counterclockwise": (0.0, 0.0, _ROTATE, 0.0),
+    "zooming in on something": (0.0, 0.0, 0.0, _ZOOM),
+    "zooming out of something": (0.0, 0.0, 0.0, -_ZOOM),
+}
+_SPLIT_IDS = {"train": 0, "val": 1}
+
+
+@dataclass
+class DemoState:
+    """Everything the first frame depends on (drawn independently of the class)."""
+
+    digit: int  # index into load_digits
+    color: Tuple[int, int, int]  # tint of the digit
+    background: int  # index into load_sample_images
+    bg_top: int
+    bg_left: int
+    x: float  # centre, in pixels (torus)
+    y: float
+    angle: float  # degrees
+    scale: float  # relative to the base sprite size
+
+
+class DemoAssets:
+    """The real images the videos are made of, prepared once.
+
+    Attributes:
+        digits: ``[N, 8, 8]`` float in ``[0, 1]`` (scikit-learn ``load_digits``).
+        digit_labels: ``[N]`` int.
+        backgrounds: list of ``[H, W, 3]`` uint8 photographs scaled so the short side is
+            ``2.5 · size`` and darkened (the digit must stay visible).
+    """
+
+    def __init__(self, size: int) -> None:
+        from sklearn.datasets import load_digits, load_sample_images
+
+        digits = load_digits()
+        self.size = int(size)
+        self.digits = digits.images.astype(np.float32) / 16.0
+        self.digit_labels = digits.target.astype(np.int64)
+        self.backgrounds: List[np.ndarray] = []
+        for img in load_sample_images().images:
+            h, w = img.shape[:2]
+            f = 2.5 * size / min(h, w)
+            pil = Image.fromarray(img).resize((max(size, round(w * f)), max(size, round(h * f))), Image.BILINEAR)
+            self.backgrounds.append((np.asarray(pil, dtype=np.float32) * 0.55).astype(np.uint8))
+        self._sprites: Dict[int, Image.Image] = {}
+
+    def sprite(self, digit: int) -> Image.Image:
+        """The digit as an 8-bit alpha image of side ``0.36 · size`` (cached)."""
+        if digit not in self._sprites:
+            base = max(4, round(0.36 * self.size))
+            a = Image.fromarray((self.digits[digit] * 255).astype(np.uint8))
+            self._sprites[digit] = a.resize((base, base), Image.BICUBIC)
+        return self._sprites[digit]
+
+
+def sample_state(rng: np.random.Generator, assets: DemoAssets) -> DemoState:
+    """Draw the initial state of one video; the class is not an input on purpose."""
+    size = assets.size
+    b = int(rng.integers(len(assets.backgrounds)))
+    bh, bw = assets.backgrounds[b].shape[:2]
+    hue = rng.random()
+    color = tuple(int(255 * (0.6 + 0.4 * (0.5 + 0.5 * math.cos(2 * math.pi * (hue + k / 3))))) for k in range(3))
+    return DemoState(
+        digit=int(rng.integers(len(assets.digits))),
+        color=color,  # type: ignore[arg-type]
+        background=b,
+        bg_top=int(rng.integers(bh - size + 1)),
+        bg_left=int(rng.integers(bw - size + 1)),
+        x=float(rng.random() * size),
+        y=float(rng.random() * size),
+        angle=float(rng.random() * 360.0),
+        scale=float(math.exp(rng.uniform(math.log(0.75), math.log(1.25)))),
+    )
+
+
+def _alpha_layer(sprite: Image.Image, size: int, scale: float, angle: float) -> np.ndarray:
+    """The scaled, rotated sprite centred on a ``size × size`` float alpha layer."""
+    side = max(2, round(sprite.size[0] * scale))
+    img = sprite.resize((side, side), Image.BICUBIC).rotate(angle, resample=Image.BICUBIC, expand=True)
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    layer = np.zeros((size, size), np.float32)
+    h, w = a.shape
+    # place the sprite centre on the canvas centre, cropping what does not fit
+    top, left = size // 2 - h // 2, size // 2 - w // 2
+    st, sl = max(0, -top), max(0, -left)
+    dt, dl = max(0, top), max(0, left)
+    hh, ww = min(h - st, size - dt), min(w - sl, size - dl)
+    layer[dt : dt + hh, dl : dl + ww] = a[st : st + hh, sl : sl + ww]
+    return layer
+
+
+def render_video(state: DemoState, cls: str, assets: DemoAssets, num_frames: int = 32) -> np.ndarray:
+    """Render one clip.
+
+    Args:
+        state: initial state (:func:`sample_state`).
+        cls: class name (a key of the motion table, see :data:`CLASSES`).
+        assets: images.
+        num_frames: frames ``T``.
+
+    Returns:
+        ``[T, size, size, 3]`` uint8; frame 0 depends on ``state`` only.
+    """
+    if cls not in _MOTIONS:
+        raise ValueError(f"unknown demo class {cls!r}; expected one of {sorted(_MOTIONS)}")
+    dx, dy, dangle, dzoom = _MOTIONS[cls]
+    size = assets.size
+    bg = assets.backgrounds[state.background][state.bg_top : state.bg_top + size, state.bg_left : state.bg_left + size]
+    bg = bg.astype(np.float32)
+    color = np.asarray(state.color, np.float32)
+    sprite = assets.sprite(state.digit)
+    out = np.empty((num_frames, size, size, 3), np.uint8)
+    for t in range(num_frames):
+        f = t / max(num_frames - 1, 1)
+        layer = _alpha_layer(sprite, size, state.scale * math.exp(dzoom * f), state.angle + dangle * f)
+        cy = int(round(state.y + dy * size * f)) - size // 2
+        cx = int(round(state.x + dx * size * f)) - size // 2
+        a = np.roll(layer, (cy, cx), axis=(0, 1))[..., None]  # torus: wraps around the edges
+        out[t] = (bg * (1.0 - a) + color * a + 0.5).astype(np.uint8)
+    return out
+
+
+def _vp9_encoder_works() -> bool:
+    """Whether PyAV can open its VP9 encoder in this process (see the note in video.py: a decord
+    imported before PyAV breaks it)."""
+    import io
+
+    import av
+
+    try:
+        with av.open(io.BytesIO(), "w", format="webm") as c:
+            s = c.add_stream("libvpx-vp9", rate=16)
+            s.width = s.height = 16
+            s.pix_fmt = "yuv420p"
+            for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")):
+                c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+    except av.FFmpegError:
+        return False
+    return True
+
+
+def _encode(frames: np.ndarray, path: Path, codec: str, fps: int) -> None:
+    """Write ``[T, H, W, 3]`` uint8 frames with PyAV (single-threaded, bit-exact → deterministic bytes)."""
+    import av
+
+    # bitexact: no random segment UID / muxer version string, so the bytes are a function of the seed
+    container_opts = {"fflags": "+bitexact"}
+    if codec == "libx264":
+        container_opts["movflags"] = "+faststart"  # index first: a truncated copy is detectable
+    with av.open(str(path), "w", options=container_opts) as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height = frames.shape[2], frames.shape[1]
+        s.pix_fmt = "yuv420p"
+        if codec == "libvpx-vp9":
+            s.options = {"deadline": "realtime", "cpu-used": "8", "crf": "34", "b:v": "0", "threads": "1", "g": "16"}
+        else:
+            # superfast: the slower presets' (mb-tree / psy) decisions were seen to vary between
+            # runs on identical input in this x264 build, which would break determinism
+            s.options = {"preset": "superfast", "crf": "23", "threads": "1", "g": "16"}
+        for fr in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@dataclass
+class DemoData:
+    """Where :func:`make_demo_data` wrote things.
+
+    Attributes:
+        root: output folder.
+        classes: class names in label-id order.
+        lists: ``{"ssv2": {"train": path, "val": ..., "test": ...}, "k400": {...}}``.
+        video_dirs: ``{"ssv2": folder of .webm, "k400": folder of .mp4}`` (the ``data_root``).
+        image_dirs: ``{"train": folder, "val": folder}`` (ImageFolder roots) when written.
+        num_frames, size, fps: video geometry.
+    """
+
+    root: str
+    classes: List[str]
+    lists: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    video_dirs: Dict[str, str] = field(default_factory=dict)
+    image_dirs: Dict[str, str] = field(default_factory=dict)
+    num_frames: int = 32
+    size: int = 64
+    fps: int = 16
+
+    def data_config(self, fmt: str = "ssv2", **overrides):
+        """A :class:`~videohpm.data.config.DataConfig` for one of the sets.
+
+        ``fmt``: ``"ssv2"`` (webm, SSv2 sampling), ``"k400"`` (mp4, K400 sampling) or
+        ``"image"`` (the digit ImageFolder). ``input_size`` defaults to the frame size and the
+        pre-training stride to 2 (16 × 2 = the 32 demo frames) for both video sets.
+        """
+        from .config import DataConfig
+
+        if fmt == "image":
+            kw = dict(kind="image", dataset="imagefolder", train=self.image_dirs["train"], val=self.image_dirs["val"],
+                      num_classes=10, input_size=32)
+        elif fmt in ("ssv2", "k400"):
+            kw = dict(dataset=fmt, train=self.lists[fmt]["train"], val=self.lists[fmt]["val"],
+                      test=self.lists[fmt]["test"], data_root=self.video_dirs[fmt], num_classes=len(self.classes),
+                      input_size=self.size, sampling_rate=2)
+        else:
+            raise ValueError(f"unknown demo set {fmt!r}; expected 'ssv2', 'k400' or 'image'")
+        kw.update(overrides)
+        return DataConfig(**kw)
+
+
+def _write_images(
+    assets: DemoAssets, out: Path, per_class: Optional[int], val_fraction: float, seed: int
+) -> Dict[str, str]:
+    """Digit PNGs (32×32 RGB) in ``out/{train,val}/<digit>/``; returns the two roots."""
+    rng = np.random.default_rng([seed, 7])
+    dirs = {}
+    for digit in range(10):
+        idx = np.flatnonzero(assets.digit_labels == digit)
+        idx = idx[rng.permutation(len(idx))]
+        if per_class is not None:
+            idx = idx[:per_class]
+        n_val = max(1, int(round(len(idx) * val_fraction)))
+        for split, part in (("val", idx[:n_val]), ("train", idx[n_val:])):
+            d = out / split / str(digit)
+            d.mkdir(parents=True, exist_ok=True)
+            dirs[split] = str(out / split)
+            for k in part:
+                img = Image.fromarray((assets.digits[k] * 255).astype(np.uint8))
+                img = img.resize((32, 32), Image.BICUBIC)
+                img.convert("RGB").save(d / f"{int(k):04d}.png")
+    return dirs
+
+
+def make_demo_data(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    train_per_class: int = 24,
+    val_per_class: int = 8,
+    num_frames: int = 32,
+    size: int = 64,
+    fps: int = 16,
+    formats: Sequence[str] = ("ssv2", "k400"),
+    images: bool = True,
+    images_per_class: Optional[int] = None,
+    tiny: bool = False,
+) -> DemoData:
+    """Write the demo set under ``out_dir`` and return where everything is.
+
+    Layout::
+
+        out_dir/ssv2/videos/<id>.webm            VP9, SSv2 naming
+        out_dir/ssv2/annotations/something-something-v2-{labels,train,validation}.json
+        out_dir/ssv2/{train,val,test}.csv        VideoMAE lists (test = val, as VideoMAE)
+        out_dir/k400/videos/<ytid>_000000_000002.mp4   H.264, K400 naming
+        out_dir/k400/annotations/{train,validate}.csv  official CSV format
+        out_dir/k400/{train,val,test}.csv, classes.txt
+        out_dir/images/{train,val}/<digit>/*.png  ImageFolder (image mode)
+        out_dir/demo.json                         what was written
+
+    Args:
+        out_dir: output folder (created).
+        seed: everything is a function of it.
+        train_per_class, val_per_class: videos per class and split (8 classes).
+        num_frames, size, fps: clip geometry (default 32 frames of 64×64 at 16 fps).
+        formats: which encodings to write.
+        images: write the digit ImageFolder too.
+        images_per_class: cap on digit images per class (``None``: all ~180).
+        tiny: test-sized variant (1 train + 1 val video per class, 8 images per class).
+    """
+    if tiny:
+        train_per_class, val_per_class, images_per_class = 1, 1, 8
+    if "ssv2" in formats and not _vp9_encoder_works():
+        # decord got loaded before PyAV in this process: write the set from a fresh one.
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        kwargs = dict(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class,
+                      num_frames=num_frames, size=size, fps=fps, formats=tuple(formats), images=images,
+                      images_per_class=images_per_class)
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            return ex.submit(make_demo_data, os.fspath(out_dir), **kwargs).result()
+    for fmt in formats:
+        if fmt not in ("ssv2", "k400"):
+            raise ValueError(f"formats: unknown {fmt!r}; expected 'ssv2' and/or 'k400'")
+    if size % 2:
+        raise ValueError(f"size must be even (yuv420p), got {size}")
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    assets = DemoAssets(size)
+    names = [c for c, _ in CLASSES]
+    info = DemoData(root=str(root), classes=names, num_frames=num_frames, size=size, fps=fps)
+    seconds = max(1, round(num_frames / fps))
+    vdirs = {fmt: root / fmt / "videos" for fmt in formats}
+    for d in vdirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    ssv2_items: Dict[str, list] = {"train": [], "val": []}
+    k400_rows: Dict[str, list] = {"train": [], "val": []}
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for i in range(per_class * len(CLASSES)):
+            cls_name, template = CLASSES[i % len(CLASSES)]  # balanced classes
+            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])  # independent of the class
+            frames = render_video(sample_state(rng, assets), cls_name, assets, num_frames)
+            vid = f"{_SPLIT_IDS[split] + 1}{i:05d}"
+            if "ssv2" in formats:
+                _encode(frames, vdirs["ssv2"] / f"{vid}.webm", "libvpx-vp9", fps)
+                ssv2_items[split].append({"id": vid, "label": template.replace("[something]", "a digit"),
+                                          "template": template, "placeholders": ["a digit"]})
+            if "k400" in formats:
+                ytid = f"demo{vid}"
+                _encode(frames, vdirs["k400"] / k400_video_name(ytid, 0, seconds), "libx264", fps)
+                k400_rows[split].append((cls_name, ytid, 0, seconds, split))
+    if "ssv2" in formats:
+        ann = root / "ssv2" / "annotations"
+        ann.mkdir(parents=True, exist_ok=True)
+        labels = {t.replace("[", "").replace("]", ""): str(k) for k, (_, t) in enumerate(CLASSES)}
+        (ann / "something-something-v2-labels.json").write_text(json.dumps(labels, indent=1))
+        (ann / "something-something-v2-train.json").write_text(json.dumps(ssv2_items["train"], indent=1))
+        (ann / "something-something-v2-validation.json").write_text(json.dumps(ssv2_items["val"], indent=1))
+        rep = build_ssv2_lists(ann, root / "ssv2", video_dir=vdirs["ssv2"])
+        info.lists["ssv2"] = dict(rep.lists)
+        info.video_dirs["ssv2"] = str(vdirs["ssv2"])
+    if "k400" in formats:
+        ann = root / "k400" / "annotations"
+        ann.mkdir(parents=True, exist_ok=True)
+        for split, fname in (("train", "train.csv"), ("val", "validate.csv")):
+            with open(ann / fname, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+                w.writerows([(c, y, s, e, "validate" if sp == "val" else sp) for c, y, s, e, sp in k400_rows[split]])
+        rep = build_k400_lists(ann, root / "k400", video_dir=vdirs["k400"])
+        if rep.classes != names:  # both sets must share the label ids
+            raise RuntimeError(f"K400 class order {rep.classes} differs from {names}")
+        info.lists["k400"] = dict(rep.lists)
+        info.video_dirs["k400"] = str(vdirs["k400"])
+    if images:
+        info.image_dirs = _write_images(assets, root / "images", images_per_class, 0.2, seed)
+    meta = asdict(info)
+    meta.update(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class)
+    (root / "demo.json").write_text(json.dumps(meta, indent=1))
+    return info
