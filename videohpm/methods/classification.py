@@ -170,13 +170,3 @@ class Classification(nn.Module):
         if self.teacher is not None and state is not None:
             self.teacher.load_state_dict(state)
 
-
-def _register() -> None:
-    """Make `build_recipe("classification", ...)` work (idempotent)."""
-    import videohpm.methods as methods
-
-    if hasattr(methods, "available_recipes") and "classification" not in methods.available_recipes():
-        methods.register_recipe("classification", Classification)
-
-
-_register()

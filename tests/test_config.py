@@ -1,0 +1,147 @@
+"""The run configuration: schema, YAML inheritance, overrides, and every shipped config."""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from videohpm.config import ConfigError, config_from_dict, load_config, save_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "test" / "pretrain_hpm_tiny.yaml")
+SHIPPED = sorted(glob.glob(str(REPO / "configs" / "**" / "*.yaml"), recursive=True))
+
+
+def test_overrides_apply_with_types():
+    cfg = load_config(TINY, ["train.epochs=7", "optim.base_lr=3e-4", "optim.betas=[0.9,0.999]",
+                             "model.kwargs.depth=3", "mask.kwargs.mask_ratio=0.5", "train.resume=auto"])
+    assert cfg.train.epochs == 7 and isinstance(cfg.train.epochs, int)
+    assert cfg.optim.base_lr == pytest.approx(3e-4)
+    assert list(cfg.optim.betas) == [0.9, 0.999]
+    assert cfg.model.kwargs.depth == 3 and cfg.model.kwargs.embed_dim == 64  # merged, not replaced
+    assert cfg.mask.kwargs.mask_ratio == 0.5 and cfg.mask.kwargs.alpha_T == 0.5
+    assert cfg.train.resume == "auto"
+    assert cfg.train.keep_latest == 1  # schema default where the YAML says nothing
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epoch=3", "train.epoch"),                       # typo of a schema key
+    ("optim.lr_base=1", "optim.lr_base"),
+    ("data.numframes=4", "data.numframes"),                 # the data package's schema
+    ("deepspeed.zero=2", "deepspeed.zero"),
+    ("bogus.key=1", "bogus"),
+])
+def test_unknown_keys_fail_naming_the_dotted_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TINY, [override])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=abc", "train.epochs"),                   # wrong type
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.precision=bf17", "train.precision"),
+    ("optim.betas=[0.9]", "optim.betas"),
+    ("optim.warmup_epochs=5", "optim.warmup_epochs"),       # longer than train.epochs=2
+    ("optim.layer_decay=1.5", "optim.layer_decay"),
+    ("data.num_frames=0", "data.num_frames"),               # checked by videohpm.data.validate
+    ("train.resume=/no/such/checkpoint", "train.resume"),
+    ("deepspeed.config=configs/deepspeed/zero9.json", "deepspeed.config"),
+    ("deepspeed.extra.zero_optimization.overlapcomm=true", "deepspeed.zero_optimization.overlapcomm"),
+    ("deepspeed.extra.gradient_clipping=1.0", "optim.clip_grad"),  # owned by our config
+    ("deepspeed.zero_stage=4", "deepspeed.zero_optimization.stage"),
+])
+def test_bad_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TINY, [override])
+
+
+def test_malformed_override_and_missing_file():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(TINY, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(REPO / "configs" / "nope.yaml"))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.kwargs.decoder_dept=7", "model.kwargs"),        # typo inside free kwargs: the model says so
+    ("model.name=vit_b", "model.name"),
+    ("mask.kwargs.mask_ration=0.9", "mask.kwargs"),
+    ("method.kwargs.momentom=0.9", "method"),
+])
+def test_unbuildable_models_fail_before_any_work(override, key):
+    from videohpm.engine import build
+
+    cfg = load_config(TINY, [override])  # free kwargs are checked by their consumers ...
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build.check_buildable(cfg)  # ... on the meta device, before process group / data / DeepSpeed
+    import torch
+
+    assert torch.zeros(1).device.type == "cpu"  # the meta mode did not leak
+
+
+def test_base_inheritance_and_replace(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model: {name: pretrain_videomae_small_patch16_224, kwargs: {loss_predictor: true, depth: 2}}\n"
+        "mask: {name: hpm, kwargs: {mask_ratio: 0.9, alpha_T: 0.5}}\n"
+        "method: {name: hpm}\ntrain: {epochs: 10, batch_size: 4}\noptim: {warmup_epochs: 1}\n")
+    (tmp_path / "child.yaml").write_text(
+        "_base_: base.yaml\nmodel: {kwargs: {depth: 3}}\n"
+        "mask: {_replace_: true, name: tube, kwargs: {mask_ratio: 0.75}}\ntrain: {epochs: 20}\n")
+    cfg = load_config(str(tmp_path / "child.yaml"))
+    assert cfg.model.kwargs == {"loss_predictor": True, "depth": 3}
+    assert OmegaConf.to_container(cfg.mask) == {"name": "tube", "kwargs": {"mask_ratio": 0.75}}
+    assert cfg.train.epochs == 20 and cfg.train.batch_size == 4
+    (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(str(tmp_path / "loop.yaml"))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(TINY, ["train.epochs=3"])
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+    assert config_from_dict(OmegaConf.to_container(cfg)).train.epochs == 3
+
+
+# Global batches of the paper settings, as documented in each file (8 GPUs per job).
+PAPER_BATCH = {
+    "pretrain/ssv2_vit_b_hpm.yaml": 2048, "pretrain/k400_vit_b_hpm.yaml": 2048,
+    "pretrain/ssv2_vit_b_videomae.yaml": 2048,
+    "pretrain/in1k_vit_b_hpm.yaml": 4096, "pretrain/in1k_vit_b_hpm_800ep.yaml": 4096,
+    "pretrain/in1k_vit_l_hpm.yaml": 4096, "pretrain/in1k_vit_l_hpm_800ep.yaml": 4096,
+    "finetune/ssv2_vit_b.yaml": 512, "finetune/k400_vit_b.yaml": 512,
+    "finetune/in1k_vit_b.yaml": 1024, "finetune/in1k_vit_l.yaml": 1024,
+}
+
+
+def test_every_paper_config_is_shipped():
+    shipped = {os.path.relpath(p, REPO / "configs") for p in SHIPPED}
+    assert set(PAPER_BATCH) <= shipped
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: os.path.relpath(p, REPO / "configs"))
+def test_every_shipped_config_loads_validates_and_builds(path):
+    from videohpm.engine.build import check_buildable
+
+    cfg = load_config(path)
+    check_buildable(cfg)  # model, mask generator and recipe exist with these options
+    rel = os.path.relpath(path, REPO / "configs")
+    if rel in PAPER_BATCH:
+        t = cfg.train
+        assert t.batch_size * cfg.data.num_sample * t.accum_steps * 8 == PAPER_BATCH[rel]
+        if rel.startswith("pretrain/"):
+            assert list(cfg.optim.betas) == [0.9, 0.95] and cfg.optim.base_lr == 1.5e-4
+            assert cfg.method.name in ("hpm", "mae")
+        else:
+            assert list(cfg.optim.betas) == [0.9, 0.999] and cfg.method.name == "classification"
+            assert cfg.method.kwargs.mixup == 0.8 and cfg.method.kwargs.cutmix == 1.0
+            assert cfg.method.kwargs.label_smoothing == 0.1 and cfg.model.kwargs.drop_path_rate == 0.1
+        assert cfg.optim.weight_decay == 0.05
+    if cfg.method.name == "hpm" and rel in PAPER_BATCH:
+        assert cfg.method.kwargs.momentum == 0.999
+        assert (cfg.mask.kwargs.alpha_0, cfg.mask.kwargs.alpha_T) == (0.0, 0.5)
+        assert cfg.mask.kwargs.mask_ratio == (0.9 if cfg.data.kind == "video" else 0.75)

@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Pre-train or fine-tune from a YAML config.
+
+    # one process (CPU or one GPU)
+    python tools/train.py --config configs/pretrain/ssv2_vit_b_hpm.yaml train.output_dir=outputs/x
+    # all GPUs of a node (NCCL), or CPU processes (gloo) with --num_gpus N on a CPU machine
+    deepspeed --num_gpus 8 tools/train.py --config configs/pretrain/ssv2_vit_b_hpm.yaml
+    # several nodes
+    deepspeed --hostfile hosts.txt tools/train.py --config configs/pretrain/k400_vit_b_hpm.yaml
+    # continue a killed run from its newest complete checkpoint
+    python tools/train.py --config ... train.resume=auto
+
+Any `section.key=value` after the options overrides the YAML (unknown keys are errors). The
+resolved config is saved as `<train.output_dir>/config.yaml`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videohpm.config import ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML run config (may use _base_: other.yaml)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help="set by the deepspeed launcher (the engine reads $LOCAL_RANK)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    from videohpm.engine import train
+
+    try:
+        train(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

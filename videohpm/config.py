@@ -1,0 +1,363 @@
+"""Structured run configuration: dataclass schema → YAML file(s) → `key=value` overrides.
+
+    cfg = load_config("configs/pretrain/ssv2_vit_b_hpm.yaml", ["train.epochs=10", "optim.base_lr=1e-4"])
+
+Sections (all typed; an unknown key anywhere is an error naming its full dotted path):
+
+- `model`:    `name` for `videohpm.models.create_model` and its free `kwargs` (checked by the
+              model's constructor when the run starts); `pretrained` checkpoint for fine-tuning.
+- `mask`:     `name` for `videohpm.masking.make_mask_generator` (`none` for fine-tuning) + `kwargs`.
+- `method`:   `name` for `videohpm.methods.build_recipe` (`mae`, `hpm`, `classification`) + `kwargs`.
+- `data`:     `videohpm.data.config.DataConfig` (the data package's schema).
+- `optim`:    AdamW and the schedules (supplement Tables S1–S2).
+- `train`:    epochs, batch per rank, accumulation, precision, output, checkpoints, logging.
+- `deepspeed`: a JSON file (`configs/deepspeed/zero{0,1,2,3}.json`) and/or inline keys.
+
+A YAML file may start with `_base_: other.yaml` (or a list) to inherit: bases are merged first,
+in order, paths relative to the including file; a mapping marked `_replace_: true` replaces the
+base's mapping instead of being merged into it. Values are validated before any work starts
+(`validate_config`); the resolved config is saved as `<output_dir>/config.yaml` by the engine.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from videohpm.data.config import DataConfig
+from videohpm.data.config import validate as validate_data
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "MaskConfig",
+    "MethodConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "DeepSpeedConfig",
+    "Config",
+    "PRECISIONS",
+    "load_config",
+    "load_yaml_with_bases",
+    "config_from_dict",
+    "validate_config",
+    "save_config",
+    "repo_root",
+]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the dotted key."""
+
+
+@dataclass
+class ModelConfig:
+    """`create_model(name, **kwargs)`; `pretrained`: weights to start from (ours, VideoMAE V1/V2
+    or Hugging Face layout, loaded with `videohpm.models.load_pretrained`)."""
+
+    name: str = MISSING
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    pretrained: Optional[str] = None
+
+
+@dataclass
+class MaskConfig:
+    """`make_mask_generator(name, **kwargs)`; `none` = no masking (fine-tuning)."""
+
+    name: str = "none"
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """`build_recipe(name, model, mask_generator, **kwargs)`."""
+
+    name: str = MISSING
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with per-iteration warm-up + cosine schedules (supplement Tables S1–S2).
+
+    Attributes:
+        base_lr: lr for a global batch of 256 clips; the run uses base_lr × global_batch / 256.
+        lr: absolute peak lr; when set, `base_lr` and the scaling rule are not used.
+        min_lr: lr at the end of the cosine.
+        warmup_epochs: linear warm-up length (fractions allowed).
+        warmup_lr: lr at the first step of warm-up.
+        betas: AdamW (β1, β2): (0.9, 0.95) pre-training, (0.9, 0.999) fine-tuning.
+        weight_decay: on matrices only (no decay on norms, biases, position tables, tokens).
+        weight_decay_end: if set, weight decay follows a cosine from `weight_decay` to it.
+        layer_decay: layer-wise lr decay (1.0 = off; 0.75 VideoMAE fine-tuning).
+        clip_grad: max global grad norm (DeepSpeed `gradient_clipping`); null = off.
+        no_weight_decay: extra parameter-name patterns without weight decay.
+    """
+
+    name: str = "adamw"
+    base_lr: float = 1.5e-4
+    lr: Optional[float] = None
+    min_lr: float = 1e-6
+    warmup_epochs: float = 40.0
+    warmup_lr: float = 1e-6
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+    weight_decay_end: Optional[float] = None
+    layer_decay: float = 1.0
+    clip_grad: Optional[float] = None
+    no_weight_decay: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    """The loop, checkpoints and logging.
+
+    Attributes:
+        epochs: training epochs (the schedules and HPM's α_t run over them).
+        batch_size: videos per rank per micro-step; with repeated augmentation
+            (`data.num_sample = k`) a micro-batch holds batch_size × k clips.
+        accum_steps: micro-steps per optimizer step. Global batch (clips) =
+            batch_size × num_sample × world size × accum_steps (used by the lr scaling rule).
+        output_dir: run folder (config.yaml, log.jsonl, tb/, checkpoints/, model_final.pth).
+        save_every: keep a checkpoint every N epochs (and the last one); 0 = only the last.
+        save_every_steps: also refresh the rolling `latest` checkpoint every N optimizer steps
+            (0 = at epoch ends only).
+        keep_latest: how many rolling `latest-*` checkpoints to keep (>= 1).
+        eval_every: validate every N epochs (recipes with a validation split); 0 = never.
+        resume: "" (fresh), "auto" (newest complete checkpoint in output_dir, if any) or a
+            checkpoint folder.
+        seed: base seed (model init uses it as is; per-rank streams use seed + rank).
+        precision: "auto" (bf16 on GPUs that support it, fp32 otherwise), "fp32", "bf16",
+            "fp16" (DeepSpeed dynamic loss scaling).
+        max_nonfinite: abort after this many non-finite losses in a row (each is skipped).
+        check_nonfinite: test every loss for NaN/Inf before backward (one host sync per
+            micro-step; the only way to skip the step). false = no check.
+        log_every: optimizer steps between log points (the only host syncs of the loop).
+        pin_memory: pin host batches (GPU runs).
+        max_steps: stop after this many optimizer steps in total (smoke tests); 0 = no limit.
+            The schedules still span `epochs`.
+        tensorboard: write TensorBoard scalars under output_dir/tb.
+        progress_bar: tqdm bar on rank 0.
+        check_replicas_every: every N optimizer steps verify that all ranks hold identical
+            student weights (all-reduce max − min; debugging aid, costs one full gather); 0 = off.
+        dist_backend: "" (nccl on GPUs, gloo on CPUs), or an explicit backend.
+    """
+
+    epochs: int = 800
+    batch_size: int = 8
+    accum_steps: int = 1
+    output_dir: str = "outputs/run"
+    save_every: int = 50
+    save_every_steps: int = 0
+    keep_latest: int = 1
+    eval_every: int = 1
+    resume: str = ""
+    seed: int = 0
+    precision: str = "auto"
+    max_nonfinite: int = 10
+    check_nonfinite: bool = True
+    log_every: int = 20
+    pin_memory: bool = True
+    max_steps: int = 0
+    tensorboard: bool = True
+    progress_bar: bool = True
+    check_replicas_every: int = 0
+    dist_backend: str = ""
+
+
+@dataclass
+class DeepSpeedConfig:
+    """DeepSpeed: `config` JSON file (relative to the working directory or the repo root),
+    `zero_stage` to override its stage, and `extra` keys merged over the file."""
+
+    config: Optional[str] = "configs/deepspeed/zero1.json"
+    zero_stage: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """The whole run (see the module docstring)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+
+# --------------------------------------------------------------------------- loading
+def _omega_message(e: OmegaConfBaseException) -> str:
+    """OmegaConf's message with the full dotted key first."""
+    key = getattr(e, "full_key", None)
+    msg = str(e).split("\n")[0]
+    return f"{key}: {msg}" if key else msg
+
+
+def load_yaml_with_bases(path: str, _seen: Optional[List[str]] = None) -> DictConfig:
+    """Read `path`, merging the files named by its `_base_` key first (recursively)."""
+    path = os.path.abspath(path)
+    seen = list(_seen or [])
+    if path in seen:
+        raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(seen + [path])}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and friends
+        raise ConfigError(f"{path}: cannot parse YAML: {e}") from e
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    bases = node.pop("_base_", None)
+    if bases is None:
+        return node
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, (list, ListConfig)):
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths")
+    merged = OmegaConf.create({})
+    for b in bases:
+        bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
+        merged = OmegaConf.merge(merged, load_yaml_with_bases(bpath, seen + [path]))
+    _apply_replace_markers(merged, node)
+    return OmegaConf.merge(merged, node)
+
+
+def _apply_replace_markers(base: DictConfig, child: DictConfig, prefix: str = "") -> None:
+    """A child mapping with `_replace_: true` replaces the base's mapping instead of merging into
+    it (e.g. `mask: {_replace_: true, name: tube, kwargs: {mask_ratio: 0.9}}` drops the base's
+    HPM-only mask options)."""
+    for key in list(child.keys()):
+        value = child[key]
+        if not isinstance(value, DictConfig):
+            continue
+        if value.pop("_replace_", False):
+            if key in base:
+                base.pop(key)
+        elif isinstance(base.get(key), DictConfig):
+            _apply_replace_markers(base[key], value, f"{prefix}{key}.")
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            raise ConfigError(f"override {o!r} is not of the form key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"overrides: {_omega_message(e)}") from e
+
+
+def config_from_dict(data: Union[Dict[str, Any], DictConfig], overrides: Sequence[str] = (), source: str = "<dict>") -> DictConfig:
+    """Merge `data` and `overrides` onto the schema and validate; errors name `source` and the key."""
+    schema = OmegaConf.structured(Config)
+    try:
+        cfg = OmegaConf.merge(schema, data)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: {_omega_message(e)}") from e
+    if overrides:
+        try:
+            cfg = OmegaConf.merge(cfg, _parse_overrides(overrides))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"command-line override: {_omega_message(e)}") from e
+    validate_config(cfg, source)
+    return cfg  # type: ignore[return-value]
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Load a YAML run config (with `_base_` inheritance) and apply `key=value` overrides.
+
+    Raises:
+        ConfigError: missing file, unknown key (full dotted path), value of the wrong type or out
+            of range, malformed override.
+    """
+    return config_from_dict(load_yaml_with_bases(path), overrides, source=path)
+
+
+def save_config(cfg: DictConfig, path: str) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- validation
+def _check(ok: bool, source: str, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{source}: {key}: {msg}")
+
+
+def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
+    """Range and consistency checks that the types alone cannot express.
+
+    Also runs the data package's `validate` on the `data` section and resolves the DeepSpeed section (JSON readable, no keys our config owns, valid ZeRO keys).
+    """
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: {_omega_message(e)}") from e
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    _check(bool(m.name), source, "model.name", "must name a registered model")
+    _check(bool(cfg.method.name), source, "method.name", "must name a recipe (mae, hpm, classification)")
+    _check(o.name.lower() == "adamw", source, "optim.name", f"only 'adamw' is supported, got {o.name!r}")
+    _check(o.base_lr > 0, source, "optim.base_lr", f"must be > 0, got {o.base_lr}")
+    _check(o.lr is None or o.lr > 0, source, "optim.lr", f"must be > 0 or null, got {o.lr}")
+    _check(o.min_lr >= 0, source, "optim.min_lr", f"must be >= 0, got {o.min_lr}")
+    _check(o.warmup_lr >= 0, source, "optim.warmup_lr", f"must be >= 0, got {o.warmup_lr}")
+    _check(0 <= o.warmup_epochs <= t.epochs, source, "optim.warmup_epochs",
+           f"must be in [0, train.epochs={t.epochs}], got {o.warmup_epochs}")
+    _check(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), source, "optim.betas",
+           f"must be two numbers in [0, 1), got {list(o.betas)}")
+    _check(o.eps > 0, source, "optim.eps", f"must be > 0, got {o.eps}")
+    _check(o.weight_decay >= 0, source, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _check(o.weight_decay_end is None or o.weight_decay_end >= 0, source, "optim.weight_decay_end",
+           f"must be >= 0 or null, got {o.weight_decay_end}")
+    _check(0 < o.layer_decay <= 1, source, "optim.layer_decay", f"must be in (0, 1], got {o.layer_decay}")
+    _check(o.clip_grad is None or o.clip_grad >= 0, source, "optim.clip_grad", f"must be >= 0 or null, got {o.clip_grad}")
+    _check(t.epochs >= 1, source, "train.epochs", f"must be >= 1, got {t.epochs}")
+    _check(t.batch_size >= 1, source, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    _check(t.accum_steps >= 1, source, "train.accum_steps", f"must be >= 1, got {t.accum_steps}")
+    _check(bool(t.output_dir), source, "train.output_dir", "must not be empty")
+    _check(t.save_every >= 0, source, "train.save_every", f"must be >= 0, got {t.save_every}")
+    _check(t.save_every_steps >= 0, source, "train.save_every_steps", f"must be >= 0, got {t.save_every_steps}")
+    _check(t.keep_latest >= 1, source, "train.keep_latest", f"must be >= 1, got {t.keep_latest}")
+    _check(t.eval_every >= 0, source, "train.eval_every", f"must be >= 0, got {t.eval_every}")
+    _check(t.precision in PRECISIONS, source, "train.precision", f"must be one of {PRECISIONS}, got {t.precision!r}")
+    _check(t.max_nonfinite >= 1, source, "train.max_nonfinite", f"must be >= 1, got {t.max_nonfinite}")
+    _check(t.log_every >= 1, source, "train.log_every", f"must be >= 1, got {t.log_every}")
+    _check(t.max_steps >= 0, source, "train.max_steps", f"must be >= 0, got {t.max_steps}")
+    _check(t.check_replicas_every >= 0, source, "train.check_replicas_every", f"must be >= 0, got {t.check_replicas_every}")
+    _check(t.dist_backend in ("", "nccl", "gloo", "mpi", "ccl", "hccl"), source, "train.dist_backend",
+           f"unknown backend {t.dist_backend!r}")
+    _check(t.resume in ("", "auto") or os.path.isdir(t.resume), source, "train.resume",
+           f"must be '', 'auto' or an existing checkpoint folder, got {t.resume!r}")
+    # The data package's own checks (values; list paths are checked per split when the run
+    # builds its datasets). Its messages already name the key ("data.num_frames: ...").
+    try:
+        validate_data(cfg.data)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: {e}") from e
+    # DeepSpeed: file readable, no owned keys, ZeRO section valid.
+    from videohpm.engine.deepspeed_setup import resolve_deepspeed_dict
+
+    ds = cfg.deepspeed
+    try:
+        resolve_deepspeed_dict(ds.config, OmegaConf.to_container(ds.extra, resolve=True), ds.zero_stage,
+                               base_dir=repo_root())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{source}: {e}") from e
+
+
+def repo_root() -> str:
+    """The checkout holding `configs/` (so `configs/deepspeed/zero2.json` works from any cwd)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,102 @@
+"""Build the model, mask generator and recipe from a config — and check that they *can* be built
+before any work starts.
+
+`check_buildable(cfg)` constructs everything on PyTorch's `meta` device (no memory, no init
+cost, even for ViT-H), so a misspelt model keyword (`model.kwargs.decoder_dept`), mask option or
+recipe option fails in a second with the config key in the message, before the process group,
+the data or DeepSpeed are touched.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
+
+from videohpm.config import ConfigError
+
+__all__ = ["build_model", "build_mask_generator", "build_recipe_from_config", "build_all", "check_buildable"]
+
+log = logging.getLogger(__name__)
+
+NO_MASK = ("", "none", "null")
+
+
+def _kwargs(node: Any) -> Dict[str, Any]:
+    return dict(OmegaConf.to_container(node, resolve=True)) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """`create_model(cfg.model.name, **cfg.model.kwargs)`; errors name `model.name` / `model.kwargs`."""
+    from videohpm.models import create_model
+
+    try:
+        return create_model(cfg.model.name, **_kwargs(cfg.model.kwargs))
+    except ValueError as e:
+        raise ConfigError(f"model.name: {e}") from e
+    except TypeError as e:
+        raise ConfigError(f"model.kwargs: {e}") from e
+
+
+def build_mask_generator(cfg: DictConfig) -> Optional[Any]:
+    """`make_mask_generator(cfg.mask.name, **cfg.mask.kwargs)`, or None for `mask.name: none`."""
+    name = (cfg.mask.name or "").lower()
+    if name in NO_MASK:
+        if cfg.mask.kwargs:
+            raise ConfigError(f"mask.kwargs: given {sorted(cfg.mask.kwargs)} but mask.name is {cfg.mask.name!r}")
+        return None
+    from videohpm.masking import make_mask_generator
+
+    try:
+        return make_mask_generator(cfg.mask.name, **_kwargs(cfg.mask.kwargs))
+    except ValueError as e:
+        raise ConfigError(f"mask: {e}") from e
+    except TypeError as e:
+        raise ConfigError(f"mask.kwargs: {e}") from e
+
+
+def build_recipe_from_config(cfg: DictConfig, model: nn.Module, mask_generator: Optional[Any]) -> nn.Module:
+    """`build_recipe(cfg.method.name, model, mask_generator, **cfg.method.kwargs)`."""
+    from videohpm.methods import build_recipe
+
+    try:
+        return build_recipe(cfg.method.name, model, mask_generator, **_kwargs(cfg.method.kwargs))
+    except TypeError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(("method", "mask", "model")) else f"method.kwargs: {msg}") from e
+    except ValueError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(("method", "mask", "model")) else f"method: {msg}") from e
+
+
+def build_all(cfg: DictConfig) -> Tuple[nn.Module, Optional[Any], nn.Module]:
+    """(model, mask generator, recipe) on the current default device."""
+    model = build_model(cfg)
+    mask = build_mask_generator(cfg)
+    recipe = build_recipe_from_config(cfg, model, mask)
+    return model, mask, recipe
+
+
+class _MetaDevice(TorchFunctionMode):
+    """Like `with torch.device("meta")`, except for the small 1-d ranges (`linspace`, `arange`,
+    `logspace`) that constructors turn into Python lists (stochastic-depth rates, position
+    tables): those are made on the CPU, where they have values."""
+
+    _ON_CPU = {torch.linspace, torch.arange, torch.logspace}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = dict(kwargs or {})
+        if func in _device_constructors() and kwargs.get("device") is None:
+            kwargs["device"] = "cpu" if func in self._ON_CPU else "meta"
+        return func(*args, **kwargs)
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Build model, mask generator and recipe on the `meta` device; raise `ConfigError` on a bad
+    name, keyword or combination. Cheap: no parameter memory is allocated, even for ViT-H."""
+    with _MetaDevice():
+        build_all(cfg)

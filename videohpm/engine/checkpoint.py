@@ -1,0 +1,246 @@
+"""Atomic, resumable training checkpoints around DeepSpeed's `save_checkpoint`.
+
+Layout under `<output_dir>/checkpoints/`:
+
+    epoch-0009/              kept milestone (every `train.save_every` epochs and the last one)
+    latest-00001234/         rolling checkpoint (newest only; older ones are removed)
+    latest                   text file naming the newest complete tag (as DeepSpeed's)
+    zero_to_fp32.py          DeepSpeed's script: full fp32 weights from any folder's ZeRO shards
+    .partial/<tag>/          being written right now — never read
+
+A checkpoint folder holds DeepSpeed's files (module, ZeRO optimizer shards of every rank),
+`trainer_state.pt` (epoch, position in the epoch, global step, schedules, teacher / EMA weights,
+non-finite counters, the resolved config), `rng_rank<r>.pt` (each rank's Python, NumPy, torch
+CPU and CUDA generator states) and, written last, `COMPLETE` (JSON with the global step).
+
+Atomicity: every rank writes into `.partial/<tag>/`; after a barrier rank 0 writes `COMPLETE`,
+fsyncs and renames the folder into place (one `rename` on one file system), then rewrites
+`latest` with `os.replace`. A job killed at any moment leaves either the previous checkpoints
+untouched plus a `.partial/` folder, or the new complete folder. `find_latest` only considers
+folders with a valid `COMPLETE` marker, so partial folders are ignored on resume. The output
+directory must be on a file system shared by all nodes (as DeepSpeed's own checkpoints require).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from videohpm import distributed as vdist
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "CheckpointInfo",
+    "list_checkpoints",
+    "find_latest",
+    "checkpoint_info",
+    "capture_rng_state",
+    "restore_rng_state",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "COMPLETE"
+TRAINER_STATE = "trainer_state.pt"
+PARTIAL_DIR = ".partial"
+_TAG_RE = re.compile(r"^(epoch|latest)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A complete checkpoint folder found on disk."""
+
+    path: str
+    tag: str
+    global_step: int
+    epoch: int
+    kind: str  # "epoch" (kept) or "latest" (rolling)
+
+
+def _read_marker(folder: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(os.path.join(folder, COMPLETE_MARKER)) as f:
+            data = json.load(f)
+        if isinstance(data, dict) and "global_step" in data:
+            return data
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def list_checkpoints(root: str) -> List[CheckpointInfo]:
+    """Complete checkpoints under `root`, oldest first (by global step, then milestone last).
+
+    Folders without a readable `COMPLETE` marker (a run killed while writing) are skipped with a
+    warning; `.partial/` is never looked into.
+    """
+    out: List[CheckpointInfo] = []
+    if not os.path.isdir(root):
+        return out
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        m = _TAG_RE.match(name)
+        if not m or not os.path.isdir(folder):
+            continue
+        marker = _read_marker(folder)
+        if marker is None:
+            log.warning("ignoring incomplete checkpoint folder %s (no valid %s marker)", folder, COMPLETE_MARKER)
+            continue
+        out.append(CheckpointInfo(folder, name, int(marker["global_step"]), int(marker.get("epoch", -1)), m.group(1)))
+    out.sort(key=lambda c: (c.global_step, c.kind == "epoch"))
+    return out
+
+
+def checkpoint_info(path: str) -> CheckpointInfo:
+    """`CheckpointInfo` of an explicit checkpoint folder (`train.resume=<folder>`); it must be
+    complete (have a valid `COMPLETE` marker)."""
+    path = os.path.abspath(path.rstrip("/"))
+    name = os.path.basename(path)
+    m = _TAG_RE.match(name)
+    marker = _read_marker(path) if os.path.isdir(path) else None
+    if not m or marker is None:
+        raise FileNotFoundError(f"train.resume: {path} is not a complete checkpoint folder "
+                                f"(epoch-XXXX / latest-XXXXXXXX with a {COMPLETE_MARKER} marker)")
+    return CheckpointInfo(path, name, int(marker["global_step"]), int(marker.get("epoch", -1)), m.group(1))
+
+
+def find_latest(root: str) -> Optional[CheckpointInfo]:
+    """The newest complete checkpoint under `root` (what `train.resume=auto` continues from)."""
+    cks = list_checkpoints(root)
+    return cks[-1] if cks else None
+
+
+# --------------------------------------------------------------------------- RNG
+def capture_rng_state() -> Dict[str, Any]:
+    """This process's generator states: Python, NumPy, torch CPU and (if any) all CUDA devices."""
+    state: Dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Dict[str, Any]) -> None:
+    """Inverse of `capture_rng_state` (CUDA states are restored only if the device count matches)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- save / load
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    engine: Any, root: str, tag: str, trainer_state: Dict[str, Any], keep_rolling: int = 1,
+) -> str:
+    """Write checkpoint `tag` atomically; collective — every rank must call it.
+
+    Args:
+        engine: the `DeepSpeedEngine` (module + optimizer, ZeRO shards written per rank).
+        root: `<output_dir>/checkpoints`.
+        tag: `epoch-XXXX` (kept) or `latest-XXXXXXXX` (rolling).
+        trainer_state: small picklable dict saved by rank 0; must hold "global_step" and "epoch".
+        keep_rolling: number of rolling `latest-*` checkpoints to keep, the new one included
+            (older ones are removed once the new one is complete; milestones are never removed).
+    Returns:
+        The final folder path.
+    """
+    if not _TAG_RE.match(tag):
+        raise ValueError(f"checkpoint tag must look like epoch-0001 or latest-00000001, got {tag!r}")
+    rank = vdist.get_rank()
+    partial_root = os.path.join(root, PARTIAL_DIR)
+    partial = os.path.join(partial_root, tag)
+    final = os.path.join(root, tag)
+    if rank == 0:
+        if os.path.isdir(partial):  # left over from a killed run
+            shutil.rmtree(partial)
+        os.makedirs(partial_root, exist_ok=True)
+    vdist.barrier()
+    engine.save_checkpoint(partial_root, tag=tag, save_latest=False)
+    os.makedirs(partial, exist_ok=True)  # under ZeRO-0 only rank 0 writes DeepSpeed files
+    torch.save(capture_rng_state(), os.path.join(partial, f"rng_rank{rank}.pt"))
+    if rank == 0:
+        torch.save(trainer_state, os.path.join(partial, TRAINER_STATE))
+    vdist.barrier()  # every rank's shards are on disk
+    if rank == 0:
+        marker = {"global_step": int(trainer_state["global_step"]), "epoch": int(trainer_state["epoch"]),
+                  "world_size": vdist.get_world_size()}
+        _write_atomic_text(os.path.join(partial, COMPLETE_MARKER), json.dumps(marker))
+        _fsync_dir(partial)
+        if os.path.exists(final):  # same tag written again after a resume: swap it out
+            trash = os.path.join(partial_root, f"{tag}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.rename(final, trash)
+            os.rename(partial, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(partial, final)
+        _fsync_dir(root)
+        _write_atomic_text(os.path.join(root, "latest"), tag + "\n")
+        for script in ("zero_to_fp32.py", "zero_to_torch.py"):  # DeepSpeed's consolidation tools
+            if os.path.isfile(os.path.join(partial_root, script)):
+                os.replace(os.path.join(partial_root, script), os.path.join(root, script))
+        rolling = [c for c in list_checkpoints(root) if c.kind == "latest" and c.tag != tag]
+        keep_others = keep_rolling - 1 if tag.startswith("latest-") else keep_rolling
+        for old in rolling[: max(0, len(rolling) - keep_others)]:
+            shutil.rmtree(old.path, ignore_errors=True)
+    vdist.barrier()
+    return final
+
+
+def load_checkpoint(engine: Any, info: CheckpointInfo, restore_rng: bool = True) -> Dict[str, Any]:
+    """Load `info` into `engine` (module + optimizer) and return the trainer state.
+
+    Restores this rank's RNG states when the checkpoint was written with the same world size;
+    otherwise (elastic resume) generators keep their fresh seeds and a warning says so.
+    """
+    load_path, _ = engine.load_checkpoint(
+        os.path.dirname(info.path), tag=info.tag, load_optimizer_states=True, load_lr_scheduler_states=False
+    )
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load checkpoint {info.path}")
+    state = torch.load(os.path.join(info.path, TRAINER_STATE), map_location="cpu", weights_only=False)
+    rng_file = os.path.join(info.path, f"rng_rank{vdist.get_rank()}.pt")
+    marker = _read_marker(info.path) or {}
+    if restore_rng:
+        if marker.get("world_size", vdist.get_world_size()) == vdist.get_world_size() and os.path.isfile(rng_file):
+            restore_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+        else:
+            log.warning("checkpoint %s was written by %s ranks, now %d: RNG states not restored",
+                        info.path, marker.get("world_size"), vdist.get_world_size())
+    return state

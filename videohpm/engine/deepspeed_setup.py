@@ -1,0 +1,183 @@
+"""DeepSpeed configuration from our config, and ZeRO-aware access to full parameters.
+
+The DeepSpeed JSON files (`configs/deepspeed/zero{0,1,2,3}.json`) hold only what is about
+DeepSpeed itself (ZeRO stage, buckets, overlap). Everything that our config already says —
+micro-batch per rank, accumulation, clipping, precision — is written by
+`build_deepspeed_config` so it cannot disagree: a JSON that sets one of those keys is an error
+naming the key to use instead. The optimizer is ours (torch AdamW, see `engine.optim`) and the
+schedules are ours (per-step functions), so `optimizer` / `scheduler` sections are rejected too.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+from typing import Any, Dict, Iterator, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+__all__ = [
+    "OWNED_KEYS",
+    "load_deepspeed_json",
+    "resolve_deepspeed_dict",
+    "build_deepspeed_config",
+    "gathered_parameters",
+    "full_state_dict",
+]
+
+# DeepSpeed keys that our own config decides; the value is the key to use instead.
+OWNED_KEYS: Dict[str, str] = {
+    "train_batch_size": "train.batch_size × world size × train.accum_steps",
+    "train_micro_batch_size_per_gpu": "train.batch_size",
+    "gradient_accumulation_steps": "train.accum_steps",
+    "gradient_clipping": "optim.clip_grad",
+    "optimizer": "optim.*",
+    "scheduler": "optim.* (per-step schedules in videohpm.engine.schedules)",
+}
+
+
+def _deep_merge(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_deepspeed_json(path: str) -> Dict[str, Any]:
+    """Read a DeepSpeed JSON file; errors name the path (config key `deepspeed.config`)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"deepspeed.config: no such file {path!r}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"deepspeed.config: {path!r} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"deepspeed.config: {path!r} must hold a JSON object")
+    return data
+
+
+def resolve_deepspeed_dict(
+    config_path: Optional[str], inline: Optional[Mapping[str, Any]] = None, zero_stage: Optional[int] = None,
+    base_dir: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The DeepSpeed-only part: JSON file (if any), then inline keys, then `zero_stage`.
+
+    Validated here, before any work starts: keys we own are rejected (see `OWNED_KEYS`), the
+    `zero_optimization` section is checked by DeepSpeed's own pydantic model (typos such as
+    `overlapcomm` fail naming the key) and the stage must be 0–3.
+    """
+    ds: Dict[str, Any] = {}
+    if config_path:
+        path = config_path
+        if not os.path.isabs(path) and base_dir and not os.path.exists(path):
+            path = os.path.join(base_dir, path)
+        ds = load_deepspeed_json(path)
+    if inline:
+        ds = _deep_merge(ds, inline)
+    if zero_stage is not None:
+        ds = _deep_merge(ds, {"zero_optimization": {"stage": int(zero_stage)}})
+    for key, use in OWNED_KEYS.items():
+        if key in ds:
+            raise ValueError(f"deepspeed: key {key!r} is set by our config; use {use} instead")
+    zero = ds.setdefault("zero_optimization", {"stage": 0})
+    if not isinstance(zero, dict):
+        raise ValueError("deepspeed.zero_optimization must be a mapping")
+    stage = zero.get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"deepspeed.zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
+    try:
+        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+        DeepSpeedZeroConfig(**zero)
+    except ImportError:  # pragma: no cover - DeepSpeed is a hard dependency
+        pass
+    except Exception as e:  # pydantic.ValidationError: name each offending field
+        errors = getattr(e, "errors", None)
+        if callable(errors):
+            parts = [f"deepspeed.zero_optimization.{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg')}"
+                     for err in errors()]
+            raise ValueError("; ".join(parts)) from e
+        raise ValueError(f"deepspeed.zero_optimization: {e}") from e
+    for section in ("bf16", "fp16"):
+        if section in ds and not isinstance(ds[section], dict):
+            raise ValueError(f"deepspeed.{section} must be a mapping")
+    return ds
+
+
+def build_deepspeed_config(
+    ds: Mapping[str, Any], micro_batch: int, accum_steps: int, world_size: int, precision: str,
+    clip_grad: Optional[float],
+) -> Dict[str, Any]:
+    """The full dict passed to `deepspeed.initialize(config=...)`.
+
+    Args:
+        ds: `resolve_deepspeed_dict` output.
+        micro_batch: clips per rank per forward (videos × repeated-augmentation samples).
+        accum_steps: micro-batches per optimizer step.
+        world_size: number of ranks (data-parallel degree).
+        precision: "fp32", "bf16" or "fp16" (fp16 uses dynamic loss scaling, `loss_scale: 0`).
+        clip_grad: global-norm clipping threshold; None/0 disables it.
+    """
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {precision!r}")
+    out = copy.deepcopy(dict(ds))
+    out["train_micro_batch_size_per_gpu"] = int(micro_batch)
+    out["gradient_accumulation_steps"] = int(accum_steps)
+    out["train_batch_size"] = int(micro_batch) * int(accum_steps) * int(world_size)
+    out["gradient_clipping"] = float(clip_grad) if clip_grad else 0.0
+    bf16 = dict(out.get("bf16", {}))
+    fp16 = dict(out.get("fp16", {}))
+    bf16["enabled"] = precision == "bf16"
+    fp16["enabled"] = precision == "fp16"
+    if precision == "fp16":
+        # Dynamic loss scale: start at 2^16, halve on overflow (those steps are skipped).
+        fp16.setdefault("loss_scale", 0)
+        fp16.setdefault("initial_scale_power", 16)
+        fp16.setdefault("loss_scale_window", 1000)
+        fp16.setdefault("hysteresis", 2)
+        fp16.setdefault("min_loss_scale", 1)
+    out["bf16"] = bf16
+    out["fp16"] = fp16
+    # DeepSpeed prints a throughput line every `steps_per_print` steps; ours is the progress bar.
+    out.setdefault("steps_per_print", 10**9)
+    out.setdefault("wall_clock_breakdown", False)
+    return out
+
+
+@contextlib.contextmanager
+def gathered_parameters(module: nn.Module, zero_stage: int, modifier_rank: Optional[int] = None) -> Iterator[None]:
+    """Make `module`'s full parameters visible on every rank for the duration of the block.
+
+    Under ZeRO-3 each rank holds only a shard; `deepspeed.zero.GatheredParameters` all-gathers
+    them (and, with `modifier_rank`, scatters that rank's edits back). Stages 0–2 keep full
+    parameters on every rank, so this is a no-op there.
+    """
+    if zero_stage != 3:
+        yield
+        return
+    import deepspeed
+
+    params: List[nn.Parameter] = list(module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank):
+        yield
+
+
+def full_state_dict(module: nn.Module, zero_stage: int, dtype: Optional[torch.dtype] = torch.float32) -> Dict[str, torch.Tensor]:
+    """A CPU copy of `module.state_dict()` with full (gathered) tensors, optionally cast.
+
+    Collective under ZeRO-3: every rank must call it.
+    """
+    with gathered_parameters(module, zero_stage):
+        out = {}
+        for k, v in module.state_dict().items():
+            t = v.detach().to("cpu", copy=True)
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            out[k] = t
+    return out

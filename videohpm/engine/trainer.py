@@ -1,0 +1,527 @@
+"""The training loop: DeepSpeed engine, schedules, EMA teacher hook, logging, checkpoints, eval.
+
+The engine drives any recipe (`videohpm.methods`): an `nn.Module` whose
+`forward(batch, progress) -> {"loss", parts...}` and `on_step_end()` are all it knows. Optional
+recipe attributes it honours:
+
+- `teacher` (an unregistered fp32 module: HPM's EMA teacher, a fine-tuning model EMA): moved to
+  the device, its ZeRO-3 student parameters gathered around `on_step_end()`, checkpointed
+  through `teacher_state_dict()` / `load_teacher_state_dict()`;
+- `train_split` (default "pretrain") / `eval_split` and `predict(video) -> {name: logits}`:
+  validation top-1/top-5 every `train.eval_every` epochs on a deterministic centre view.
+
+One optimizer step = `train.accum_steps` micro-batches of `train.batch_size` videos per rank.
+`progress = (epoch + micro_step / micro_steps_per_epoch) / epochs` is passed to the recipe
+(HPM's α_t, Eq. 8). The per-step lr / weight decay are pure functions of the global step
+(`engine.schedules`), so a checkpoint needs only the step counter to resume them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from videohpm import distributed as vdist
+from videohpm.config import ConfigError, repo_root, save_config
+from videohpm.engine import checkpoint as ckpt
+from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config, check_buildable
+from videohpm.engine.data import ResumableDistributedSampler, build_loader
+from videohpm.engine.deepspeed_setup import (
+    build_deepspeed_config,
+    full_state_dict,
+    gathered_parameters,
+    resolve_deepspeed_dict,
+)
+from videohpm.engine.metrics import MetricLogger, StepAverager
+from videohpm.engine.optim import apply_schedules, build_param_groups, scaled_lr
+from videohpm.engine.schedules import CosineSchedule
+
+__all__ = ["Trainer", "train", "resolve_precision", "NonFiniteLossError"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row (`train.max_nonfinite`)."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" → bf16 on a CUDA GPU that supports it, fp32 otherwise (CPUs here lack bf16 units)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: Any, device: torch.device, float_dtype: Optional[torch.dtype] = None) -> Any:
+    """Move a (nested) batch to `device`; floating tensors are cast to `float_dtype` if given."""
+    if isinstance(batch, torch.Tensor):
+        if float_dtype is not None and batch.is_floating_point():
+            return batch.to(device, dtype=float_dtype, non_blocking=True)
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, float_dtype) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device, float_dtype) for v in batch)
+    return batch
+
+
+def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+class Trainer:
+    """Builds everything from a validated config and runs `fit()`.
+
+    Order (so that errors come before work): model (+ pretrained weights) → mask generator →
+    recipe → datasets (list files checked) → optimizer / DeepSpeed → resume → loop.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        t, o = cfg.train, cfg.optim
+        self.device = vdist.init_distributed(t.dist_backend or None)
+        self.rank, self.world = vdist.get_rank(), vdist.get_world_size()
+        self.out = os.path.abspath(t.output_dir)
+        self.ckpt_root = os.path.join(self.out, "checkpoints")
+        if self.rank == 0:
+            os.makedirs(self.out, exist_ok=True)
+        vdist.barrier()
+        vdist.setup_logging(os.path.join(self.out, "train.log"))
+        if self.rank == 0:
+            save_config(cfg, os.path.join(self.out, "config.yaml"))
+        self.precision = resolve_precision(t.precision, self.device)
+        if self.precision == "fp16" and self.device.type == "cpu":
+            raise ConfigError("train.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use fp32 or bf16")
+        self.amp_dtype = _DTYPES.get(self.precision)
+        # DeepSpeed casts the student to bf16/fp16. On CUDA, autocast runs norms in fp32 and mixes
+        # dtypes freely, so clips stay fp32 (an exact reconstruction target). CPU autocast leaves
+        # layer_norm alone and it refuses an fp32 input with bf16 weights: feed clips in the
+        # compute dtype there (DeepSpeed's own convention, as VideoMAE's `samples.half()`).
+        self.input_dtype = self.amp_dtype if self.device.type == "cpu" else None
+        log.info("rank %d/%d on %s, precision %s", self.rank, self.world, self.device, self.precision)
+
+        # ---- model: identical initialisation on every rank (same seed), then per-rank streams.
+        _seed_all(t.seed)
+        self.model = build_model(cfg)
+        self.pretrained_report = None
+        if cfg.model.pretrained:
+            self._load_pretrained(cfg.model.pretrained)
+        self.mask_generator = build_mask_generator(cfg)
+        self.recipe = build_recipe_from_config(cfg, self.model, self.mask_generator)
+        _seed_all(t.seed + self.rank)
+
+        # ---- data
+        from videohpm.data import build_dataset
+
+        self.train_split = getattr(self.recipe, "train_split", "pretrain")
+        self.dataset = build_dataset(cfg.data, self.train_split)
+        self.num_sample = int(cfg.data.num_sample) if self.train_split in ("pretrain", "train") else 1
+        self.sampler = ResumableDistributedSampler(self.dataset, self.world, self.rank, shuffle=True, seed=t.seed,
+                                                   drop_last=True)
+        b, a = int(t.batch_size), int(t.accum_steps)
+        self.micro_per_epoch = (self.sampler.num_samples // b) // a * a
+        if self.micro_per_epoch == 0:
+            raise ConfigError(
+                f"data.train: {len(self.dataset)} videos are too few for one optimizer step with "
+                f"{self.world} rank(s) × train.batch_size={b} × train.accum_steps={a}")
+        self.steps_per_epoch = self.micro_per_epoch // a
+        pin = bool(t.pin_memory) and self.device.type == "cuda"
+        self.loader = build_loader(self.dataset, b, self.sampler, int(cfg.data.num_workers), drop_last=True,
+                                   pin_memory=pin)
+        self.val_loader = None
+        self.val_size = 0
+        eval_split = getattr(self.recipe, "eval_split", None)
+        if eval_split and t.eval_every > 0 and hasattr(self.recipe, "predict"):
+            if getattr(cfg.data, eval_split, None):
+                from torch.utils.data import DistributedSampler
+
+                val_set = build_dataset(cfg.data, eval_split)
+                self.val_size = len(val_set)
+                vs = DistributedSampler(val_set, self.world, self.rank, shuffle=False, drop_last=False)
+                self.val_loader = build_loader(val_set, b, vs, int(cfg.data.num_workers), drop_last=False,
+                                               pin_memory=pin)
+            else:
+                log.warning("no data.%s list: validation is skipped", eval_split)
+
+        # ---- optimizer, schedules, DeepSpeed
+        self.micro_clips = b * self.num_sample
+        self.global_batch = self.micro_clips * self.world * a
+        self.peak_lr = float(o.lr) if o.lr is not None else scaled_lr(o.base_lr, self.global_batch)
+        total = int(t.epochs) * self.steps_per_epoch
+        self.lr_schedule = CosineSchedule(self.peak_lr, float(o.min_lr), total,
+                                          int(round(float(o.warmup_epochs) * self.steps_per_epoch)), float(o.warmup_lr))
+        wd_end = o.weight_decay if o.weight_decay_end is None else o.weight_decay_end
+        self.wd_schedule = CosineSchedule(float(o.weight_decay), float(wd_end), total, 0, float(o.weight_decay))
+        groups = self._param_groups()
+        optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=(float(o.betas[0]), float(o.betas[1])),
+                                      eps=float(o.eps), weight_decay=float(o.weight_decay))
+        ds = cfg.deepspeed
+        ds_dict = resolve_deepspeed_dict(ds.config, OmegaConf.to_container(ds.extra, resolve=True), ds.zero_stage,
+                                         base_dir=repo_root())
+        self.ds_config = build_deepspeed_config(ds_dict, self.micro_clips, a, self.world, self.precision, o.clip_grad)
+        import deepspeed
+
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=optimizer,
+                                                                 config=self.ds_config)
+        self.zero_stage = int(self.engine.zero_optimization_stage())
+        self.teacher = getattr(self.recipe, "teacher", None)
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+        log.info(
+            "global batch %d clips (%d videos × %d samples × %d ranks × %d accum) → lr %.3e "
+            "(base %.3e); %d steps/epoch, %d epochs, warm-up %d steps; ZeRO-%d",
+            self.global_batch, b, self.num_sample, self.world, a, self.peak_lr, o.base_lr, self.steps_per_epoch,
+            t.epochs, self.lr_schedule.warmup_steps, self.zero_stage)
+
+        # ---- state, resume, logger
+        self.epoch = 0
+        self.micro = 0  # next micro-batch of `self.epoch`
+        self.global_step = 0
+        self.nonfinite_total = 0
+        self.nonfinite_run = 0
+        self.history: Dict[str, Any] = {}
+        self._last_saved: Optional[Tuple[int, int, int, bool]] = None
+        self._last_saved_path = ""
+        self.logger = MetricLogger(self.out, tensorboard=t.tensorboard, progress_bar=t.progress_bar)
+        if t.resume:
+            self._resume(t.resume)
+
+    # ------------------------------------------------------------------ building helpers
+    def _load_pretrained(self, path: str) -> None:
+        from videohpm.models import load_pretrained
+
+        if not os.path.exists(path):
+            raise ConfigError(f"model.pretrained: no such file {path!r}")
+        report = load_pretrained(self.model, path)
+        self.pretrained_report = report
+        log.info("loaded pre-trained weights from %s\n%s", path, report)
+        if report.missing and self.rank == 0:
+            log.warning("%d parameters were not in %s and keep their initialisation: %s", len(report.missing), path,
+                        ", ".join(report.missing[:10]))
+        if self.rank == 0:
+            with open(os.path.join(self.out, "pretrained_report.json"), "w") as f:
+                json.dump({"path": os.path.abspath(path), "format": report.source_format,
+                           "loaded": len(report.loaded), "missing": report.missing, "unexpected": report.unexpected,
+                           "ignored": report.ignored, "mismatched": [list(map(str, m)) for m in report.mismatched],
+                           "interpolated": report.interpolated}, f, indent=1)
+
+    def _param_groups(self) -> List[Dict[str, Any]]:
+        """AdamW groups: no decay on norms / biases / position tables / tokens (and the models'
+        `no_weight_decay()` names), layer-wise lr decay when `optim.layer_decay < 1`
+        (VideoMAE's `get_num_layer_for_vit` numbering, see `engine.optim.default_layer_id`)."""
+        o = self.cfg.optim
+        groups = build_param_groups(self.recipe, float(o.weight_decay), layer_decay=float(o.layer_decay),
+                                    no_weight_decay=list(o.no_weight_decay))
+        for g in groups:
+            g.pop("param_names", None)
+        n_decay = sum(p.numel() for g in groups if g["wd_scale"] > 0 for p in g["params"])
+        n_all = sum(p.numel() for g in groups for p in g["params"])
+        log.info("optimizer: %d groups, %.2fM parameters (%.2fM with weight decay)", len(groups), n_all / 1e6,
+                 n_decay / 1e6)
+        return groups
+
+    # ------------------------------------------------------------------ resume / save
+    def _resume(self, spec: str) -> None:
+        if spec == "auto":
+            info = ckpt.find_latest(self.ckpt_root)
+            if info is None:
+                log.info("train.resume=auto: no complete checkpoint in %s, starting from scratch", self.ckpt_root)
+                return
+        else:
+            info = ckpt.checkpoint_info(spec)
+        state = ckpt.load_checkpoint(self.engine, info)
+        if hasattr(self.recipe, "load_teacher_state_dict"):
+            self.recipe.load_teacher_state_dict(state.get("teacher"))
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+        self.epoch, self.micro = int(state["epoch"]), int(state["micro_step"])
+        self.global_step = int(state["global_step"])
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.nonfinite_run = int(state.get("nonfinite_run", 0))
+        self.history = dict(state.get("history", {}))
+        if state.get("micro_per_epoch") not in (None, self.micro_per_epoch):
+            raise RuntimeError(
+                f"checkpoint {info.path} has {state['micro_per_epoch']} micro-steps per epoch, this run "
+                f"{self.micro_per_epoch}: the data list, batch size, accumulation or world size changed")
+        if state.get("lr_schedule") and state["lr_schedule"] != self.lr_schedule.state_dict():
+            log.warning("lr schedule differs from the checkpoint's: %s vs %s", self.lr_schedule.state_dict(),
+                        state["lr_schedule"])
+        old = _flatten(state.get("config", {}))
+        new = _flatten(OmegaConf.to_container(self.cfg, resolve=True))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(
+            ("train.resume", "train.max_steps", "train.output_dir")))
+        if changed:
+            log.warning("config differs from the checkpoint's in: %s", ", ".join(changed))
+        self.logger.log_event("resume", checkpoint=info.path, epoch=self.epoch, micro_step=self.micro,
+                              step=self.global_step)
+        log.info("resumed from %s: epoch %d, micro-step %d, global step %d", info.path, self.epoch, self.micro,
+                 self.global_step)
+
+    def _trainer_state(self) -> Dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "micro_step": self.micro,
+            "global_step": self.global_step,
+            "micro_per_epoch": self.micro_per_epoch,
+            "nonfinite_total": self.nonfinite_total,
+            "nonfinite_run": self.nonfinite_run,
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "wd_schedule": self.wd_schedule.state_dict(),
+            "teacher": self.recipe.teacher_state_dict() if hasattr(self.recipe, "teacher_state_dict") else None,
+            "history": self.history,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def save(self, milestone: bool) -> str:
+        """Checkpoint the current position (collective); a position already saved is not
+        written again."""
+        key = (self.global_step, self.epoch, self.micro, milestone)
+        if self._last_saved == key:
+            return self._last_saved_path
+        tag = f"epoch-{self.epoch - 1:04d}" if milestone else f"latest-{self.global_step:08d}"
+        path = ckpt.save_checkpoint(self.engine, self.ckpt_root, tag, self._trainer_state(),
+                                    keep_rolling=int(self.cfg.train.keep_latest))
+        self.logger.log_event("checkpoint", path=path, step=self.global_step, epoch=self.epoch, micro_step=self.micro)
+        self._last_saved, self._last_saved_path = key, path
+        return path
+
+    def export(self, path: Optional[str] = None) -> str:
+        """Write the student's full fp32 weights (and teacher) as `model_final.pth` (collective).
+
+        The file is `{"model": state_dict, "teacher": ..., "config": ..., "global_step": ...}` —
+        "ours" for `videohpm.models.load_pretrained` (fine-tuning reads its "model" entry).
+        """
+        path = path or os.path.join(self.out, "model_final.pth")
+        sd = full_state_dict(self.model, self.zero_stage)
+        if self.rank == 0:
+            obj = {"model": sd, "global_step": self.global_step, "epoch": self.epoch,
+                   "teacher": self.recipe.teacher_state_dict() if hasattr(self.recipe, "teacher_state_dict") else None,
+                   "config": OmegaConf.to_container(self.cfg, resolve=True)}
+            tmp = f"{path}.tmp{os.getpid()}"
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        vdist.barrier()
+        return path
+
+    # ------------------------------------------------------------------ loop pieces
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def _step_end_hook(self) -> None:
+        """`recipe.on_step_end()` with full student parameters under ZeRO-3 (EMA teacher, Eq. 1)."""
+        needs_params = self.teacher is not None or getattr(self.recipe, "on_step_end_needs_params", False)
+        if self.zero_stage == 3 and needs_params:
+            with gathered_parameters(self.recipe, self.zero_stage):
+                self.recipe.on_step_end()
+        else:
+            self.recipe.on_step_end()
+
+    def replica_max_diff(self) -> float:
+        """max |θ_rank − θ_other| over all student (and teacher) parameters and ranks
+        (collective; 0 = every rank holds the same weights)."""
+        with gathered_parameters(self.recipe, self.zero_stage):
+            tensors = [p.detach().float().reshape(-1) for p in self.recipe.parameters()]
+        if self.teacher is not None:
+            tensors += [p.detach().float().reshape(-1) for p in self.teacher.parameters()]
+        flat = torch.cat(tensors)
+        hi, lo = flat.clone(), flat.clone()
+        vdist.all_reduce(hi, "max")
+        vdist.all_reduce(lo, "min")
+        return float((hi - lo).abs().max().item()) if flat.numel() else 0.0
+
+    def _nonfinite(self, loss: torch.Tensor) -> bool:
+        """Is the loss NaN/Inf on any rank? (One scalar all-reduce and host read per micro-step:
+        the only way to skip the step consistently on every rank.)"""
+        flag = (~torch.isfinite(loss.detach().float())).float().reshape(1)
+        vdist.all_reduce(flag, "max")
+        return bool(flag.item() > 0)
+
+    @torch.no_grad()
+    def evaluate(self) -> Dict[str, float]:
+        """Top-1 / top-5 on the validation split (collective; padded samples are not counted)."""
+        if self.val_loader is None:
+            return {}
+        self.engine.eval()
+        sums: Dict[str, torch.Tensor] = {}
+        pos = 0
+        broken = torch.zeros((), device=self.device)
+        for batch in self.val_loader:
+            batch = _to_device(batch, self.device, self.input_dtype)
+            if "broken" in batch:
+                broken += batch["broken"].sum()
+            video, label = batch["video"], batch["label"]
+            n = label.shape[0]
+            gpos = torch.arange(pos, pos + n, device=self.device) * self.world + self.rank
+            valid = (gpos < self.val_size).float()
+            pos += n
+            with self._autocast():
+                outs = self.recipe.predict(video)
+            for name, logits in outs.items():
+                k = min(5, logits.shape[-1])
+                top = logits.float().topk(k, dim=-1).indices
+                c1 = ((top[:, 0] == label).float() * valid).sum()
+                c5 = ((top == label[:, None]).any(dim=-1).float() * valid).sum()
+                s = torch.stack([c1, c5, valid.sum()])
+                sums[name] = sums[name] + s if name in sums else s
+        self.engine.train()
+        out: Dict[str, float] = {}
+        for name in sorted(sums):
+            s = vdist.all_reduce(sums[name], "sum").tolist()
+            suffix = f"_{name}" if name else ""
+            out[f"val_acc1{suffix}"] = 100.0 * s[0] / max(s[2], 1)
+            out[f"val_acc5{suffix}"] = 100.0 * s[1] / max(s[2], 1)
+        out["val_broken"] = float(vdist.all_reduce(broken, "sum").item())
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> Dict[str, Any]:
+        """Train to `train.epochs` (or `train.max_steps`); returns the last epoch's record."""
+        t = self.cfg.train
+        epochs, a = int(t.epochs), int(t.accum_steps)
+        apply_schedules(self.optimizer, self.lr_schedule(self.global_step), self.wd_schedule(self.global_step))
+        self.engine.train()
+        last: Dict[str, Any] = {}
+        stop = bool(t.max_steps) and self.global_step >= t.max_steps
+        while self.epoch < epochs and not stop:
+            epoch = self.epoch
+            self.sampler.set_epoch(epoch, start=self.micro * int(t.batch_size))
+            self.logger.start_epoch(epoch, epochs, self.steps_per_epoch, initial=self.micro // a)
+            window, epoch_avg = StepAverager(), StepAverager()
+            broken = torch.zeros((), device=self.device)
+            skipped_epoch = 0
+            t_log, clips_since = time.time(), 0
+            t_epoch = time.time()
+            for batch in self.loader:
+                if self.micro >= self.micro_per_epoch:
+                    break
+                batch = _to_device(batch, self.device, self.input_dtype)
+                if isinstance(batch, dict) and "broken" in batch:
+                    broken += batch.pop("broken").sum()
+                progress = (epoch + self.micro / self.micro_per_epoch) / epochs
+                with self._autocast():
+                    out = self.engine(batch, progress)
+                loss = out["loss"]
+                self.micro += 1
+                if t.check_nonfinite and self._nonfinite(loss):
+                    self._on_nonfinite(loss, epoch)
+                    skipped_epoch += 1
+                    continue
+                self.nonfinite_run = 0
+                boundary = self.engine.is_gradient_accumulation_boundary()
+                self.engine.backward(loss)
+                self.engine.step()
+                parts = {k: v.detach() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+                window.add(parts)
+                epoch_avg.add(parts)
+                clips_since += self.micro_clips
+                if not boundary:
+                    continue
+                self.global_step += 1
+                if self.engine.was_step_applied():
+                    self._step_end_hook()
+                apply_schedules(self.optimizer, self.lr_schedule(self.global_step), self.wd_schedule(self.global_step))
+                self.logger.advance()
+                if self.global_step % t.log_every == 0:
+                    now = time.time()
+                    vals = window.pop(self.device)
+                    vals.update(epoch=epoch, progress=progress, lr=self.lr_schedule(self.global_step - 1),
+                                wd=self.wd_schedule(self.global_step - 1),
+                                clips_per_s=clips_since * self.world / max(now - t_log, 1e-9))
+                    gn = self.engine.get_global_grad_norm()
+                    if gn is not None:
+                        vals["grad_norm"] = float(gn)
+                    if t.check_replicas_every and self.global_step % t.check_replicas_every == 0:
+                        vals["replica_max_diff"] = self.replica_max_diff()
+                    self.logger.log_step(self.global_step, vals)
+                    t_log, clips_since = now, 0
+                elif t.check_replicas_every and self.global_step % t.check_replicas_every == 0:
+                    diff = self.replica_max_diff()
+                    self.logger.log_event("replicas", step=self.global_step, replica_max_diff=diff)
+                if t.max_steps and self.global_step >= t.max_steps:
+                    stop = True
+                    break
+                if t.save_every_steps and self.global_step % t.save_every_steps == 0 and \
+                        self.micro < self.micro_per_epoch:
+                    self.save(milestone=False)
+            self.logger.close_bar()
+            if self.micro < self.micro_per_epoch:  # stopped by max_steps mid-epoch
+                self.save(milestone=False)
+                break
+            # ---- end of epoch
+            self.epoch, self.micro = epoch + 1, 0
+            record: Dict[str, Any] = {f"train_{k}": v for k, v in epoch_avg.pop(self.device).items()}
+            record["skipped_nonfinite"] = skipped_epoch  # the same on every rank (global decision)
+            record["broken_videos"] = float(vdist.all_reduce(broken, "sum").item())
+            record["epoch_time_s"] = time.time() - t_epoch
+            if self.val_loader is not None and (self.epoch % t.eval_every == 0 or self.epoch == epochs):
+                record.update(self.evaluate())
+                for k, v in record.items():
+                    if k.startswith("val_acc1"):
+                        self.history[f"best_{k}"] = max(self.history.get(f"best_{k}", -1.0), v)
+            record.update(self.history)
+            self.logger.log_epoch(epoch, self.global_step, record)
+            log.info("epoch %d/%d: %s", epoch + 1, epochs,
+                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            last = record
+            milestone = self.epoch == epochs or (t.save_every > 0 and self.epoch % t.save_every == 0)
+            self.save(milestone=milestone)
+        if self.epoch >= epochs:
+            self.export()
+        return last
+
+    def _on_nonfinite(self, loss: torch.Tensor, epoch: int) -> None:
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        value = float(loss.detach().float().item())
+        log.warning("non-finite loss (%s) at epoch %d, micro-step %d (global step %d): step skipped "
+                    "(%d in a row, %d in total)", value, epoch, self.micro - 1, self.global_step, self.nonfinite_run,
+                    self.nonfinite_total)
+        self.logger.log_event("nonfinite", epoch=epoch, micro_step=self.micro - 1, step=self.global_step,
+                              loss=value, in_a_row=self.nonfinite_run)
+        if self.nonfinite_run >= self.cfg.train.max_nonfinite:
+            raise NonFiniteLossError(
+                f"the loss was non-finite for {self.nonfinite_run} micro-steps in a row (limit "
+                f"train.max_nonfinite={self.cfg.train.max_nonfinite}; last value {value} at epoch {epoch}, "
+                f"global step {self.global_step}). Lower optim.base_lr, set optim.clip_grad, or prefer "
+                f"train.precision=bf16 over fp16; the newest checkpoint is in {self.ckpt_root}")
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+def train(cfg: DictConfig) -> Dict[str, Any]:
+    """Run a training job described by a validated config (see `videohpm.config.load_config`).
+
+    First builds model, mask generator and recipe on the meta device so that a bad name or keyword
+    fails before the process group, the data or DeepSpeed are touched.
+    """
+    check_buildable(cfg)
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
