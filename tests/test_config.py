@@ -145,3 +145,57 @@ def test_every_shipped_config_loads_validates_and_builds(path):
         assert cfg.method.kwargs.momentum == 0.999
         assert (cfg.mask.kwargs.alpha_0, cfg.mask.kwargs.alpha_T) == (0.0, 0.5)
         assert cfg.mask.kwargs.mask_ratio == (0.9 if cfg.data.kind == "video" else 0.75)
+
+
+# --------------------------------------------------------------------------- linear probing, k-NN
+LINPROBE = {"finetune/in1k_vit_b_linprobe.yaml": "image", "finetune/ssv2_vit_b_linprobe.yaml": "video"}
+
+
+@pytest.mark.parametrize("rel", sorted(LINPROBE))
+def test_linear_probe_configs_follow_table_s3(rel):
+    """Supplement Table S3 (MoCo v3 protocol): SGD, momentum 0.9, base lr 1e-3 with the
+    batch / 256 rule, weight decay 0, batch 4096 (8 GPUs), cosine, warm-up 10, 100 epochs,
+    RandomResizedCrop only; a frozen pre-trained MAE encoder under BN + linear head."""
+    from videohpm.engine.build import check_buildable
+    from videohpm.engine.optim import scaled_lr
+
+    cfg = load_config(str(REPO / "configs" / rel))
+    check_buildable(cfg)
+    o, t, d = cfg.optim, cfg.train, cfg.data
+    assert (o.name, o.momentum, o.base_lr, o.lr, o.weight_decay, o.layer_decay) == ("sgd", 0.9, 1e-3, None, 0.0, 1.0)
+    assert (o.warmup_epochs, t.epochs, o.min_lr, o.clip_grad) == (10, 100, 0.0, None)
+    batch = t.batch_size * d.num_sample * t.accum_steps * 8
+    assert batch == 4096 and scaled_lr(o.base_lr, batch) == pytest.approx(0.016)
+    assert cfg.mask.name == "none" and cfg.method.name == "linear_probe"
+    assert cfg.model.name.startswith("pretrain_") and cfg.model.pretrained.endswith("model_final.pth")
+    assert cfg.method.kwargs.num_classes == d.num_classes
+    assert (d.kind, d.rand_aug, d.reprob, d.num_sample) == (LINPROBE[rel], "", 0.0, 1)
+    assert d.flip is (d.kind == "image")  # SSv2 keeps no flip: its labels name directions
+    assert list(d.train_crop_scale) == [0.08, 1.0]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.name=lars", "optim.name"),
+    ("optim.momentum=1.0", "optim.momentum"),
+    ("optim.momentum=-0.1", "optim.momentum"),
+    ("train.knn_every=-1", "train.knn_every"),
+    ("train.knn_k=[]", "train.knn_k"),
+    ("train.knn_k=[10,0]", "train.knn_k"),
+    ("train.knn_temperature=0", "train.knn_temperature"),
+    ("train.knn_every=1", "data.train"),                    # the tiny config has no lists ...
+])
+def test_sgd_and_knn_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TINY, [override])
+
+
+def test_knn_needs_labelled_lists_and_sgd_is_accepted():
+    cfg = load_config(TINY, ["optim.name=SGD", "optim.momentum=0.5"])
+    assert cfg.optim.name == "SGD" and cfg.optim.momentum == 0.5 and cfg.train.knn_every == 0
+    assert list(cfg.train.knn_k) == [10, 20, 100, 200] and cfg.train.knn_temperature == 0.07
+    with pytest.raises(ConfigError, match=r"data\.val: not set, but train\.knn_every=2"):
+        load_config(TINY, ["train.knn_every=2", "data.train=a.csv"])
+    with pytest.raises(ConfigError, match=r"data\.num_classes: not set, but train\.knn_every=2"):
+        load_config(TINY, ["train.knn_every=2", "data.train=a.csv", "data.val=b.csv"])  # ... nor labels
+    cfg = load_config(TINY, ["train.knn_every=2", "data.train=a.csv", "data.val=b.csv", "data.num_classes=8"])
+    assert cfg.train.knn_every == 2

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pre-train or fine-tune from a YAML config.
+"""Pre-train, fine-tune or linearly probe from a YAML config.
 
     # one process (CPU or one GPU)
     python tools/train.py --config configs/pretrain/ssv2_vit_b_hpm.yaml train.output_dir=outputs/x
@@ -9,6 +9,11 @@
     deepspeed --hostfile hosts.txt tools/train.py --config configs/pretrain/k400_vit_b_hpm.yaml
     # continue a killed run from its newest complete checkpoint
     python tools/train.py --config ... train.resume=auto
+    # linear probing of a pre-trained encoder (SGD, supplement Table S3); model_final.pth keeps
+    # the probe's BN + head, so tools/test.py can test it
+    python tools/train.py --config configs/finetune/in1k_vit_b_linprobe.yaml model.pretrained=<run>/model_final.pth
+    # pre-training with the k-NN health metric every 10 epochs (needs labelled data.train/val)
+    python tools/train.py --config ... train.knn_every=10 data.val=... data.num_classes=174
 
 Any `section.key=value` after the options overrides the YAML (unknown keys are errors). The
 resolved config is saved as `<train.output_dir>/config.yaml`.

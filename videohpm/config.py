@@ -7,9 +7,11 @@ Sections (all typed; an unknown key anywhere is an error naming its full dotted 
 - `model`:    `name` for `videohpm.models.create_model` and its free `kwargs` (checked by the
               model's constructor when the run starts); `pretrained` checkpoint for fine-tuning.
 - `mask`:     `name` for `videohpm.masking.make_mask_generator` (`none` for fine-tuning) + `kwargs`.
-- `method`:   `name` for `videohpm.methods.build_recipe` (`mae`, `hpm`, `classification`) + `kwargs`.
+- `method`:   `name` for `videohpm.methods.build_recipe` (`mae`, `hpm`, `ccmim`, `classification`,
+              `linear_probe`) + `kwargs`.
 - `data`:     `videohpm.data.config.DataConfig` (the data package's schema).
-- `optim`:    AdamW and the schedules (supplement Tables S1–S2).
+- `optim`:    AdamW (pre-training, fine-tuning) or SGD (linear probing) and the schedules
+              (supplement Tables S1–S3).
 - `train`:    epochs, batch per rank, accumulation, precision, output, checkpoints, logging.
 - `deepspeed`: a JSON file (`configs/deepspeed/zero{0,1,2,3}.json`) and/or inline keys.
 
@@ -40,6 +42,7 @@ __all__ = [
     "DeepSpeedConfig",
     "Config",
     "PRECISIONS",
+    "OPTIMIZERS",
     "load_config",
     "load_yaml_with_bases",
     "config_from_dict",
@@ -49,6 +52,9 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# `optim.name`: AdamW for pre-training and fine-tuning (Tables S1–S2), SGD with momentum for
+# linear probing (Table S3, MoCo v3's protocol).
+OPTIMIZERS = ("adamw", "sgd")
 
 
 class ConfigError(ValueError):
@@ -83,16 +89,22 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with per-iteration warm-up + cosine schedules (supplement Tables S1–S2).
+    """Optimizer and per-iteration warm-up + cosine schedules (supplement Tables S1–S3).
 
     Attributes:
+        name: "adamw" (pre-training, fine-tuning; Tables S1–S2) or "sgd" (linear probing,
+            Table S3: momentum 0.9, no Nesterov, weight decay 0).
         base_lr: lr for a global batch of 256 clips; the run uses base_lr × global_batch / 256.
         lr: absolute peak lr; when set, `base_lr` and the scaling rule are not used.
         min_lr: lr at the end of the cosine.
         warmup_epochs: linear warm-up length (fractions allowed).
         warmup_lr: lr at the first step of warm-up.
-        betas: AdamW (β1, β2): (0.9, 0.95) pre-training, (0.9, 0.999) fine-tuning.
-        weight_decay: on matrices only (no decay on norms, biases, position tables, tokens).
+        betas: AdamW (β1, β2): (0.9, 0.95) pre-training, (0.9, 0.999) fine-tuning. Unused by SGD.
+        eps: AdamW ε. Unused by SGD.
+        momentum: SGD momentum μ (heavy ball, `b ← μ·b + g`, `θ ← θ − lr·b`; Table S3's
+            "β1 = 0.9"). Unused by AdamW.
+        weight_decay: on matrices only (no decay on norms, biases, position tables, tokens);
+            decoupled for AdamW, added to the gradient (L2) for SGD.
         weight_decay_end: if set, weight decay follows a cosine from `weight_decay` to it.
         layer_decay: layer-wise lr decay (1.0 = off; 0.75 VideoMAE fine-tuning).
         clip_grad: max global grad norm (DeepSpeed `gradient_clipping`); null = off.
@@ -107,6 +119,7 @@ class OptimConfig:
     warmup_lr: float = 1e-6
     betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
+    momentum: float = 0.9
     weight_decay: float = 0.05
     weight_decay_end: Optional[float] = None
     layer_decay: float = 1.0
@@ -147,6 +160,14 @@ class TrainConfig:
         check_replicas_every: every N optimizer steps verify that all ranks hold identical
             student weights (all-reduce max − min; debugging aid, costs one full gather); 0 = off.
         dist_backend: "" (nccl on GPUs, gloo on CPUs), or an explicit backend.
+        knn_every: every N epochs (and after the last one) report the weighted k-NN top-1 of
+            the student encoder's mean-pooled features (seed 000 Tables 1/4/5, DINO's protocol) as a
+            health metric of pre-training; 0 = off. Needs labelled `data.train` and `data.val`
+            (and `data.num_classes` for video lists); both are read with the deterministic
+            validation transform (centre clip, centre crop, no augmentation).
+        knn_k: neighbourhood sizes; the best top-1 over them is logged as `knn_top1`, its k as
+            `knn_best_k` (supplement §A.1: best of k = 10, 20, 100, 200).
+        knn_temperature: T of the `exp(cos / T)` vote weights (0.07, DINO).
     """
 
     epochs: int = 800
@@ -169,6 +190,9 @@ class TrainConfig:
     progress_bar: bool = True
     check_replicas_every: int = 0
     dist_backend: str = ""
+    knn_every: int = 0
+    knn_k: List[int] = field(default_factory=lambda: [10, 20, 100, 200])
+    knn_temperature: float = 0.07
 
 
 @dataclass
@@ -309,7 +333,7 @@ def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
     m, o, t = cfg.model, cfg.optim, cfg.train
     _check(bool(m.name), source, "model.name", "must name a registered model")
     _check(bool(cfg.method.name), source, "method.name", "must name a recipe (mae, hpm, classification)")
-    _check(o.name.lower() == "adamw", source, "optim.name", f"only 'adamw' is supported, got {o.name!r}")
+    _check(o.name.lower() in OPTIMIZERS, source, "optim.name", f"must be one of {OPTIMIZERS}, got {o.name!r}")
     _check(o.base_lr > 0, source, "optim.base_lr", f"must be > 0, got {o.base_lr}")
     _check(o.lr is None or o.lr > 0, source, "optim.lr", f"must be > 0 or null, got {o.lr}")
     _check(o.min_lr >= 0, source, "optim.min_lr", f"must be >= 0, got {o.min_lr}")
@@ -319,6 +343,7 @@ def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
     _check(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), source, "optim.betas",
            f"must be two numbers in [0, 1), got {list(o.betas)}")
     _check(o.eps > 0, source, "optim.eps", f"must be > 0, got {o.eps}")
+    _check(0.0 <= o.momentum < 1.0, source, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     _check(o.weight_decay >= 0, source, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _check(o.weight_decay_end is None or o.weight_decay_end >= 0, source, "optim.weight_decay_end",
            f"must be >= 0 or null, got {o.weight_decay_end}")
@@ -341,6 +366,17 @@ def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
            f"unknown backend {t.dist_backend!r}")
     _check(t.resume in ("", "auto") or os.path.isdir(t.resume), source, "train.resume",
            f"must be '', 'auto' or an existing checkpoint folder, got {t.resume!r}")
+    _check(t.knn_every >= 0, source, "train.knn_every", f"must be >= 0, got {t.knn_every}")
+    _check(len(t.knn_k) > 0 and all(int(k) >= 1 for k in t.knn_k), source, "train.knn_k",
+           f"must be a non-empty list of ints >= 1, got {list(t.knn_k)}")
+    _check(t.knn_temperature > 0, source, "train.knn_temperature", f"must be > 0, got {t.knn_temperature}")
+    if t.knn_every > 0:
+        # The k-NN health metric needs labelled train and val splits (read with the val transform).
+        why = f"train.knn_every={t.knn_every} needs labelled train and val splits"
+        _check(bool(cfg.data.train), source, "data.train", f"not set, but {why}")
+        _check(bool(cfg.data.val), source, "data.val", f"not set, but {why}")
+        _check(cfg.data.kind == "image" or cfg.data.num_classes is not None, source, "data.num_classes",
+               f"not set, but {why} (labels of video lists are checked against it)")
     # The data package's own checks (values; list paths are checked per split when the run
     # builds its datasets). Its messages already name the key ("data.num_frames: ...").
     try:

@@ -4,8 +4,8 @@ The DeepSpeed JSON files (`configs/deepspeed/zero{0,1,2,3}.json`) hold only what
 DeepSpeed itself (ZeRO stage, buckets, overlap). Everything that our config already says —
 micro-batch per rank, accumulation, clipping, precision — is written by
 `build_deepspeed_config` so it cannot disagree: a JSON that sets one of those keys is an error
-naming the key to use instead. The optimizer is ours (torch AdamW, see `engine.optim`) and the
-schedules are ours (per-step functions), so `optimizer` / `scheduler` sections are rejected too.
+naming the key to use instead. The optimizer is ours (torch AdamW or SGD, see `engine.optim`) and
+the schedules are ours (per-step functions), so `optimizer` / `scheduler` sections are rejected too.
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def resolve_deepspeed_dict(
 
 def build_deepspeed_config(
     ds: Mapping[str, Any], micro_batch: int, accum_steps: int, world_size: int, precision: str,
-    clip_grad: Optional[float],
+    clip_grad: Optional[float], optimizer: str = "adamw",
 ) -> Dict[str, Any]:
     """The full dict passed to `deepspeed.initialize(config=...)`.
 
@@ -123,6 +123,10 @@ def build_deepspeed_config(
         world_size: number of ranks (data-parallel degree).
         precision: "fp32", "bf16" or "fp16" (fp16 uses dynamic loss scaling, `loss_scale: 0`).
         clip_grad: global-norm clipping threshold; None/0 disables it.
+        optimizer: `optim.name`. DeepSpeed's ZeRO wrappers whitelist only Adam-family optimizers
+            and refuse others unless `zero_allow_untested_optimizer` is set; torch's SGD is safe
+            under them (ZeRO hands it flat fp32 partitions and its momentum buffer is
+            per-parameter state like Adam's moments), so the flag is set for "sgd".
     """
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {precision!r}")
@@ -131,6 +135,8 @@ def build_deepspeed_config(
     out["gradient_accumulation_steps"] = int(accum_steps)
     out["train_batch_size"] = int(micro_batch) * int(accum_steps) * int(world_size)
     out["gradient_clipping"] = float(clip_grad) if clip_grad else 0.0
+    if optimizer.lower() == "sgd":
+        out.setdefault("zero_allow_untested_optimizer", True)
     bf16 = dict(out.get("bf16", {}))
     fp16 = dict(out.get("fp16", {}))
     bf16["enabled"] = precision == "bf16"

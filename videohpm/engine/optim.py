@@ -1,9 +1,12 @@
-"""AdamW parameter groups, the linear lr scaling rule and the per-step lr / weight-decay update.
+"""Optimizer (AdamW or SGD), parameter groups, the linear lr scaling rule and the per-step lr /
+weight-decay update.
 
 Paper settings (supplement Tables S1–S2, VideoMAE): AdamW, weight decay 0.05 with *no* decay on
 norms, biases, position tables and tokens; β = (0.9, 0.95) for pre-training and (0.9, 0.999) for
 fine-tuning; `lr = base_lr × global_batch / 256` (supplement §A.1, "linear scaling rule");
 layer-wise lr decay (1.0 pre-training, 0.75 VideoMAE fine-tuning / 0.8 image fine-tuning).
+Linear probing (supplement Table S3, MoCo v3's protocol) uses SGD with momentum 0.9 (no Nesterov)
+and no weight decay; the groups, the scaling rule and the schedules are the same code.
 
 Groups carry two extra keys that DeepSpeed's ZeRO optimizers keep untouched: `lr_scale`
 (layer decay) and `wd_scale` (1 = decayed, 0 = not). `apply_schedules` writes
@@ -25,6 +28,7 @@ __all__ = [
     "build_param_groups",
     "scaled_lr",
     "apply_schedules",
+    "build_optimizer",
 ]
 
 # Names (last component, or anywhere for tokens) that never get weight decay.
@@ -77,7 +81,7 @@ def build_param_groups(
     layer_id_fn: Optional[Callable[[str], int]] = None,
     num_layers: Optional[int] = None,
 ) -> List[Dict]:
-    """AdamW groups of `module`'s trainable parameters.
+    """Optimizer groups (AdamW or SGD) of `module`'s trainable parameters.
 
     Args:
         module: the recipe (names like `model.encoder.blocks.3.attn.qkv.weight`).
@@ -140,3 +144,35 @@ def apply_schedules(optimizer: torch.optim.Optimizer, lr: float, weight_decay: O
         g["lr"] = lr * g.get("lr_scale", 1.0)
         if weight_decay is not None:
             g["weight_decay"] = weight_decay * g.get("wd_scale", 1.0)
+
+
+def build_optimizer(
+    name: str,
+    groups: Sequence[Dict],
+    lr: float,
+    weight_decay: float,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """The client optimizer handed to DeepSpeed, over `build_param_groups` groups.
+
+    Args:
+        name: "adamw" (`torch.optim.AdamW`, decoupled weight decay; Tables S1–S2) or "sgd"
+            (`torch.optim.SGD` with heavy-ball `momentum`, Nesterov off; Table S3).
+        groups: parameter groups (their `weight_decay` / `lr_scale` / `wd_scale` are kept; the
+            per-step values are written by `apply_schedules`).
+        lr: initial lr (overwritten by `apply_schedules` before the first step).
+        weight_decay: default decay for groups without one.
+        betas, eps: AdamW only.
+        momentum: SGD only.
+    Raises:
+        ValueError naming `optim.name` for an unknown optimizer.
+    """
+    key = name.lower()
+    if key == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=float(eps),
+                                 weight_decay=weight_decay)
+    if key == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(momentum), nesterov=False, weight_decay=weight_decay)
+    raise ValueError(f"optim.name: unknown optimizer {name!r}; expected 'adamw' or 'sgd'")

@@ -10,6 +10,10 @@ recipe attributes it honours:
 - `train_split` (default "pretrain") / `eval_split` and `predict(video) -> {name: logits}`:
   validation top-1/top-5 every `train.eval_every` epochs on a deterministic centre view.
 
+With `train.knn_every > 0` the engine also reports the weighted k-NN top-1 of the student
+encoder's mean-pooled features (`videohpm.evaluation.knn`, DINO's protocol as seed 000 uses it) on
+the labelled train / val lists every few epochs: a training-free health metric of pre-training.
+
 One optimizer step = `train.accum_steps` micro-batches of `train.batch_size` videos per rank.
 `progress = (epoch + micro_step / micro_steps_per_epoch) / epochs` is passed to the recipe
 (HPM's α_t, Eq. 8). The per-step lr / weight decay are pure functions of the global step
@@ -40,7 +44,7 @@ from videohpm.engine.deepspeed_setup import (
     resolve_deepspeed_dict,
 )
 from videohpm.engine.metrics import MetricLogger, StepAverager
-from videohpm.engine.optim import apply_schedules, build_param_groups, scaled_lr
+from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
 from videohpm.engine.schedules import CosineSchedule
 
 __all__ = ["Trainer", "train", "resolve_precision", "NonFiniteLossError"]
@@ -145,7 +149,7 @@ class Trainer:
         self.micro_per_epoch = (self.sampler.num_samples // b) // a * a
         if self.micro_per_epoch == 0:
             raise ConfigError(
-                f"data.train: {len(self.dataset)} videos are too few for one optimizer step with "
+                f"data.train: {len(self.dataset)} samples are too few for one optimizer step with "
                 f"{self.world} rank(s) × train.batch_size={b} × train.accum_steps={a}")
         self.steps_per_epoch = self.micro_per_epoch // a
         pin = bool(t.pin_memory) and self.device.type == "cuda"
@@ -165,6 +169,7 @@ class Trainer:
                                                pin_memory=pin)
             else:
                 log.warning("no data.%s list: validation is skipped", eval_split)
+        self.knn_loaders = self._build_knn_loaders(pin) if t.knn_every > 0 else None
 
         # ---- optimizer, schedules, DeepSpeed
         self.micro_clips = b * self.num_sample
@@ -176,12 +181,16 @@ class Trainer:
         wd_end = o.weight_decay if o.weight_decay_end is None else o.weight_decay_end
         self.wd_schedule = CosineSchedule(float(o.weight_decay), float(wd_end), total, 0, float(o.weight_decay))
         groups = self._param_groups()
-        optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=(float(o.betas[0]), float(o.betas[1])),
-                                      eps=float(o.eps), weight_decay=float(o.weight_decay))
+        try:
+            optimizer = build_optimizer(str(o.name), groups, self.peak_lr, float(o.weight_decay), betas=list(o.betas),
+                                        eps=float(o.eps), momentum=float(o.momentum))
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         ds = cfg.deepspeed
         ds_dict = resolve_deepspeed_dict(ds.config, OmegaConf.to_container(ds.extra, resolve=True), ds.zero_stage,
                                          base_dir=repo_root())
-        self.ds_config = build_deepspeed_config(ds_dict, self.micro_clips, a, self.world, self.precision, o.clip_grad)
+        self.ds_config = build_deepspeed_config(ds_dict, self.micro_clips, a, self.world, self.precision, o.clip_grad,
+                                                optimizer=str(o.name))
         import deepspeed
 
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=optimizer,
@@ -191,10 +200,10 @@ class Trainer:
         if self.teacher is not None:
             self.teacher.to(self.device)
         log.info(
-            "global batch %d clips (%d videos × %d samples × %d ranks × %d accum) → lr %.3e "
+            "%s, global batch %d clips (%d videos × %d samples × %d ranks × %d accum) → lr %.3e "
             "(base %.3e); %d steps/epoch, %d epochs, warm-up %d steps; ZeRO-%d",
-            self.global_batch, b, self.num_sample, self.world, a, self.peak_lr, o.base_lr, self.steps_per_epoch,
-            t.epochs, self.lr_schedule.warmup_steps, self.zero_stage)
+            type(optimizer).__name__, self.global_batch, b, self.num_sample, self.world, a, self.peak_lr, o.base_lr,
+            self.steps_per_epoch, t.epochs, self.lr_schedule.warmup_steps, self.zero_stage)
 
         # ---- state, resume, logger
         self.epoch = 0
@@ -228,8 +237,38 @@ class Trainer:
                            "ignored": report.ignored, "mismatched": [list(map(str, m)) for m in report.mismatched],
                            "interpolated": report.interpolated}, f, indent=1)
 
+    def _build_knn_loaders(self, pin: bool) -> Tuple[Any, Any]:
+        """Deterministic loaders of the labelled train and val lists for the k-NN health metric.
+
+        Both use the validation transform (centre clip / centre crop, no flip, no RandAugment:
+        k-NN features must not depend on augmentation noise), and a non-shuffling
+        `DistributedSampler`: each rank extracts its share, `knn_eval` gathers the features and
+        drops the sampler's padding repeats by dataset index.
+        """
+        from torch.utils.data import DistributedSampler
+
+        from videohpm.data import build_dataset
+
+        cfg = self.cfg
+        # The train list read like the val list: same list parsing (labels checked against
+        # data.num_classes), the deterministic val transform.
+        train_as_val = OmegaConf.merge(cfg.data, {"val": cfg.data.train})
+        sets = {"train": build_dataset(train_as_val, "val"), "val": build_dataset(cfg.data, "val")}
+        loaders = []
+        for name in ("train", "val"):
+            ds = sets[name]
+            if len(ds) == 0:
+                raise ConfigError(f"data.{name}: no samples for the k-NN metric (train.knn_every)")
+            sampler = DistributedSampler(ds, self.world, self.rank, shuffle=False, drop_last=False)
+            loaders.append(build_loader(ds, int(cfg.train.batch_size), sampler, int(cfg.data.num_workers),
+                                        drop_last=False, pin_memory=pin))
+        log.info("k-NN health metric every %d epoch(s): %d train / %d val samples, k = %s, T = %g",
+                 cfg.train.knn_every, len(sets["train"]), len(sets["val"]), list(cfg.train.knn_k),
+                 cfg.train.knn_temperature)
+        return loaders[0], loaders[1]
+
     def _param_groups(self) -> List[Dict[str, Any]]:
-        """AdamW groups: no decay on norms / biases / position tables / tokens (and the models'
+        """Optimizer groups: no decay on norms / biases / position tables / tokens (and the models'
         `no_weight_decay()` names), layer-wise lr decay when `optim.layer_decay < 1`
         (VideoMAE's `get_num_layer_for_vit` numbering, see `engine.optim.default_layer_id`)."""
         o = self.cfg.optim
@@ -308,16 +347,31 @@ class Trainer:
         self._last_saved, self._last_saved_path = key, path
         return path
 
-    def export(self, path: Optional[str] = None) -> str:
-        """Write the student's full fp32 weights (and teacher) as `model_final.pth` (collective).
+    def export_module(self) -> torch.nn.Module:
+        """The module whose weights `model_final.pth` holds: the model when the recipe wraps it
+        whole (MAE, HPM, ccMIM, fine-tuning), otherwise the recipe itself. A linear probe keeps
+        only the model's encoder and adds its own BatchNorm + head; exporting the model would
+        drop exactly the trained part, so its recipe is exported (keys `encoder.*`, `bn.*`,
+        `head.*`, which `videohpm.models.load_pretrained` and `tools/test.py` both read)."""
+        if any(m is self.model for m in self.recipe.modules()):
+            return self.model
+        return self.recipe
 
-        The file is `{"model": state_dict, "teacher": ..., "config": ..., "global_step": ...}` —
-        "ours" for `videohpm.models.load_pretrained` (fine-tuning reads its "model" entry).
+    def export(self, path: Optional[str] = None) -> str:
+        """Write the trained full fp32 weights (and teacher) as `model_final.pth` (collective).
+
+        The file is `{"model": state_dict, "weights": "model" | "recipe", "teacher": ...,
+        "config": ..., "global_step": ...}` — "ours" for `videohpm.models.load_pretrained`
+        (fine-tuning reads its "model" entry). "weights" says which module the state dict is
+        of (`export_module`: the recipe for a linear probe, whose BN + head live outside the
+        model).
         """
         path = path or os.path.join(self.out, "model_final.pth")
-        sd = full_state_dict(self.model, self.zero_stage)
+        module = self.export_module()
+        sd = full_state_dict(module, self.zero_stage)
         if self.rank == 0:
-            obj = {"model": sd, "global_step": self.global_step, "epoch": self.epoch,
+            obj = {"model": sd, "weights": "model" if module is self.model else "recipe",
+                   "global_step": self.global_step, "epoch": self.epoch,
                    "teacher": self.recipe.teacher_state_dict() if hasattr(self.recipe, "teacher_state_dict") else None,
                    "config": OmegaConf.to_container(self.cfg, resolve=True)}
             tmp = f"{path}.tmp{os.getpid()}"
@@ -395,6 +449,38 @@ class Trainer:
             out[f"val_acc1{suffix}"] = 100.0 * s[0] / max(s[2], 1)
             out[f"val_acc5{suffix}"] = 100.0 * s[1] / max(s[2], 1)
         out["val_broken"] = float(vdist.all_reduce(broken, "sum").item())
+        return out
+
+    @torch.no_grad()
+    def knn_evaluate(self) -> Dict[str, Any]:
+        """Weighted k-NN top-1 (percent, like `val_acc1`) of the student encoder's mean-pooled,
+        ℓ2-normalized features: train list → memory bank, val list → queries (collective).
+
+        Returns `knn_top1` (best over `train.knn_k`), `knn_best_k`, `knn_top1@<k>` for every k and
+        `knn_time_s`. The recipe is put in eval mode for the extraction (no dropout / drop path)
+        and back in training mode afterwards.
+        """
+        if self.knn_loaders is None:
+            return {}
+        from videohpm.evaluation.knn import knn_eval, mean_pooled_features
+
+        t0 = time.time()
+        features = mean_pooled_features(self.recipe)
+        dtype = self.input_dtype  # CPU bf16: clips in the compute dtype (see __init__)
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            """`x: [B, C, T, H, W]` → `[B, D]` mean of the encoder's tokens over all patches."""
+            return features(x if dtype is None else x.to(dtype))
+
+        t = self.cfg.train
+        num_classes = self.cfg.data.num_classes
+        res = knn_eval(encode, self.knn_loaders[0], self.knn_loaders[1], ks=[int(k) for k in t.knn_k],
+                       temperature=float(t.knn_temperature),
+                       num_classes=int(num_classes) if num_classes is not None else None,
+                       device=self.device, amp_dtype=self.amp_dtype, module=self.recipe)
+        out: Dict[str, Any] = {"knn_top1": float(res["knn_top1"]), "knn_best_k": int(res["knn_best_k"])}
+        out.update({f"knn_top1@{int(k)}": float(res[f"knn_top1@{int(k)}"]) for k in t.knn_k})
+        out["knn_time_s"] = time.time() - t0
         return out
 
     # ------------------------------------------------------------------ the loop
@@ -482,6 +568,9 @@ class Trainer:
                 for k, v in record.items():
                     if k.startswith("val_acc1"):
                         self.history[f"best_{k}"] = max(self.history.get(f"best_{k}", -1.0), v)
+            if self.knn_loaders is not None and (self.epoch % t.knn_every == 0 or self.epoch == epochs):
+                record.update(self.knn_evaluate())
+                self.history["best_knn_top1"] = max(self.history.get("best_knn_top1", -1.0), record["knn_top1"])
             record.update(self.history)
             self.logger.log_epoch(epoch, self.global_step, record)
             log.info("epoch %d/%d: %s", epoch + 1, epochs,
