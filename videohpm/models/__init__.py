@@ -1,0 +1,33 @@
+"""VideoMAE-style ViT models: masked autoencoder (d_φ + d_ψ), classifier, registry, checkpoints."""
+from .autoencoder import MaskedAutoencoder, MaskedDecoder
+from .checkpoint import LoadReport, export_state_dict, hf_config_from_model, load_pretrained
+from .classifier import VideoClassifier, param_groups_layer_decay
+from .cpu_kernels import set_cpu_kernels
+from .patches import IMAGENET_MEAN, IMAGENET_STD, mask_split, patchify, pixel_target, unpatchify
+from .registry import create_model, list_models, register_model
+from .vit import PatchEmbed3D, VisionTransformerEncoder, interpolate_pos_embed, sincos_table_1d
+
+__all__ = [
+    "MaskedAutoencoder",
+    "MaskedDecoder",
+    "VideoClassifier",
+    "VisionTransformerEncoder",
+    "PatchEmbed3D",
+    "create_model",
+    "list_models",
+    "register_model",
+    "patchify",
+    "unpatchify",
+    "pixel_target",
+    "mask_split",
+    "interpolate_pos_embed",
+    "sincos_table_1d",
+    "load_pretrained",
+    "export_state_dict",
+    "hf_config_from_model",
+    "LoadReport",
+    "param_groups_layer_decay",
+    "set_cpu_kernels",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]

@@ -1,0 +1,342 @@
+"""Training-step speed: Hugging Face VideoMAE vs our plain MAE vs our HPM, side by side.
+
+    python tools/benchmark.py model [--json] [--batch-size 2] [--num-frames 16] [--img-size 224]
+                                    [--mask-ratio 0.9] [--threads 2] [--warmup 2] [--iters 5] ...
+
+One *training step* = mask generation + forward + backward + AdamW step (+ the EMA update for
+HPM), on identical architectures, sizes and target (ViT-S/16, decoder 4×192, tubelet 2,
+normalized-pixel target, 90 % masking by default):
+
+* ``hf``: ``transformers.VideoMAEForPreTraining`` with ``attn_implementation="sdpa"``,
+  initialised with our weights, tube masks from our tube generator, clips already in HF's
+  ``[B, T, C, H, W]`` layout;
+* ``plain``: our ``MaskedAutoencoder`` in the ``mae`` recipe with tube masking;
+* ``hpm``: the ``hpm`` recipe, paper-faithful: the EMA teacher predicts the loss of *all* N tokens
+  every step (``d_ψt(f_θt(x))``), easy-to-hard masks (α at progress 0.5), student with d_φ and
+  d_ψ, relative loss (Eq. 5), EMA (Eq. 1).
+
+The variants run round-robin (one step each, in turn) so that a machine shared with other jobs
+slows them alike; warm-up steps are excluded and the median of the timed steps is reported.
+HPM's step is broken down into teacher encoder, teacher loss predictor, masking, student
+(forward, backward, optimizer) and EMA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import torch
+
+from videohpm.models import create_model, export_state_dict, hf_config_from_model
+from videohpm.models import cpu_kernels
+
+
+VARIANTS = ("hf", "plain_aten", "plain", "plain_compiled", "hpm", "hpm_teacher_bf16", "hpm_compiled")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tools/benchmark.py model", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="pretrain_videomae_small_patch16_224", help="registry name (video)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--mask-ratio", type=float, default=0.9)
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per variant (median reported)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--variants", default="hf,plain,hpm",
+                   help="comma list of: hf, plain, hpm, plain_aten (ours with F.linear + SDPA kernels), "
+                        "plain_compiled, hpm_compiled (transformer stacks through torch.compile), "
+                        "hpm_teacher_bf16 (the EMA teacher's forward under bf16 autocast)")
+    p.add_argument("--cpu-kernels", choices=("onednn", "aten"), default="onednn",
+                   help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels)")
+    p.add_argument("--progress", type=float, default=0.5, help="training progress for HPM's α_t")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    return p
+
+
+class _Timer:
+    """Accumulates wall time per phase; synchronizes CUDA so phases are attributed correctly."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.totals: Dict[str, float] = {}
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.sync()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - t
+
+    def wrap(self, fn: Callable, name: str) -> Callable:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.phase(name):
+                return fn(*args, **kwargs)
+        return timed
+
+
+class _TimedMaskGenerator:
+    """Forwards everything to the wrapped generator; times ``__call__``."""
+
+    def __init__(self, gen: Any, timer: _Timer):
+        self._gen = gen
+        self._call = timer.wrap(gen.__call__, "masking")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gen, name)
+
+
+class _Variant:
+    """One model + optimizer + a ``step()`` that records its phase times."""
+
+    def __init__(self, name: str, forward: Callable[[], torch.Tensor], params: List[torch.nn.Parameter],
+                 device: torch.device, on_step_end: Callable[[], None] = lambda: None,
+                 kernels: str = "onednn"):
+        self.name = name
+        self.forward = forward
+        self.on_step_end = on_step_end
+        self.kernels = kernels
+        # The same optimizer for every variant; the fused kernel keeps its (model-independent)
+        # cost small so the ratios reflect the models.
+        kw: Dict[str, Any] = dict(lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+        try:
+            self.opt = torch.optim.AdamW(params, fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError):
+            self.opt = torch.optim.AdamW(params, **kw)
+        self.timer = _Timer(device)
+        self.steps: List[float] = []
+        self.cpu: List[float] = []  # process CPU time per step (all threads)
+        self.first_step: Optional[float] = None
+        self.phases: List[Dict[str, float]] = []
+
+    def step(self, record: bool) -> None:
+        cpu_kernels.set_cpu_kernels(self.kernels)
+        timer = self.timer
+        timer.totals = {}
+        timer.sync()
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        with timer.phase("forward"):
+            loss = self.forward()
+        with timer.phase("backward"):
+            loss.backward()
+        with timer.phase("optimizer"):
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        with timer.phase("ema"):
+            self.on_step_end()
+        timer.sync()
+        total = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        if self.first_step is None:
+            self.first_step = total
+        if record:
+            self.steps.append(total)
+            self.cpu.append(cpu)
+            self.phases.append(dict(timer.totals))
+
+    def median(self) -> float:
+        return statistics.median(self.steps)
+
+    def median_phases(self) -> Dict[str, float]:
+        keys = self.phases[0].keys() if self.phases else ()
+        return {k: statistics.median(p.get(k, 0.0) for p in self.phases) for k in keys}
+
+
+def _autocast_bf16(fn: Callable, device: torch.device) -> Callable:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
+    from videohpm.masking import make_mask_generator
+    from videohpm.methods import build_recipe
+
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    size = dict(img_size=args.img_size, num_frames=args.num_frames)
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.batch_size, 3, args.num_frames, args.img_size, args.img_size, generator=g).to(device)
+    batch = {"video": x}
+    variants: List[_Variant] = []
+
+    torch.manual_seed(args.seed)
+    plain_model = create_model(args.model, **size).to(device)
+    tube = make_mask_generator("tube", mask_ratio=args.mask_ratio)
+
+    if "hf" in names:
+        from transformers import VideoMAEForPreTraining
+
+        hf = VideoMAEForPreTraining(hf_config_from_model(plain_model, attn_implementation="sdpa"))
+        hf.load_state_dict(export_state_dict(plain_model, "hf"), strict=True)
+        hf = hf.to(device).train()
+        x_hf = x.permute(0, 2, 1, 3, 4).contiguous()  # HF's [B, T, C, H, W], prepared by its loader
+        grid = (args.batch_size, *plain_model.grid(x))
+
+        def hf_forward() -> torch.Tensor:
+            mask = tube(grid, device=device)
+            return hf(pixel_values=x_hf, bool_masked_pos=mask).loss
+
+        variants.append(_Variant("hf", hf_forward, list(hf.parameters()), device, kernels=args.cpu_kernels))
+
+    plain_like = {"plain": (args.cpu_kernels, False), "plain_aten": ("aten", False),
+                  "plain_compiled": (args.cpu_kernels, True)}
+    for name, (backend, compiled) in plain_like.items():
+        if name not in names:
+            continue
+        model = create_model(args.model, torch_compile=compiled, **size).to(device)
+        model.load_state_dict(plain_model.state_dict())
+        recipe = build_recipe("mae", model, tube).train()
+        variants.append(_Variant(name, lambda r=recipe: r(batch, 0.0)["loss"], list(recipe.parameters()), device,
+                                 kernels=backend))
+
+    for name, compiled, teacher_bf16 in (("hpm", False, False), ("hpm_teacher_bf16", False, True),
+                                         ("hpm_compiled", True, False)):
+        if name not in names:
+            continue
+        torch.manual_seed(args.seed)
+        model = create_model(args.model, loss_predictor=True, torch_compile=compiled, **size).to(device)
+        recipe = build_recipe("hpm", model, make_mask_generator("hpm", mask_ratio=args.mask_ratio),
+                              loss_pred="relative").train()
+        v = _Variant(name, lambda r=recipe: r(batch, args.progress)["loss"], list(recipe.parameters()), device,
+                     on_step_end=recipe.on_step_end, kernels=args.cpu_kernels)
+        teacher = recipe.teacher
+        encode, decode = teacher.encode, teacher.decode
+        if teacher_bf16:  # innermost context: overrides the recipe's own (disabled) autocast
+            encode, decode = _autocast_bf16(encode, device), _autocast_bf16(decode, device)
+        teacher.encode = v.timer.wrap(encode, "teacher_encoder")
+        teacher.decode = v.timer.wrap(decode, "teacher_loss_predictor")
+        recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
+        variants.append(v)
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    return sorted(variants, key=lambda v: order[v.name])
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    variants = _build(args, device)
+    t_build = time.perf_counter()
+    for i in range(args.warmup + args.iters):
+        for v in variants:  # round robin: background load hits every variant alike
+            v.step(record=i >= args.warmup)
+    cpu_kernels.set_cpu_kernels(args.cpu_kernels)
+    wall = time.perf_counter() - t_build
+
+    res: Dict[str, Any] = {
+        "config": dict(model=args.model, batch_size=args.batch_size, num_frames=args.num_frames,
+                       img_size=args.img_size, mask_ratio=args.mask_ratio, threads=args.threads,
+                       warmup=args.warmup, iters=args.iters, device=str(device), cpu_kernels=args.cpu_kernels,
+                       torch=torch.__version__, machine=platform.processor() or platform.machine()),
+        "wall_s": wall,
+    }
+    b = args.batch_size
+    for v in variants:
+        med = v.median()
+        res[f"{v.name}_step_s"] = med
+        res[f"{v.name}_step_s_all"] = [round(s, 4) for s in v.steps]
+        res[f"{v.name}_clips_per_s"] = b / med
+        res[f"{v.name}_step_min_s"] = min(v.steps)
+        res[f"{v.name}_cpu_s"] = statistics.median(v.cpu)
+        if v.name.endswith("_compiled"):  # one-time cost: first step minus a steady-state step
+            res[f"{v.name}_compile_s"] = v.first_step - med
+    for name in ("plain_compiled", "hpm_compiled"):
+        if f"{name}_step_s" in res and "hf_step_s" in res:
+            res[f"{name}_vs_hf"] = res["hf_step_s"] / res[f"{name}_step_s"]
+    if "hpm_teacher_bf16_step_s" in res and "plain_step_s" in res:
+        res["hpm_teacher_bf16_vs_plain_time"] = res["hpm_teacher_bf16_step_s"] / res["plain_step_s"]
+    if "hpm_compiled_step_s" in res and "plain_compiled_step_s" in res:
+        res["hpm_vs_plain_time_compiled"] = res["hpm_compiled_step_s"] / res["plain_compiled_step_s"]
+    if "hf_step_s" in res and "plain_step_s" in res:
+        res["plain_vs_hf"] = res["hf_step_s"] / res["plain_step_s"]
+        res["plain_vs_hf_min"] = res["hf_step_min_s"] / res["plain_step_min_s"]
+        res["plain_vs_hf_cpu"] = res["hf_cpu_s"] / res["plain_cpu_s"]
+    if "hf_step_s" in res and "plain_aten_step_s" in res:
+        res["plain_aten_vs_hf"] = res["hf_step_s"] / res["plain_aten_step_s"]
+    if "hpm_step_s" in res and "plain_step_s" in res:
+        res["hpm_vs_plain_time"] = res["hpm_step_s"] / res["plain_step_s"]
+        res["hpm_vs_plain_time_min"] = res["hpm_step_min_s"] / res["plain_step_min_s"]
+        res["hpm_vs_plain_time_cpu"] = res["hpm_cpu_s"] / res["plain_cpu_s"]
+    for hpm in (v for v in variants if v.name.startswith("hpm")):
+        ph = hpm.median_phases()
+        inner = ph.get("teacher_encoder", 0.0) + ph.get("teacher_loss_predictor", 0.0) + ph.get("masking", 0.0)
+        res[f"{hpm.name}_breakdown_s"] = {
+            "teacher_encoder": ph.get("teacher_encoder", 0.0),
+            "teacher_loss_predictor": ph.get("teacher_loss_predictor", 0.0),
+            "masking": ph.get("masking", 0.0),
+            "student_forward": ph.get("forward", 0.0) - inner,
+            "student_backward": ph.get("backward", 0.0),
+            "optimizer": ph.get("optimizer", 0.0),
+            "ema": ph.get("ema", 0.0),
+        }
+    return res
+
+
+def _report(res: Dict[str, Any]) -> str:
+    c = res["config"]
+    lines = [
+        f"model={c['model']} batch={c['batch_size']} clip={c['num_frames']}x{c['img_size']}^2 "
+        f"mask={c['mask_ratio']} threads={c['threads']} device={c['device']} cpu_kernels={c['cpu_kernels']} "
+        f"torch={c['torch']} (median of {c['iters']} timed steps after {c['warmup']} warm-up, round robin)",
+        f"{'variant':<16}{'step s':>9}{'clips/s':>10}{'min s':>9}{'cpu s':>9}   all steps (s)",
+    ]
+    for name in VARIANTS:
+        if f"{name}_step_s" in res:
+            extra = f"   (compile: {res[f'{name}_compile_s']:.1f}s once)" if f"{name}_compile_s" in res else ""
+            lines.append(f"{name:<16}{res[f'{name}_step_s']:>9.3f}{res[f'{name}_clips_per_s']:>10.3f}"
+                         f"{res[f'{name}_step_min_s']:>9.3f}{res[f'{name}_cpu_s']:>9.3f}   "
+                         f"{res[f'{name}_step_s_all']}{extra}")
+    for key, text in (("plain_vs_hf", "plain vs HF: {:.2f}x faster"),
+                      ("plain_vs_hf_min", "plain vs HF on the fastest step of each: {:.2f}x"),
+                      ("plain_vs_hf_cpu", "plain vs HF on process CPU time: {:.2f}x"),
+                      ("plain_aten_vs_hf", "plain with F.linear + SDPA (no oneDNN kernels) vs HF: {:.2f}x"),
+                      ("plain_compiled_vs_hf", "plain compiled vs HF: {:.2f}x faster"),
+                      ("hpm_vs_plain_time", "HPM step time / plain step time: {:.2f}x"),
+                      ("hpm_vs_plain_time_min", "HPM / plain on the fastest step of each: {:.2f}x"),
+                      ("hpm_vs_plain_time_cpu", "HPM / plain on process CPU time: {:.2f}x"),
+                      ("hpm_teacher_bf16_vs_plain_time", "HPM with a bf16-autocast teacher / plain: {:.2f}x"),
+                      ("hpm_vs_plain_time_compiled", "HPM / plain, both compiled: {:.2f}x")):
+        if key in res:
+            lines.append(text.format(res[key]))
+    for name in ("hpm", "hpm_teacher_bf16", "hpm_compiled"):
+        if f"{name}_breakdown_s" in res:
+            total = res[f"{name}_step_s"]
+            parts = ", ".join(f"{k} {v:.3f}s ({100 * v / total:.0f}%)" for k, v in res[f"{name}_breakdown_s"].items())
+            lines.append(f"{name} step breakdown (medians): {parts}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    res = run(args)
+    print(_report(res), flush=True)
+    if args.json:
+        print(json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

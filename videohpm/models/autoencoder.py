@@ -1,0 +1,270 @@
+"""Masked autoencoder with a pixel reconstructor d_φ and an optional loss predictor d_ψ.
+
+Seed 000 (HPM) §3.1, Fig. 3: an encoder ``f_θ`` sees only the visible tokens; the visual
+reconstructor ``d_φ`` predicts the masked patches (Eq. 3) and the loss predictor ``d_ψ`` — the
+same decoder class with a 1-d head — predicts a per-patch reconstruction-loss score (Eq. 4–7).
+The HPM teacher runs ``d_ψ(f_θ(x))`` on *all* tokens (``mask=None``).
+
+Architecture and initialisation follow VideoMAE (``PretrainVisionTransformer``): fixed 1-D
+sin-cos position tables in encoder and decoders, q/v biases, LayerNorm eps 1e-6, an
+``encoder_to_decoder`` linear without bias (here ``decoder.embed``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from .patches import IMAGENET_MEAN, IMAGENET_STD, mask_split, pixel_target
+from .vit import Block, Grid, Linear, VisionTransformerEncoder, init_vit_weights, interpolate_pos_embed, \
+    run_blocks, sincos_table_1d, token_grid
+
+__all__ = ["MaskedDecoder", "MaskedAutoencoder"]
+
+
+class MaskedDecoder(nn.Module):
+    """A light transformer decoder over the full token grid (VideoMAE's pretraining decoder).
+
+    ``embed`` (encoder dim → decoder dim, no bias) → scatter into the grid with a learned
+    ``mask_token`` at masked positions → add the fixed sin-cos table → ``blocks`` → ``norm`` →
+    ``head`` (``out_dim`` = t·p·p·C for d_φ, 1 for d_ψ).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        out_dim: int,
+        grid: Grid,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-6,
+        use_checkpoint: bool = False,
+        torch_compile: bool = False,
+    ):
+        super().__init__()
+        self.default_grid: Grid = tuple(grid)  # type: ignore[assignment]
+        self.num_patches = math.prod(grid)
+        self.use_checkpoint = use_checkpoint
+        self.torch_compile = torch_compile
+        self.embed = Linear(in_dim, embed_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("pos_embed", sincos_table_1d(self.num_patches, embed_dim), persistent=False)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, 0.0, 0.0, dpr[i], norm_eps) for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.head = Linear(embed_dim, out_dim)
+        self.apply(init_vit_weights)
+        trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, latent: torch.Tensor, ids_masked: Optional[torch.Tensor] = None,
+                ids_keep: Optional[torch.Tensor] = None, grid: Optional[Grid] = None) -> torch.Tensor:
+        """Decode.
+
+        Args:
+            latent: ``[B, n_vis, D_enc]`` encoder output for the tokens ``ids_keep`` (or all N).
+            ids_keep / ids_masked: ``[B, n_vis]`` / ``[B, M]`` ascending indices from
+                :func:`~videohpm.models.patches.mask_split`, or both None when ``latent`` covers
+                all tokens.
+            grid: token grid (default grid when None).
+        Returns:
+            ``[B, M, out_dim]`` for the masked tokens in ascending index order, or
+            ``[B, N, out_dim]`` for all tokens when no indices are given.
+        """
+        grid = self.default_grid if grid is None else tuple(grid)
+        pos = interpolate_pos_embed(self.pos_embed, self.default_grid, grid).to(latent.dtype)[0]  # [N, Dd]
+        x = self.embed(latent)
+        if ids_masked is None:
+            if x.shape[1] != pos.shape[0]:
+                raise ValueError(f"latent has {x.shape[1]} tokens, expected all {pos.shape[0]} of grid {grid}")
+            x = run_blocks(self.blocks, x + pos, self.use_checkpoint, self.torch_compile)
+            return self.head(self.norm(x))
+        b, n_vis, dd = x.shape
+        # VideoMAE layout: [visible (ascending) | masked (ascending)], each with its position.
+        # Attention is permutation-equivariant, so no unshuffle is needed; the masked outputs
+        # are then simply the trailing slice, already in ascending index order.
+        ids = torch.cat((ids_keep, ids_masked), dim=1)
+        x = torch.cat((x, self.mask_token.expand(b, ids_masked.shape[1], dd)), dim=1) + pos[ids]
+        x = run_blocks(self.blocks, x, self.use_checkpoint, self.torch_compile)
+        return self.head(self.norm(x[:, n_vis:]))
+
+
+class MaskedAutoencoder(nn.Module):
+    """VideoMAE/MAE-style masked autoencoder (encoder + d_φ [+ d_ψ]); API in docs/ARCHITECTURE.md.
+
+    Image mode is ``num_frames=1, tubelet_size=1``.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        decoder_embed_dim: int = 384,
+        decoder_depth: int = 4,
+        decoder_num_heads: int = 6,
+        norm_pix_loss: bool = True,
+        loss_predictor: bool = False,
+        use_checkpoint: bool = False,
+        torch_compile: bool = False,
+        use_learnable_pos_emb: bool = False,
+        norm_eps: float = 1e-6,
+        input_mean: Optional[Sequence[float]] = IMAGENET_MEAN,
+        input_std: Optional[Sequence[float]] = IMAGENET_STD,
+    ):
+        super().__init__()
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.in_chans = in_chans
+        self.norm_pix_loss = norm_pix_loss
+        self.input_mean = None if input_mean is None else tuple(float(v) for v in input_mean)
+        self.input_std = None if input_std is None else tuple(float(v) for v in input_std)
+        self.encoder = VisionTransformerEncoder(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_frames=num_frames,
+            tubelet_size=tubelet_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate, norm_eps=norm_eps,
+            final_norm=True, use_learnable_pos_emb=use_learnable_pos_emb, use_checkpoint=use_checkpoint,
+            torch_compile=torch_compile,
+        )
+        self.patch_dim = tubelet_size * patch_size * patch_size * in_chans
+
+        def make_decoder(out_dim: int) -> MaskedDecoder:
+            return MaskedDecoder(
+                embed_dim, decoder_embed_dim, decoder_depth, decoder_num_heads, out_dim,
+                self.encoder.default_grid, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                drop_path_rate=drop_path_rate, norm_eps=norm_eps, use_checkpoint=use_checkpoint,
+                torch_compile=torch_compile,
+            )
+
+        self.decoder = make_decoder(self.patch_dim)  # d_φ
+        self.loss_predictor = make_decoder(1) if loss_predictor else None  # d_ψ
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def default_grid(self) -> Grid:
+        return self.encoder.default_grid
+
+    @property
+    def num_patches(self) -> int:
+        return self.encoder.num_patches
+
+    def grid(self, x: torch.Tensor | Sequence[int]) -> Grid:
+        """Token grid ``(T', H', W')`` of a clip or clip shape ``(B, C, T, H, W)``."""
+        shape = x.shape if isinstance(x, torch.Tensor) else tuple(x)
+        return token_grid(shape, self.tubelet_size, self.patch_size)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Toggle activation checkpointing in the encoder and both decoders."""
+        for m in (self.encoder, self.decoder, self.loss_predictor):
+            if m is not None:
+                m.use_checkpoint = enable
+
+    def set_torch_compile(self, enable: bool = True) -> None:
+        """Run the transformer stacks through ``torch.compile`` (see :func:`~videohpm.models.vit.run_blocks`)."""
+        for m in (self.encoder, self.decoder, self.loss_predictor):
+            if m is not None:
+                m.torch_compile = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay (besides 1-D ones the optimizer skips)."""
+        names = {"decoder.mask_token"}
+        if self.loss_predictor is not None:
+            names.add("loss_predictor.mask_token")
+        if isinstance(self.encoder.pos_embed, nn.Parameter):
+            names.add("encoder.pos_embed")
+        return names
+
+    # -- API ----------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``f_θ``: encode the visible tokens.
+
+        Args:
+            x: ``[B, C, T, H, W]`` (ImageNet-normalized).
+            mask: ``[B, N]`` bool, True = masked (hidden); None = encode all N tokens.
+        Returns:
+            ``[B, N_vis, D]`` after the final norm, tokens in ascending index order.
+        """
+        if mask is None:
+            return self.encoder(x)
+        self._check_mask(mask, x)
+        ids_keep, _ = mask_split(mask)
+        return self.encoder(x, ids_keep)
+
+    def decode(self, latent: torch.Tensor, mask: Optional[torch.Tensor] = None, head: str = "pixel",
+               grid: Optional[Grid] = None) -> torch.Tensor:
+        """``d_φ`` (``head="pixel"``) or ``d_ψ`` (``head="loss"``).
+
+        Args:
+            latent: ``[B, N_vis, D]`` from :meth:`encode` with the same ``mask``; with
+                ``mask=None`` it must cover all N tokens (HPM teacher).
+            mask: ``[B, N]`` bool, True = masked, or None.
+            grid: token grid of the input (needed only when it is not the default grid).
+        Returns:
+            ``[B, N_mask, t·p·p·C]`` (pixel) / ``[B, N_mask, 1]`` (loss) for the masked tokens in
+            ascending index order; for all N tokens when ``mask`` is None.
+        """
+        if head == "pixel":
+            dec = self.decoder
+        elif head == "loss":
+            if self.loss_predictor is None:
+                raise ValueError("decode(head='loss') needs a model built with loss_predictor=True")
+            dec = self.loss_predictor
+        else:
+            raise ValueError(f"decode: unknown head {head!r}; expected 'pixel' or 'loss'")
+        if grid is None:
+            n = latent.shape[1] if mask is None else mask.shape[1]
+            if n != self.num_patches:
+                raise ValueError(
+                    f"decode: {n} tokens differ from the default grid {self.default_grid}; pass grid="
+                )
+        if mask is None:
+            return dec(latent, grid=grid)
+        ids_keep, ids_masked = _split_known(mask, latent.shape[1])
+        return dec(latent, ids_masked, ids_keep, grid=grid)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction target ``T(x)``: ``[B, N, t·p·p·C]`` (see :func:`pixel_target`).
+
+        Inputs are un-normalized with ``input_mean``/``input_std`` (ImageNet by default) first,
+        as VideoMAE does; ``norm_pix_loss`` then standardizes each patch per channel.
+        """
+        return pixel_target(x, self.tubelet_size, self.patch_size, self.norm_pix_loss,
+                            self.input_mean, self.input_std)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Student pass: ``{"pred": [B, M, t·p·p·C]}`` plus ``"pred_loss": [B, M]`` with d_ψ."""
+        latent = self.encode(x, mask)
+        out = {"pred": self.decode(latent, mask, "pixel", grid=self.grid(x))}
+        if self.loss_predictor is not None:
+            out["pred_loss"] = self.decode(latent, mask, "loss", grid=self.grid(x))[..., 0]
+        return out
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> None:
+        n = math.prod(self.grid(x))
+        if mask.shape != (x.shape[0], n):
+            raise ValueError(f"mask shape {tuple(mask.shape)} != (B, N) = ({x.shape[0]}, {n}) for x {tuple(x.shape)}")
+
+
+def _split_known(mask: torch.Tensor, n_vis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`mask_split` but with the visible count known (from the latent's shape), so
+    it needs no device→host sync."""
+    if mask.dim() != 2 or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool [B, N] tensor, got {mask.dtype} {tuple(mask.shape)}")
+    ids = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
+    return ids[:, :n_vis], ids[:, n_vis:]

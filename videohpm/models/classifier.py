@@ -1,0 +1,139 @@
+"""Fine-tuning model: ViT encoder on all tokens → mean pool → ``fc_norm`` → dropout → ``head``.
+
+Matches VideoMAE's ``vit_*_patch16_224`` (``use_mean_pooling=True``: the encoder's final norm is
+replaced by ``fc_norm`` on the pooled feature; ``False``: final norm and the first token, as
+VideoMAE/HF do — there is no class token). The head is initialised with a truncated normal
+scaled by ``init_scale`` (VideoMAE uses 0.001 for fine-tuning).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Collection, Optional
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from .vit import Grid, Linear, VisionTransformerEncoder, token_grid
+
+__all__ = ["VideoClassifier", "param_groups_layer_decay", "layer_id_for_vit"]
+
+
+class VideoClassifier(nn.Module):
+    """Video (or image, ``num_frames=1, tubelet_size=1``) classifier for fine-tuning."""
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        num_classes: int = 400,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        fc_drop_rate: float = 0.0,
+        init_scale: float = 0.001,
+        use_mean_pooling: bool = True,
+        use_learnable_pos_emb: bool = False,
+        use_checkpoint: bool = False,
+        torch_compile: bool = False,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = VisionTransformerEncoder(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_frames=num_frames,
+            tubelet_size=tubelet_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate, norm_eps=norm_eps, final_norm=not use_mean_pooling,
+            use_learnable_pos_emb=use_learnable_pos_emb, use_checkpoint=use_checkpoint, torch_compile=torch_compile,
+        )
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if use_mean_pooling else None
+        self.fc_dropout = nn.Dropout(fc_drop_rate)
+        self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=0.02)
+            with torch.no_grad():
+                self.head.weight.mul_(init_scale)
+                self.head.bias.mul_(init_scale)
+
+    @property
+    def default_grid(self) -> Grid:
+        return self.encoder.default_grid
+
+    def grid(self, x: torch.Tensor) -> Grid:
+        return token_grid(x.shape, self.encoder.tubelet_size, self.encoder.patch_size)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.encoder.use_checkpoint = enable
+
+    def set_torch_compile(self, enable: bool = True) -> None:
+        self.encoder.torch_compile = enable
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [B, C, T, H, W]`` -> pooled feature ``[B, D]`` (any T/H/W divisible by the patch
+        sizes; the position table is interpolated when the grid differs from the default)."""
+        tokens = self.encoder(x)
+        if self.fc_norm is not None:
+            return self.fc_norm(tokens.mean(dim=1))
+        return tokens[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [B, C, T, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.head(self.fc_dropout(self.forward_features(x)))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names to exclude from weight decay besides 1-D tensors (norms, biases, q/v biases)."""
+        return {"encoder.pos_embed"} if isinstance(self.encoder.pos_embed, nn.Parameter) else set()
+
+
+def layer_id_for_vit(name: str, depth: int) -> int:
+    """VideoMAE's ``get_num_layer_for_vit``: patch embed / pos table → 0, ``encoder.blocks.i`` →
+    ``i + 1``, everything after the blocks (final norm, fc_norm, head) → ``depth + 1``."""
+    if name.startswith(("encoder.patch_embed.", "encoder.pos_embed")):
+        return 0
+    m = re.match(r"encoder\.blocks\.(\d+)\.", name)
+    return int(m.group(1)) + 1 if m else depth + 1
+
+
+def param_groups_layer_decay(
+    model: nn.Module,
+    weight_decay: float = 0.05,
+    layer_decay: float = 0.75,
+    no_weight_decay_list: Optional[Collection[str]] = None,
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with layer-wise LR decay (BEiT/VideoMAE fine-tuning).
+
+    Layer ``i`` of ``L = depth + 2`` (:func:`layer_id_for_vit`) gets
+    ``lr_scale = layer_decay ** (L - 1 - i)``; the engine multiplies its learning rate by each
+    group's ``lr_scale``. 1-D parameters and biases (norms, q/v biases), ``model.no_weight_decay()``
+    and ``no_weight_decay_list`` get ``weight_decay = 0``. (timm's helper groups the final norms
+    with the last block, which is not VideoMAE's rule, hence this small version.)
+
+    Returns:
+        ``[{"params", "weight_decay", "lr_scale", "layer_id"}]``, one group per (layer, decay).
+    """
+    depth = len(model.encoder.blocks)
+    num_layers = depth + 2
+    skip = set(no_weight_decay_list or ())
+    if hasattr(model, "no_weight_decay"):
+        skip |= set(model.no_weight_decay())
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_wd = param.ndim <= 1 or name.endswith(".bias") or name in skip
+        lid = layer_id_for_vit(name, depth)
+        group = groups.setdefault((lid, no_wd), {
+            "params": [], "weight_decay": 0.0 if no_wd else weight_decay,
+            "lr_scale": layer_decay ** (num_layers - 1 - lid), "layer_id": lid,
+        })
+        group["params"].append(param)
+    return [groups[k] for k in sorted(groups)]

@@ -1,0 +1,362 @@
+"""VideoMAE-style Vision Transformer building blocks.
+
+Everything here works on clips ``x: [B, C, T, H, W]``; images are clips with ``T = 1`` and a
+tubelet of 1. Tokens are flattened time-major over the grid ``(T/t, H/p, W/p)``:
+``index = τ·(H/p·W/p) + h·(W/p) + w`` (docs/ARCHITECTURE.md).
+
+Parameter names follow VideoMAE V1/V2 (``patch_embed.proj``, ``blocks.i.attn.qkv``,
+``attn.q_bias``/``attn.v_bias``, ``mlp.fc1``/``mlp.fc2``, ``norm1``/``norm2``) so that their
+checkpoints map onto ours one to one (see :mod:`videohpm.models.checkpoint`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .cpu_kernels import attention, linear
+
+Grid = tuple[int, int, int]
+
+__all__ = [
+    "Grid",
+    "Linear",
+    "sincos_table_1d",
+    "interpolate_pos_embed",
+    "token_grid",
+    "PatchEmbed3D",
+    "Attention",
+    "Block",
+    "VisionTransformerEncoder",
+    "init_vit_weights",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear layers (fp32 CPU GEMMs on oneDNN, see cpu_kernels.py)
+# ----------------------------------------------------------------------------------------------
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and init) whose forward uses :func:`linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class Mlp(nn.Module):
+    """``fc1 → GELU → drop → fc2 → drop`` (timm's ``Mlp`` layout and names, on :class:`Linear`)."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = Linear(hidden_features, in_features)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Position tables
+# ----------------------------------------------------------------------------------------------
+def sincos_table_1d(num_positions: int, dim: int) -> torch.Tensor:
+    """VideoMAE's fixed 1-D sin-cos table over the flattened token grid.
+
+    ``table[n, j] = sin(n / 10000^(2⌊j/2⌋/dim))`` for even ``j`` and ``cos(·)`` for odd ``j``
+    (interleaved, as VideoMAE V1/V2 and HF ``get_sinusoid_encoding_table``), computed in float64
+    and returned as float32 so that it matches their tables bit for bit.
+
+    Returns ``[1, num_positions, dim]``.
+    """
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)
+    angle = pos / torch.pow(10000.0, 2.0 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.empty(num_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.to(torch.float32).unsqueeze(0)
+
+
+def interpolate_pos_embed(pos: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int]) -> torch.Tensor:
+    """Resample a position table laid out on ``src_grid`` onto ``dst_grid``.
+
+    The table is reshaped to its grid ``[T', H', W', D]`` and resized separably: bicubic over
+    space (as VideoMAE/DeiT fine-tuning code does for other resolutions) and linear over time
+    (``align_corners=False``). Identity (the same tensor object) when the grids are equal.
+
+    Args:
+        pos: ``[1, N_src, D]`` or ``[N_src, D]`` with ``N_src = prod(src_grid)``.
+        src_grid, dst_grid: ``(T', H', W')`` token grids.
+    Returns:
+        ``[1, prod(dst_grid), D]`` (or ``[N_dst, D]`` if the input had no batch dim), same dtype.
+    """
+    src = tuple(int(s) for s in src_grid)
+    dst = tuple(int(s) for s in dst_grid)
+    squeeze = pos.dim() == 2
+    table = pos.unsqueeze(0) if squeeze else pos
+    if table.dim() != 3 or table.shape[0] != 1:
+        raise ValueError(f"pos table must be [1, N, D] or [N, D], got {tuple(pos.shape)}")
+    n, d = table.shape[1], table.shape[2]
+    if n != math.prod(src):
+        raise ValueError(f"pos table has {n} positions but src_grid {src} has {math.prod(src)}")
+    if src == dst:
+        return pos
+    t0, h0, w0 = src
+    t1, h1, w1 = dst
+    dtype = table.dtype
+    x = table.reshape(t0, h0, w0, d).permute(0, 3, 1, 2).float()  # [T0, D, H0, W0]
+    if (h0, w0) != (h1, w1):
+        x = F.interpolate(x, size=(h1, w1), mode="bicubic", align_corners=False)
+    if t0 != t1:
+        # [T0, D, H1, W1] -> [D*H1*W1 (batch), 1, T0] -> linear over time
+        x = x.permute(1, 2, 3, 0).reshape(1, d * h1 * w1, t0)
+        x = F.interpolate(x, size=t1, mode="linear", align_corners=False)
+        x = x.reshape(d, h1, w1, t1).permute(3, 0, 1, 2)  # [T1, D, H1, W1]
+    out = x.permute(0, 2, 3, 1).reshape(1, t1 * h1 * w1, d).to(dtype)
+    return out[0] if squeeze else out
+
+
+def token_grid(shape: Sequence[int], tubelet_size: int, patch_size: int) -> Grid:
+    """Token grid ``(T/t, H/p, W/p)`` of a clip shape ``(B, C, T, H, W)``; raises if not divisible."""
+    if len(shape) != 5:
+        raise ValueError(f"expected a clip of shape (B, C, T, H, W), got {tuple(shape)}")
+    _, _, t, h, w = (int(s) for s in shape)
+    if t % tubelet_size or h % patch_size or w % patch_size:
+        raise ValueError(
+            f"clip (T, H, W) = ({t}, {h}, {w}) is not divisible by the tubelet/patch size "
+            f"({tubelet_size}, {patch_size}, {patch_size})"
+        )
+    return t // tubelet_size, h // patch_size, w // patch_size
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------------------------
+class PatchEmbed3D(nn.Module):
+    """Tubelet embedding: ``Conv3d`` with kernel = stride = ``(t, p, p)`` (VideoMAE).
+
+    A stride-equals-kernel convolution is a linear map on non-overlapping patches, so when only
+    the visible tokens are needed (:meth:`forward_patches`) we project just those patches with the
+    same weights instead of convolving the whole clip and throwing 90 % of the result away.
+    """
+
+    def __init__(self, patch_size: int = 16, tubelet_size: int = 2, in_chans: int = 3, embed_dim: int = 768):
+        super().__init__()
+        self.patch_size = int(patch_size)
+        self.tubelet_size = int(tubelet_size)
+        self.in_chans = int(in_chans)
+        k = (self.tubelet_size, self.patch_size, self.patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k)
+
+    def _check(self, x: torch.Tensor) -> Grid:
+        if x.dim() != 5 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected x: [B, {self.in_chans}, T, H, W], got {tuple(x.shape)}")
+        return token_grid(x.shape, self.tubelet_size, self.patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [B, C, T, H, W]`` -> tokens ``[B, N, D]`` (all tokens, time-major)."""
+        self._check(x)
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [B, C, T, H, W]`` -> ``[B, N, C·t·p·p]`` ordered ``(c t p p)`` like the conv weight."""
+        (gt, gh, gw) = self._check(x)
+        b, c = x.shape[:2]
+        t, p = self.tubelet_size, self.patch_size
+        x = x.reshape(b, c, gt, t, gh, p, gw, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        return x.reshape(b, gt * gh * gw, c * t * p * p)
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Project patch vectors from :meth:`patches` (any subset): ``[B, n, C·t·p·p] -> [B, n, D]``."""
+        w = self.proj.weight
+        return linear(patches, w.reshape(w.shape[0], -1), self.proj.bias)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv linear, on ``scaled_dot_product_attention``
+    (or, for fp32 CPU tensors with many tokens, the oneDNN kernels of :mod:`.cpu_kernels`).
+
+    ``qkv_bias=True`` follows VideoMAE: learnable ``q_bias`` and ``v_bias``, the key bias is fixed
+    at zero (it cancels in the softmax anyway), so V1/V2/HF checkpoints load unchanged.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = Linear(dim, dim * 3, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+            self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+        else:
+            self.q_bias = self.v_bias = None
+        self.attn_drop = attn_drop
+        self.proj = Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [B, N, D] -> [B, N, D]``."""
+        b, n, d = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        qkv = linear(x, self.qkv.weight, bias)  # [B, N, 3·D], (3 h hd)
+        x = attention(qkv, self.num_heads, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (``norm1 → attn → +``, ``norm2 → mlp → +``) with DropPath."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def _run_blocks_eager(blocks: nn.ModuleList, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    ckpt = use_checkpoint and torch.is_grad_enabled()
+    for blk in blocks:
+        x = checkpoint(blk, x, use_reentrant=False) if ckpt else blk(x)
+    return x
+
+
+_compiled_run_blocks: Optional[Callable[..., torch.Tensor]] = None
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, use_checkpoint: bool, compile: bool = False) -> torch.Tensor:
+    """Apply ``blocks`` in order.
+
+    ``use_checkpoint``: recompute each block's activations in backward (``torch.utils.checkpoint``,
+    non-reentrant) to trade compute for memory. ``compile``: run the stack through one shared
+    ``torch.compile(dynamic=False)`` function. Modules are arguments, not constants, so every
+    stack of the same structure and token count (student and EMA teacher alike) reuses one graph;
+    the first call per shape pays the compilation.
+    """
+    if compile:
+        global _compiled_run_blocks
+        if _compiled_run_blocks is None:
+            _compiled_run_blocks = torch.compile(_run_blocks_eager, dynamic=False)
+        return _compiled_run_blocks(blocks, x, use_checkpoint)
+    return _run_blocks_eager(blocks, x, use_checkpoint)
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """VideoMAE init: truncated normal (std .02) for linear weights, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder
+# ----------------------------------------------------------------------------------------------
+class VisionTransformerEncoder(nn.Module):
+    """ViT encoder over tubelet tokens (shared by the autoencoder and the classifier).
+
+    ``pos_embed`` is VideoMAE's fixed 1-D sin-cos table over the default grid (a non-persistent
+    buffer: it is a function of the sizes, not a weight) or, with ``use_learnable_pos_emb``, a
+    learned parameter. Inputs of another T/H/W get the table interpolated on the fly
+    (:func:`interpolate_pos_embed`).
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-6,
+        final_norm: bool = True,
+        use_learnable_pos_emb: bool = False,
+        use_checkpoint: bool = False,
+        torch_compile: bool = False,
+    ):
+        super().__init__()
+        if num_frames % tubelet_size or img_size % patch_size:
+            raise ValueError(
+                f"num_frames={num_frames} / img_size={img_size} not divisible by "
+                f"tubelet_size={tubelet_size} / patch_size={patch_size}"
+            )
+        self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.in_chans = in_chans
+        self.default_grid: Grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        self.num_patches = math.prod(self.default_grid)
+        self.use_checkpoint = use_checkpoint
+        self.torch_compile = torch_compile
+
+        self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
+        if use_learnable_pos_emb:
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
+            trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.register_buffer("pos_embed", sincos_table_1d(self.num_patches, embed_dim), persistent=False)
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps)
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
+        self.apply(init_vit_weights)
+
+    def pos_table(self, grid: Grid) -> torch.Tensor:
+        """Position table ``[1, N, D]`` for ``grid`` (interpolated if it is not the default grid)."""
+        return interpolate_pos_embed(self.pos_embed, self.default_grid, grid)
+
+    def forward(self, x: torch.Tensor, ids_keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Encode a clip.
+
+        Args:
+            x: ``[B, C, T, H, W]`` (ImageNet-normalized).
+            ids_keep: ``[B, n]`` ascending indices of the tokens to encode (the visible ones), or
+                ``None`` for all ``N`` tokens.
+        Returns:
+            ``[B, n, D]`` after the final norm (``n = N`` when ``ids_keep`` is None).
+        """
+        grid = self.patch_embed._check(x)
+        pos = self.pos_table(grid).to(dtype=x.dtype)
+        if ids_keep is None:
+            tokens = self.patch_embed(x) + pos
+        else:
+            # Project only the kept patches (same math as the conv, ~1/(1-ρ) less work).
+            patches = self.patch_embed.patches(x)
+            idx = ids_keep.unsqueeze(-1)
+            patches = torch.gather(patches, 1, idx.expand(-1, -1, patches.shape[-1]))
+            tokens = self.patch_embed.forward_patches(patches) + pos[0][ids_keep]
+        tokens = self.pos_drop(tokens)
+        tokens = run_blocks(self.blocks, tokens, self.use_checkpoint, self.torch_compile)
+        return self.norm(tokens)
