@@ -14,14 +14,21 @@ One step:
    ``L_rec + λ·L_align`` (asymmetric form with a SimSiam predictor), with ``h = g([CLS])`` from
    the projector g; L_rec is Eq. 3/9 on the decoder output of the visible pass.
 
-Model hooks required (not part of the base ``MaskedAutoencoder`` contract yet):
+Model hooks required — :class:`~videohpm.models.autoencoder.MaskedAutoencoder` built with
+``cls_token=True`` (``create_model(..., cls_token=True)``, config ``model.kwargs.cls_token: true``)
+provides them; VideoMAE has no [CLS] token, so it is off by default:
 
 - ``model.encode(x, mask, cls=True) -> [B, 1 + n, D]``: the tokens *not* hidden by ``mask``
   with a learned [CLS] token prepended (its own position embedding), after the final norm;
 - ``model.encode(x, None, cls=True, return_cls_logits=True) -> (tokens, logits)`` where
   ``logits`` is a list over encoder blocks of ``[B, heads, N]`` [CLS]-row attention logits
   ``q_0 · k_j / √d_h`` (cheap: one ``[1 × N]`` product per head, SDPA needs no full map);
-- ``model.embed_dim`` (width of the [CLS] token).
+- ``model.embed_dim`` (width of the [CLS] token);
+- ``model.has_cls_token`` (optional; False makes construction fail early with the config key).
+
+The decoder gets the patch tokens only: the recipe drops the [CLS] token (``vis[:, 1:]``), so
+``model.decode`` keeps the base contract. For video, the ``importance`` mask generator's
+``per_frame: true`` selects independently within each time slice (config ``mask.kwargs``).
 """
 from __future__ import annotations
 
@@ -110,10 +117,14 @@ class CCMIM(nn.Module):
         params = inspect.signature(model.encode).parameters
         missing = [k for k in ("cls", "return_cls_logits") if k not in params]
         dim = getattr(model, "embed_dim", None)
-        if missing or dim is None:
+        if dim is None:
+            missing.append("embed_dim")
+        if not getattr(model, "has_cls_token", True):  # MaskedAutoencoder built without one
+            missing.append("a [CLS] token (model.kwargs.cls_token: true)")
+        if missing:
             raise ValueError(
                 "method=ccmim needs a model with a [CLS] token: encode(x, mask, cls=True, "
-                f"return_cls_logits=...) and embed_dim (missing: {missing + ([] if dim else ['embed_dim'])})"
+                f"return_cls_logits=...) and embed_dim (missing: {missing})"
             )
         self.model = model
         self.mask_generator = mask_generator

@@ -121,14 +121,17 @@ class MaskedAutoencoder(nn.Module):
         decoder_num_heads: int = 6,
         norm_pix_loss: bool = True,
         loss_predictor: bool = False,
+        target_dim: Optional[int] = None,
         use_checkpoint: bool = False,
         torch_compile: bool = False,
         use_learnable_pos_emb: bool = False,
         norm_eps: float = 1e-6,
         input_mean: Optional[Sequence[float]] = IMAGENET_MEAN,
         input_std: Optional[Sequence[float]] = IMAGENET_STD,
+        cls_token: bool = False,
     ):
         super().__init__()
+        self.embed_dim = embed_dim  # encoder width (also of the optional [CLS] token)
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
         self.in_chans = in_chans
@@ -140,7 +143,7 @@ class MaskedAutoencoder(nn.Module):
             tubelet_size=tubelet_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate, norm_eps=norm_eps,
             final_norm=True, use_learnable_pos_emb=use_learnable_pos_emb, use_checkpoint=use_checkpoint,
-            torch_compile=torch_compile,
+            torch_compile=torch_compile, cls_token=cls_token,
         )
         self.patch_dim = tubelet_size * patch_size * patch_size * in_chans
 
@@ -152,7 +155,10 @@ class MaskedAutoencoder(nn.Module):
                 torch_compile=torch_compile,
             )
 
-        self.decoder = make_decoder(self.patch_dim)  # d_φ
+        # d_φ; ``target_dim`` sizes its head for a feature target (videohpm.models.targets)
+        # instead of the t·p·p·C pixels of a patch.
+        self.target_dim = self.patch_dim if target_dim is None else int(target_dim)
+        self.decoder = make_decoder(self.target_dim)  # d_φ
         self.loss_predictor = make_decoder(1) if loss_predictor else None  # d_ψ
 
     # -- helpers -------------------------------------------------------------------------------
@@ -163,6 +169,11 @@ class MaskedAutoencoder(nn.Module):
     @property
     def num_patches(self) -> int:
         return self.encoder.num_patches
+
+    @property
+    def has_cls_token(self) -> bool:
+        """Built with ``cls_token=True`` (a learned [CLS] token in the encoder, for ccMIM)."""
+        return self.encoder.cls_token is not None
 
     def grid(self, x: torch.Tensor | Sequence[int]) -> Grid:
         """Token grid ``(T', H', W')`` of a clip or clip shape ``(B, C, T, H, W)``."""
@@ -188,26 +199,47 @@ class MaskedAutoencoder(nn.Module):
             names.add("loss_predictor.mask_token")
         if isinstance(self.encoder.pos_embed, nn.Parameter):
             names.add("encoder.pos_embed")
+        if self.has_cls_token:
+            names.add("encoder.cls_token")  # as MAE/timm: a token, not a weight matrix
         return names
 
     # -- API ----------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, cls: bool = False,
+               return_cls_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """``f_θ``: encode the visible tokens.
 
         Args:
             x: ``[B, C, T, H, W]`` (ImageNet-normalized).
             mask: ``[B, N]`` bool, True = masked (hidden); None = encode all N tokens.
+            cls: prepend the learned [CLS] token (models built with ``cls_token=True``; ccMIM).
+            return_cls_logits: with ``cls``, also return per encoder block the [CLS]-row
+                attention logits ``q_0 · k_j / √d_h`` over the encoded patch keys, ``[B, heads, n]``
+                (ccMIM Eq. 4; see :meth:`VisionTransformerEncoder.forward_cls`).
         Returns:
-            ``[B, N_vis, D]`` after the final norm, tokens in ascending index order.
+            ``[B, N_vis, D]`` after the final norm, tokens in ascending index order;
+            ``[B, 1 + N_vis, D]`` with [CLS] first when ``cls``; with ``return_cls_logits`` the
+            pair ``(tokens, [depth × [B, heads, N_vis]])``. :meth:`decode` takes the patch tokens
+            only (``tokens[:, 1:]``).
         """
-        if mask is None:
-            return self.encoder(x)
-        self._check_mask(mask, x)
-        ids_keep, _ = mask_split(mask)
-        return self.encoder(x, ids_keep)
+        if not cls:
+            if return_cls_logits:
+                raise ValueError("encode(return_cls_logits=True) needs cls=True")
+            if mask is None:
+                return self.encoder(x)
+            self._check_mask(mask, x)
+            ids_keep, _ = mask_split(mask)
+            return self.encoder(x, ids_keep)
+        if not self.has_cls_token:
+            raise ValueError("encode(cls=True) needs a model built with cls_token=True "
+                             "(model.kwargs.cls_token: true)")
+        ids_keep = None
+        if mask is not None:
+            self._check_mask(mask, x)
+            ids_keep, _ = mask_split(mask)
+        return self.encoder.forward_cls(x, ids_keep, return_cls_logits=return_cls_logits)
 
     def decode(self, latent: torch.Tensor, mask: Optional[torch.Tensor] = None, head: str = "pixel",
-               grid: Optional[Grid] = None) -> torch.Tensor:
+               grid: Optional[Grid] = None, decode_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``d_φ`` (``head="pixel"``) or ``d_ψ`` (``head="loss"``).
 
         Args:
@@ -215,9 +247,14 @@ class MaskedAutoencoder(nn.Module):
                 ``mask=None`` it must cover all N tokens (HPM teacher).
             mask: ``[B, N]`` bool, True = masked, or None.
             grid: token grid of the input (needed only when it is not the default grid).
+            decode_ids: ``[B, K]`` ascending indices of a subset of the masked tokens (VideoMAE
+                V2 decoder masking, :func:`videohpm.masking.decoder_token_ids`): the decoder
+                then gets the visible latents plus mask tokens at these K positions only, and
+                outputs are for these K tokens. None = all masked tokens.
         Returns:
-            ``[B, N_mask, t·p·p·C]`` (pixel) / ``[B, N_mask, 1]`` (loss) for the masked tokens in
-            ascending index order; for all N tokens when ``mask`` is None.
+            ``[B, N_mask, out_dim]`` (pixel; ``out_dim`` = t·p·p·C or ``target_dim``) /
+            ``[B, N_mask, 1]`` (loss) for the masked tokens in ascending index order (``[B, K,
+            ...]`` with ``decode_ids``); for all N tokens when ``mask`` is None.
         """
         if head == "pixel":
             dec = self.decoder
@@ -236,6 +273,11 @@ class MaskedAutoencoder(nn.Module):
         if mask is None:
             return dec(latent, grid=grid)
         ids_keep, ids_masked = _split_known(mask, latent.shape[1])
+        if decode_ids is not None:
+            if decode_ids.dim() != 2 or decode_ids.shape[0] != mask.shape[0] or decode_ids.dtype != torch.long:
+                raise ValueError(f"decode_ids must be int64 [B, K] with B = {mask.shape[0]}, got "
+                                 f"{decode_ids.dtype} {tuple(decode_ids.shape)}")
+            ids_masked = decode_ids
         return dec(latent, ids_masked, ids_keep, grid=grid)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:

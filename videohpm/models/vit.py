@@ -214,6 +214,26 @@ class Attention(nn.Module):
         x = attention(qkv, self.num_heads, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x))
 
+    def cls_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[CLS]-row attention logits ``q_0 · k_j / √d_h`` over the other tokens (ccMIM Eq. 4).
+
+        SDPA never materializes the attention map, so the one row we need is formed here from
+        the same qkv weights: with ``k_j = W_k,h x_j`` (the key bias is zero, see the class
+        docstring), ``q_0 · k_j = (W_k,hᵀ q_0) · x_j``, i.e. one ``[D]`` vector per head dotted with
+        every token: ``O(B·h·N·D)``, a fraction of the block's ``O(B·N·D²)`` qkv GEMM.
+
+        Args:
+            x: ``[B, 1 + N, D]`` the *normalized* block input (``norm1`` output), [CLS] first.
+        Returns:
+            ``[B, heads, N]`` logits of the [CLS] query against the N patch keys (pre-softmax).
+        """
+        b, n1, d = x.shape
+        h, hd = self.num_heads, self.head_dim
+        w_q, w_k = self.qkv.weight[:d], self.qkv.weight[d:2 * d]  # [D, D] each, rows (h hd)
+        q0 = F.linear(x[:, 0], w_q, self.q_bias).view(b, h, hd)  # [B, h, hd]
+        u = torch.einsum("bhe,hed->bhd", q0, w_k.view(h, hd, d))  # W_k,hᵀ q_0: [B, h, D]
+        return torch.einsum("bhd,bnd->bhn", u, x[:, 1:]) * hd ** -0.5  # [B, h, N]
+
 
 class Block(nn.Module):
     """Pre-norm transformer block (``norm1 → attn → +``, ``norm2 → mlp → +``) with DropPath."""
@@ -302,6 +322,7 @@ class VisionTransformerEncoder(nn.Module):
         use_learnable_pos_emb: bool = False,
         use_checkpoint: bool = False,
         torch_compile: bool = False,
+        cls_token: bool = False,
     ):
         super().__init__()
         if num_frames % tubelet_size or img_size % patch_size:
@@ -332,6 +353,14 @@ class VisionTransformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
         self.apply(init_vit_weights)
+        # Optional learned [CLS] token (ccMIM, seed 004 §4 "Backbone"); VideoMAE has none, so it
+        # is off by default and then adds no state-dict key. Its position embedding is the zero
+        # vector, as in MAE's table (a learned one would only duplicate the learned token).
+        if cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            trunc_normal_(self.cls_token, std=0.02)
+        else:
+            self.cls_token = None
 
     def pos_table(self, grid: Grid) -> torch.Tensor:
         """Position table ``[1, N, D]`` for ``grid`` (interpolated if it is not the default grid)."""
@@ -347,16 +376,55 @@ class VisionTransformerEncoder(nn.Module):
         Returns:
             ``[B, n, D]`` after the final norm (``n = N`` when ``ids_keep`` is None).
         """
+        tokens = self.pos_drop(self.embed(x, ids_keep))
+        tokens = run_blocks(self.blocks, tokens, self.use_checkpoint, self.torch_compile)
+        return self.norm(tokens)
+
+    def embed(self, x: torch.Tensor, ids_keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Patch tokens plus their positions: ``x: [B, C, T, H, W]`` -> ``[B, n, D]`` (before
+        ``pos_drop``); ``ids_keep: [B, n]`` as in :meth:`forward`."""
         grid = self.patch_embed._check(x)
         pos = self.pos_table(grid).to(dtype=x.dtype)
         if ids_keep is None:
-            tokens = self.patch_embed(x) + pos
-        else:
-            # Project only the kept patches (same math as the conv, ~1/(1-ρ) less work).
-            patches = self.patch_embed.patches(x)
-            idx = ids_keep.unsqueeze(-1)
-            patches = torch.gather(patches, 1, idx.expand(-1, -1, patches.shape[-1]))
-            tokens = self.patch_embed.forward_patches(patches) + pos[0][ids_keep]
-        tokens = self.pos_drop(tokens)
-        tokens = run_blocks(self.blocks, tokens, self.use_checkpoint, self.torch_compile)
-        return self.norm(tokens)
+            return self.patch_embed(x) + pos
+        # Project only the kept patches (same math as the conv, ~1/(1-ρ) less work).
+        patches = self.patch_embed.patches(x)
+        idx = ids_keep.unsqueeze(-1)
+        patches = torch.gather(patches, 1, idx.expand(-1, -1, patches.shape[-1]))
+        return self.patch_embed.forward_patches(patches) + pos[0][ids_keep]
+
+    def forward_cls(
+        self, x: torch.Tensor, ids_keep: Optional[torch.Tensor] = None, return_cls_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Encode with the learned [CLS] token prepended (needs ``cls_token=True``).
+
+        Args:
+            x, ids_keep: as in :meth:`forward`.
+            return_cls_logits: also return, per block, the [CLS]-row attention logits over the
+                patch keys (ccMIM Eq. 4, :meth:`Attention.cls_logits`) under the current weights.
+                Runs the blocks eagerly (no checkpointing / compile): meant for a no-grad pass.
+        Returns:
+            ``tokens: [B, 1 + n, D]`` after the final norm, [CLS] first, then the patch tokens in
+            ascending index order; with ``return_cls_logits`` the pair
+            ``(tokens, [depth × [B, heads, n]])``.
+        """
+        if self.cls_token is None:
+            raise ValueError("this encoder has no [CLS] token: build the model with cls_token=True")
+        tokens = self.embed(x, ids_keep)
+        cls = self.cls_token.to(dtype=tokens.dtype).expand(tokens.shape[0], -1, -1)  # zero position
+        tokens = self.pos_drop(torch.cat((cls, tokens), dim=1))
+        if not return_cls_logits:
+            tokens = run_blocks(self.blocks, tokens, self.use_checkpoint, self.torch_compile)
+            return self.norm(tokens)
+        # The [CLS] row is read off each attention's own input by a pre-forward hook: it sees the
+        # exact tensor the block attends over, and runs *inside* the module call, i.e. while a
+        # sharding wrapper (DeepSpeed ZeRO-3, FSDP) has the qkv weight gathered.
+        logits: list[torch.Tensor] = []
+        hooks = [blk.attn.register_forward_pre_hook(lambda mod, args: logits.append(mod.cls_logits(args[0])))
+                 for blk in self.blocks]
+        try:
+            tokens = _run_blocks_eager(self.blocks, tokens, use_checkpoint=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        return self.norm(tokens), logits
