@@ -1,4 +1,5 @@
 """Plain MAE/VideoMAE recipe: L = L_rec (Eq. 3) on the masked patches of a fixed strategy."""
+import pytest
 import torch
 
 from videohpm.masking import make_mask_generator
@@ -47,3 +48,14 @@ def test_mto_option_adds_decoder_token_losses_through_build_recipe(tiny_model, c
     torch.testing.assert_close(out["loss"].detach(), out["loss_rec"] + 0.5 * out["loss_mto"])
     with pytest.raises(TypeError, match="method.mto"):
         build_recipe("mae", tiny_model(), make_mask_generator("tube", mask_ratio=0.75), mto={"wieght": 1})
+
+
+def test_pixel_target_keeps_no_teacher_and_step_end_is_a_noop(tiny_model, clip):
+    recipe = build_recipe("mae", tiny_model(), make_mask_generator("tube", mask_ratio=0.75))
+    assert recipe.teacher is None and recipe.feature_teacher is None and recipe.decoder_mask_generator is None
+    before = {k: v.clone() for k, v in recipe.state_dict().items()}
+    recipe.on_step_end()
+    assert all(torch.equal(before[k], v) for k, v in recipe.state_dict().items())
+    assert recipe.teacher_state_dict() is None
+    with pytest.raises(TypeError, match="decoder_mask_ratoi"):
+        build_recipe("mae", tiny_model(), make_mask_generator("tube", mask_ratio=0.75), decoder_mask_ratoi=0.5)

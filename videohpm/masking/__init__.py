@@ -5,7 +5,8 @@
 that returns a bool mask ``[B, N]`` (True = masked, time-major token order).
 
 Names: ``random`` (MAE), ``tube`` (VideoMAE), ``frame`` (per-frame random), ``hpm``
-(easy-to-hard, seed 000 Eq. 8 / Alg. S1), ``importance`` (ccMIM, seed 004 Eq. 4–6).
+(easy-to-hard, seed 000 Eq. 8 / Alg. S1), ``importance`` (ccMIM, seed 004 Eq. 4–6),
+``running_cell`` (VideoMAE V2's decoder mask; see :mod:`.running_cell`).
 """
 from .base import (
     MaskGenerator,
@@ -17,6 +18,7 @@ from .frame import FrameMaskGenerator
 from .hpm import HPMMaskGenerator
 from .importance import ImportanceMaskGenerator, cls_attention_importance
 from .random import RandomMaskGenerator
+from .running_cell import RunningCellMaskGenerator, decoder_token_ids, num_decoded
 from .tube import TubeMaskGenerator
 
 __all__ = [
@@ -30,4 +32,7 @@ __all__ = [
     "HPMMaskGenerator",
     "ImportanceMaskGenerator",
     "cls_attention_importance",
+    "RunningCellMaskGenerator",
+    "decoder_token_ids",
+    "num_decoded",
 ]

@@ -19,24 +19,37 @@ Ablation switches (seed 000 Tables 1, 10–12):
 - `loss_pred="relative"|"absolute", learn_to_mask=False`: the auxiliary objective only, masks
   from a random strategy (no teacher forward is run at all);
 - `learn_to_mask=True` (default): masks from the teacher's predictions with `mask=hpm`.
+
+Targets (seed 000 Table 1; `videohpm.methods.mae` module doc): `target="pixel"` (default),
+`"ema_features"` — the EMA teacher's encoder features over all N tokens, read from the teacher
+forward that step 1 runs anyway (one teacher encoder pass per step; when α_t = 0 only the
+encoder runs, not d_ψt; the teacher then exists even with `learn_to_mask=False`) — or
+`"teacher_features"` (frozen pre-trained teacher from a local file). With a feature target,
+L_rec and the loss predictor's ground truth are the per-token ℓ2-normalized feature MSE.
+
+Decoder masking (`decoder_mask=True`, VideoMAE V2 running cell): d_φ reconstructs only K of the
+masked tokens (`videohpm.masking.running_cell`), and L_rec is on those K tokens. L_pred is then
+computed on the same K tokens, the only ones with a reconstruction loss: d_ψ gets *the same
+decoder input* as d_φ — the visible latents plus mask tokens at the K decoded positions — so its
+cost drops by the same factor and every prediction has a ground truth. The teacher is unchanged:
+it still scores all N tokens (mask=None), since the mask must be chosen among all of them.
 """
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from videohpm.methods.mae import clip_of
+from videohpm.methods.mae import TargetMixin, clip_of, take_tokens
+from videohpm.models.targets import ema_copy, ema_update_
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
-from videohpm.objectives.reconstruction import reconstruction_loss, select_masked
 
 LOSS_PRED_KINDS = ("relative", "absolute", "none")
 
 
-class HPM(nn.Module):
+class HPM(TargetMixin, nn.Module):
     """HPM recipe (seed 000 Eq. 1–8).
 
     Args:
@@ -51,6 +64,9 @@ class HPM(nn.Module):
         momentum_end: if set, m follows a cosine schedule from `momentum` to `momentum_end` over
             training (BYOL-style); None keeps m constant as the paper does.
         pred_weight: weight of L_pred in Eq. 2 (1 in the paper).
+        target: "pixel" | "ema_features" | "teacher_features" (Table 1; module doc).
+        feature_teacher: `{model, path, kwargs}` for "teacher_features".
+        decoder_mask, decoder_mask_ratio: VideoMAE V2 running-cell decoder masking (module doc).
     """
 
     def __init__(
@@ -63,6 +79,10 @@ class HPM(nn.Module):
         momentum: float = 0.999,
         momentum_end: Optional[float] = None,
         pred_weight: float = 1.0,
+        target: str = "pixel",
+        feature_teacher: Optional[Mapping[str, Any]] = None,
+        decoder_mask: bool = False,
+        decoder_mask_ratio: float = 0.5,
     ) -> None:
         super().__init__()
         if loss_pred not in LOSS_PRED_KINDS:
@@ -92,17 +112,23 @@ class HPM(nn.Module):
         self.momentum_end = momentum_end
         self.pred_weight = pred_weight
         self._progress = 0.0
+        self._setup_targets(target, feature_teacher, decoder_mask, decoder_mask_ratio)
         # The teacher is kept out of the module tree on purpose: DeepSpeed must neither cast it
         # to bf16/fp16 (an EMA with m = 0.999 underflows there) nor partition it under ZeRO-3,
         # and the optimizer must never see it. It follows the input's device lazily.
-        teacher = copy.deepcopy(model).float().eval() if learn_to_mask else None
-        if teacher is not None:
-            teacher.requires_grad_(False)
-        self.__dict__["teacher"] = teacher
+        needs_teacher = learn_to_mask or target == "ema_features"
+        self.__dict__["teacher"] = ema_copy(model) if needs_teacher else None
 
     # ------------------------------------------------------------------ teacher
     def _teacher_scores(self, x: torch.Tensor) -> torch.Tensor:
         """`L̂^t = d_ψt(f_θt(x))` over all N tokens: `[B, N]` (§3.4)."""
+        return self._teacher_forward(x, scores=True)[1]
+
+    def _teacher_forward(self, x: torch.Tensor, scores: bool = True
+                         ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """One teacher pass over all N tokens: features `f_θt(x)`: `[B, N, D]` (the
+        `ema_features` target; None for other targets) and, if `scores`, `L̂^t = d_ψt(f_θt(x))`:
+        `[B, N]` (§3.4)."""
         teacher = self.teacher
         if next(teacher.parameters()).device != x.device:
             teacher.to(x.device)
@@ -112,9 +138,10 @@ class HPM(nn.Module):
             device_type=x.device.type, dtype=student_dtype, enabled=low_precision
         ):
             latent = teacher.encode(x.float())
-            scores = teacher.decode(latent, None, head="loss", grid=teacher.grid(x)).squeeze(-1)
-        # Out of inference mode so that masks built from it may be saved for backward.
-        return scores.float().clone()
+            pred = teacher.decode(latent, None, head="loss", grid=teacher.grid(x)).squeeze(-1) if scores else None
+        # Out of inference mode so that masks / targets built from them may be saved for backward.
+        feats = latent.float().clone() if self.target == "ema_features" else None  # no copy if unused
+        return feats, (None if pred is None else pred.float().clone())
 
     def current_momentum(self) -> float:
         if self.momentum_end is None:
@@ -132,16 +159,7 @@ class HPM(nn.Module):
         """
         if self.teacher is None:
             return
-        m = self.current_momentum()
-        t_params = [p for p in self.teacher.parameters()]
-        s_params = [p.detach() for p in self.model.parameters()]
-        if t_params and t_params[0].device != s_params[0].device:
-            self.teacher.to(s_params[0].device)
-            t_params = [p for p in self.teacher.parameters()]
-        s_params = [s if s.dtype == t.dtype else s.to(t.dtype) for s, t in zip(s_params, t_params)]
-        torch._foreach_lerp_(t_params, s_params, 1.0 - m)
-        for tb, sb in zip(self.teacher.buffers(), self.model.buffers()):
-            tb.copy_(sb)
+        ema_update_(self.teacher, self.model, self.current_momentum())
 
     def teacher_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
         return None if self.teacher is None else self.teacher.state_dict()
@@ -162,22 +180,30 @@ class HPM(nn.Module):
         grid = (x.shape[0], *self.model.grid(x))
         # At α_t = 0 (the start of an easy-to-hard schedule) no patch is chosen by score: the
         # mask is purely random and the teacher's forward would be wasted.
-        if self.learn_to_mask and self.mask_generator.num_hard_per_row(grid, progress) > 0:
-            scores = self._teacher_scores(x)
+        # With target=ema_features the teacher's encoder runs every step (its features are the
+        # target), its loss predictor only when scores are needed.
+        need_scores = self.learn_to_mask and self.mask_generator.num_hard_per_row(grid, progress) > 0
+        ema_features = scores = None
+        if need_scores or self.target == "ema_features":
+            ema_features, scores = self._teacher_forward(x, scores=need_scores)
+        if need_scores:
             mask = self.mask_generator(grid, scores=scores, progress=progress, device=x.device)
         else:
             mask = self.mask_generator(grid, progress=progress, device=x.device)
+        ids = self._decode_ids(mask, grid)  # [B, K] with decoder masking, else None (all masked)
 
         latent = self.model.encode(x, mask)
-        pred = self.model.decode(latent, mask, head="pixel", grid=grid[1:])  # [B, Nm, P]
+        pred = self.model.decode(latent, mask, head="pixel", grid=grid[1:], decode_ids=ids)  # [B, K, P]
         with torch.no_grad():
-            target = select_masked(self.model.target(x), mask, key="target")
-        rec = reconstruction_loss(pred, target)
-        rec_per_patch, loss_rec = rec.per_patch, rec.loss  # [B, Nm], scalar
+            target = take_tokens(self._full_target(x, ema_features), mask, ids)
+        rec_per_patch = self._token_loss(pred, target)  # [B, K]
+        loss_rec = rec_per_patch.mean()
         out: Dict[str, torch.Tensor] = {"loss_rec": loss_rec.detach()}
         loss = loss_rec
         if self.loss_pred != "none":
-            pred_loss = self.model.decode(latent, mask, head="loss", grid=grid[1:]).squeeze(-1)  # [B, Nm]
+            # d_ψ on the same tokens as d_φ (the ones with a reconstruction loss)
+            pred_loss = self.model.decode(latent, mask, head="loss", grid=grid[1:],
+                                          decode_ids=ids).squeeze(-1)  # [B, K]
             if self.loss_pred == "relative":
                 loss_p = relative_loss_prediction(pred_loss, rec_per_patch.detach())
             else:
