@@ -154,3 +154,19 @@ def test_no_teacher_forward_while_alpha_is_zero(tiny_model, clip):
     assert calls == []
     recipe({"video": clip}, progress=1.0)  # α_T = 0.5: the teacher ranks the patches
     assert calls == [1]
+
+
+@pytest.mark.parametrize("recipe_name", ["mae", "hpm"])
+def test_step_never_reads_mask_counts_back_to_the_host(tiny_model, clip, monkeypatch, recipe_name):
+    """The visible count comes from the mask generator, not from `mask.sum().tolist()`."""
+    import videohpm.models.autoencoder as ae
+
+    def no_sync(*a, **k):
+        raise AssertionError("mask_split (a device→host sync) called inside the training step")
+
+    monkeypatch.setattr(ae, "mask_split", no_sync)
+    if recipe_name == "hpm":
+        recipe = hpm(tiny_model(loss_predictor=True), alpha_0=0.5)
+    else:
+        recipe = build_recipe("mae", tiny_model(), make_mask_generator("frame", mask_ratio=0.75))
+    recipe({"video": clip}, progress=0.5)["loss"].backward()

@@ -33,13 +33,14 @@ The decoder gets the patch tokens only: the recipe drops the [CLS] token (``vis[
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
 
 from videohpm.masking.importance import cls_attention_importance
-from videohpm.methods.mae import clip_of
+from videohpm.methods.mae import clip_of, num_visible
 from videohpm.objectives.contrastive import align_loss, nce_loss
 from videohpm.objectives.reconstruction import reconstruction_loss, select_masked
 
@@ -156,9 +157,11 @@ class CCMIM(nn.Module):
         else:
             mask = self.mask_generator(full, progress=progress, device=x.device)
 
-        vis = self.model.encode(x, mask, cls=True)  # [B, 1 + Nv, D]: visible set V (student)
+        n_vis = num_visible(self.mask_generator, full)  # known counts: no device→host sync
+        n_msk = None if n_vis is None else math.prod(full[1:]) - n_vis
+        vis = self.model.encode(x, mask, cls=True, num_visible=n_vis)  # [B, 1 + Nv, D]: visible set V
         with torch.no_grad():  # masked set M: the teacher branch, SG in Eq. 7–8
-            msk = self.model.encode(x, ~mask, cls=True)  # [B, 1 + Nm, D]
+            msk = self.model.encode(x, ~mask, cls=True, num_visible=n_msk)  # [B, 1 + Nm, D]
             target = select_masked(self.model.target(x), mask, key="target")
         pred = self.model.decode(vis[:, 1:], mask, head="pixel", grid=grid)  # [B, Nm, P]
         loss_rec = reconstruction_loss(pred, target).loss  # Eq. 9

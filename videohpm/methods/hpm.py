@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-from videohpm.methods.mae import TargetMixin, clip_of, take_tokens
+from videohpm.methods.mae import TargetMixin, clip_of, num_visible, take_tokens
 from videohpm.models.targets import ema_copy, ema_update_
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
 
@@ -192,7 +192,7 @@ class HPM(TargetMixin, nn.Module):
             mask = self.mask_generator(grid, progress=progress, device=x.device)
         ids = self._decode_ids(mask, grid)  # [B, K] with decoder masking, else None (all masked)
 
-        latent = self.model.encode(x, mask)
+        latent = self.model.encode(x, mask, num_visible=num_visible(self.mask_generator, grid))
         pred = self.model.decode(latent, mask, head="pixel", grid=grid[1:], decode_ids=ids)  # [B, K, P]
         with torch.no_grad():
             target = take_tokens(self._full_target(x, ema_features), mask, ids)

@@ -48,6 +48,16 @@ def take_tokens(x: torch.Tensor, mask: torch.Tensor, ids: Optional[torch.Tensor]
     return torch.gather(x, 1, ids.view(*ids.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
 
 
+def num_visible(mask_generator: Any, grid: Any) -> Optional[int]:
+    """Visible tokens per sample that `mask_generator` guarantees for `grid` (B, T', H', W').
+
+    Handing it to `encode` keeps the training step free of a device→host sync; None (a custom
+    callable without the method) falls back to reading the count from the mask.
+    """
+    count = getattr(mask_generator, "num_visible_per_sample", None)
+    return None if count is None else int(count(grid))
+
+
 class TargetMixin:
     """Target choice and decoder masking, shared by the MAE and HPM recipes (see module doc).
 
@@ -165,7 +175,7 @@ class MAE(TargetMixin, nn.Module):
             with torch.inference_mode():
                 ema = self.teacher.encode(x.float())
             ema = ema.clone()
-        latent = self.model.encode(x, mask)
+        latent = self.model.encode(x, mask, num_visible=num_visible(self.mask_generator, full_grid))
         pred = self.model.decode(latent, mask, head="pixel", grid=grid, decode_ids=ids)
         with torch.no_grad():
             target = take_tokens(self._full_target(x, ema), mask, ids)

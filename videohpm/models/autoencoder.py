@@ -205,7 +205,8 @@ class MaskedAutoencoder(nn.Module):
 
     # -- API ----------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, cls: bool = False,
-               return_cls_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+               return_cls_logits: bool = False, num_visible: Optional[int] = None,
+               ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """``f_θ``: encode the visible tokens.
 
         Args:
@@ -215,6 +216,9 @@ class MaskedAutoencoder(nn.Module):
             return_cls_logits: with ``cls``, also return per encoder block the [CLS]-row
                 attention logits ``q_0 · k_j / √d_h`` over the encoded patch keys, ``[B, heads, n]``
                 (ccMIM Eq. 4; see :meth:`VisionTransformerEncoder.forward_cls`).
+            num_visible: visible tokens per sample when the caller knows it (every mask strategy
+                does: ``mask_generator.num_visible_per_sample(grid)``). The training step then
+                needs no device→host sync; without it the count is read from ``mask`` (one sync).
         Returns:
             ``[B, N_vis, D]`` after the final norm, tokens in ascending index order;
             ``[B, 1 + N_vis, D]`` with [CLS] first when ``cls``; with ``return_cls_logits`` the
@@ -227,7 +231,7 @@ class MaskedAutoencoder(nn.Module):
             if mask is None:
                 return self.encoder(x)
             self._check_mask(mask, x)
-            ids_keep, _ = mask_split(mask)
+            ids_keep = self._ids_keep(mask, num_visible)
             return self.encoder(x, ids_keep)
         if not self.has_cls_token:
             raise ValueError("encode(cls=True) needs a model built with cls_token=True "
@@ -235,8 +239,15 @@ class MaskedAutoencoder(nn.Module):
         ids_keep = None
         if mask is not None:
             self._check_mask(mask, x)
-            ids_keep, _ = mask_split(mask)
+            ids_keep = self._ids_keep(mask, num_visible)
         return self.encoder.forward_cls(x, ids_keep, return_cls_logits=return_cls_logits)
+
+    @staticmethod
+    def _ids_keep(mask: torch.Tensor, num_visible: Optional[int]) -> torch.Tensor:
+        """Ascending visible indices ``[B, N_vis]``; sync-free when ``num_visible`` is given."""
+        if num_visible is None:
+            return mask_split(mask)[0]
+        return _split_known(mask, int(num_visible))[0]
 
     def decode(self, latent: torch.Tensor, mask: Optional[torch.Tensor] = None, head: str = "pixel",
                grid: Optional[Grid] = None, decode_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
