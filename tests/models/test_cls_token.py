@@ -120,3 +120,17 @@ def test_errors_and_registry():
     assert m.has_cls_token and m.encode(clip(), cls=True).shape == (2, 33, 192)
     with pytest.raises(TypeError, match="cls_tokens"):
         create_model("pretrain_videomae_tiny_patch16_224", cls_tokens=True)
+
+
+def test_ccmim_checkpoint_cls_token_is_ignored_by_a_classifier_without_cls():
+    from videohpm.models import create_model
+    from videohpm.models.checkpoint import load_pretrained
+
+    kw = dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    pre = create_model("pretrain_videomae_tiny_patch16_224", cls_token=True, decoder_embed_dim=16,
+                       decoder_depth=1, decoder_num_heads=2, **kw)
+    clf = create_model("vit_tiny_patch16_224", num_classes=3, **kw)
+    report = load_pretrained(clf, pre.state_dict())
+    assert "encoder.cls_token" in report.ignored and not report.unexpected
+    assert torch.equal(clf.state_dict()["encoder.patch_embed.proj.weight"],
+                       pre.state_dict()["encoder.patch_embed.proj.weight"])

@@ -371,6 +371,8 @@ def load_pretrained(
     is_classifier = not hasattr(model, "decoder")
 
     def is_ignored(k: str) -> bool:
+        if k == "encoder.cls_token":  # a ccMIM [CLS] token: unused by a model without one
+            return True
         if is_classifier:
             if k.startswith(("decoder.", "loss_predictor.")):
                 return True
