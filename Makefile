@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all demo setup clean
+.PHONY: test test-all demo demo-ablation setup clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,10 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+demo-ablation: $(STAMP)
+	$(PY) tools/ablation.py $(ABLATION_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs

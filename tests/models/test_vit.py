@@ -107,6 +107,10 @@ def test_onednn_attention_matches_sdpa_values_and_grads():
         torch.testing.assert_close(cpu_kernels.attention(qkv.detach(), 2), ref.detach(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(torch.ops.videohpm.onednn_attention(qkv.detach(), 2), ref.detach(),
                                    rtol=1e-5, atol=1e-5)
+        # bf16 (a teacher under bf16 autocast): bf16 GEMMs, softmax accumulated in fp32
+        low = cpu_kernels.attention(qkv.detach().bfloat16(), 2)
+        assert low.dtype == torch.bfloat16
+        torch.testing.assert_close(low.float(), ref.detach(), rtol=0.05, atol=0.02)
 
 
 @pytest.mark.skipif(not cpu_kernels._AVAILABLE, reason="oneDNN not available")

@@ -13,7 +13,10 @@ normalized-pixel target, 90 % masking by default):
 * ``plain``: our ``MaskedAutoencoder`` in the ``mae`` recipe with tube masking;
 * ``hpm``: the ``hpm`` recipe, paper-faithful: the EMA teacher predicts the loss of *all* N tokens
   every step (``d_ψt(f_θt(x))``), easy-to-hard masks (α at progress 0.5), student with d_φ and
-  d_ψ, relative loss (Eq. 5), EMA (Eq. 1).
+  d_ψ, relative loss (Eq. 5), EMA (Eq. 1);
+* ``plain_decmask`` / ``hpm_decmask``: the same recipes with VideoMAE V2 decoder masking
+  (``decoder_mask=True``, running cell, ``--decoder-mask-ratio``): d_φ (and HPM's d_ψ) decode
+  the visible tokens plus only ``int(M·(1 − ρ_d))`` of the M masked ones.
 
 The variants run round-robin (one step each, in turn) so that a machine shared with other jobs
 slows them alike; warm-up steps are excluded and the median of the timed steps is reported.
@@ -36,7 +39,8 @@ from videohpm.models import create_model, export_state_dict, hf_config_from_mode
 from videohpm.models import cpu_kernels
 
 
-VARIANTS = ("hf", "plain_aten", "plain", "plain_compiled", "hpm", "hpm_teacher_bf16", "hpm_compiled")
+VARIANTS = ("hf", "plain_aten", "plain", "plain_decmask", "plain_compiled", "hpm", "hpm_decmask",
+            "hpm_teacher_bf16", "hpm_compiled")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,10 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="hf,plain,hpm",
                    help="comma list of: hf, plain, hpm, plain_aten (ours with F.linear + SDPA kernels), "
                         "plain_compiled, hpm_compiled (transformer stacks through torch.compile), "
-                        "hpm_teacher_bf16 (the EMA teacher's forward under bf16 autocast)")
+                        "hpm_teacher_bf16 (the EMA teacher's forward under bf16 autocast), "
+                        "plain_decmask, hpm_decmask (VideoMAE V2 running-cell decoder masking)")
     p.add_argument("--cpu-kernels", choices=("onednn", "aten"), default="onednn",
                    help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels)")
     p.add_argument("--progress", type=float, default=0.5, help="training progress for HPM's α_t")
+    p.add_argument("--decoder-mask-ratio", type=float, default=0.5,
+                   help="running-cell decoder mask ratio of the *_decmask variants (VideoMAE V2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     return p
@@ -202,24 +209,28 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
         variants.append(_Variant("hf", hf_forward, list(hf.parameters()), device, kernels=args.cpu_kernels))
 
     plain_like = {"plain": (args.cpu_kernels, False), "plain_aten": ("aten", False),
-                  "plain_compiled": (args.cpu_kernels, True)}
+                  "plain_compiled": (args.cpu_kernels, True), "plain_decmask": (args.cpu_kernels, False)}
+
+    def decmask(name: str) -> Dict[str, Any]:
+        return dict(decoder_mask=True, decoder_mask_ratio=args.decoder_mask_ratio) if name.endswith("_decmask") else {}
+
     for name, (backend, compiled) in plain_like.items():
         if name not in names:
             continue
         model = create_model(args.model, torch_compile=compiled, **size).to(device)
         model.load_state_dict(plain_model.state_dict())
-        recipe = build_recipe("mae", model, tube).train()
+        recipe = build_recipe("mae", model, tube, **decmask(name)).train()
         variants.append(_Variant(name, lambda r=recipe: r(batch, 0.0)["loss"], list(recipe.parameters()), device,
                                  kernels=backend))
 
     for name, compiled, teacher_bf16 in (("hpm", False, False), ("hpm_teacher_bf16", False, True),
-                                         ("hpm_compiled", True, False)):
+                                         ("hpm_compiled", True, False), ("hpm_decmask", False, False)):
         if name not in names:
             continue
         torch.manual_seed(args.seed)
         model = create_model(args.model, loss_predictor=True, torch_compile=compiled, **size).to(device)
         recipe = build_recipe("hpm", model, make_mask_generator("hpm", mask_ratio=args.mask_ratio),
-                              loss_pred="relative").train()
+                              loss_pred="relative", **decmask(name)).train()
         v = _Variant(name, lambda r=recipe: r(batch, args.progress)["loss"], list(recipe.parameters()), device,
                      on_step_end=recipe.on_step_end, kernels=args.cpu_kernels)
         teacher = recipe.teacher
@@ -276,6 +287,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         res["plain_vs_hf_cpu"] = res["hf_cpu_s"] / res["plain_cpu_s"]
     if "hf_step_s" in res and "plain_aten_step_s" in res:
         res["plain_aten_vs_hf"] = res["hf_step_s"] / res["plain_aten_step_s"]
+    for base in ("plain", "hpm"):  # decoder masking's saving, per recipe
+        if f"{base}_decmask_step_s" in res and f"{base}_step_s" in res:
+            res[f"{base}_decmask_vs_{base}_time"] = res[f"{base}_decmask_step_s"] / res[f"{base}_step_s"]
     if "hpm_step_s" in res and "plain_step_s" in res:
         res["hpm_vs_plain_time"] = res["hpm_step_s"] / res["plain_step_s"]
         res["hpm_vs_plain_time_min"] = res["hpm_step_min_s"] / res["plain_step_min_s"]
@@ -318,10 +332,12 @@ def _report(res: Dict[str, Any]) -> str:
                       ("hpm_vs_plain_time_min", "HPM / plain on the fastest step of each: {:.2f}x"),
                       ("hpm_vs_plain_time_cpu", "HPM / plain on process CPU time: {:.2f}x"),
                       ("hpm_teacher_bf16_vs_plain_time", "HPM with a bf16-autocast teacher / plain: {:.2f}x"),
-                      ("hpm_vs_plain_time_compiled", "HPM / plain, both compiled: {:.2f}x")):
+                      ("hpm_vs_plain_time_compiled", "HPM / plain, both compiled: {:.2f}x"),
+                      ("plain_decmask_vs_plain_time", "plain with decoder masking / plain: {:.2f}x"),
+                      ("hpm_decmask_vs_hpm_time", "HPM with decoder masking / HPM: {:.2f}x")):
         if key in res:
             lines.append(text.format(res[key]))
-    for name in ("hpm", "hpm_teacher_bf16", "hpm_compiled"):
+    for name in ("hpm", "hpm_decmask", "hpm_teacher_bf16", "hpm_compiled"):
         if f"{name}_breakdown_s" in res:
             total = res[f"{name}_step_s"]
             parts = ", ".join(f"{k} {v:.3f}s ({100 * v / total:.0f}%)" for k, v in res[f"{name}_breakdown_s"].items())

@@ -1,19 +1,21 @@
-"""fp32 CPU kernels on oneDNN for the two ops that dominate a ViT step: linear and attention.
+"""CPU kernels on oneDNN for the two ops that dominate a ViT step: linear and attention.
 
 Why: PyTorch runs fp32 CPU matmuls (``F.linear``, ``bmm``, and the GEMMs inside the CPU flash
 attention kernel) through MKL, whose AVX-512 code is only dispatched on Intel CPUs — on AMD Zen
 it runs AVX2 kernels (~100 GFLOP/s per core on the benchmark machine). oneDNN, also bundled with
 PyTorch, runs AVX-512 on both (~225 GFLOP/s per core there). Same fp32 math, same results to
-rounding; on CUDA, under autocast or for other dtypes everything falls back to ``F.linear`` /
+rounding; on CUDA and for other dtypes everything falls back to ``F.linear`` /
 ``scaled_dot_product_attention`` unchanged.
 
-- :func:`linear`: forward and both backward GEMMs through ``videohpm::onednn_mm_nt``.
+- :func:`linear` (fp32, no autocast): forward and both backward GEMMs through
+  ``videohpm::onednn_mm_nt``.
 - :func:`attention` on ``N ≥ 512`` tokens (the decoders and the HPM teacher see all 1568):
   per (sample, head) one GEMM forms the ``N × N`` scores, softmax, one GEMM applies them.
-  Forward-only passes (``no_grad``/``inference_mode``: the teacher) keep one score matrix alive
-  at a time; training keeps the probabilities ``P`` for backward (``B·h·N²`` floats, capped by
-  :data:`MAX_SAVED_SCORES_BYTES`, else SDPA) and uses FlashAttention's identity
-  ``rowsum(dP ∘ P) = rowsum(dO ∘ O)`` so the backward is four GEMMs and two in-place passes.
+  Forward-only passes (``no_grad``/``inference_mode``: the teacher; fp32, or bf16 under
+  autocast) keep one score matrix alive at a time. Training (fp32) keeps the probabilities
+  ``P`` for backward (``B·h·N²`` floats, at most :data:`MAX_SAVED_SCORES_BYTES` per call, else
+  SDPA) and uses FlashAttention's identity ``rowsum(dP ∘ P) = rowsum(dO ∘ O)`` so that the
+  backward is four GEMMs and two in-place passes.
 
 The ops are ``torch.library`` custom ops, so ``torch.compile`` sees them as opaque kernels.
 Switch off with :func:`set_cpu_kernels("aten") <set_cpu_kernels>` or ``VIDEOHPM_CPU_KERNELS=aten``.
@@ -26,13 +28,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["set_cpu_kernels", "cpu_kernels", "linear", "attention", "MAX_SAVED_SCORES_BYTES"]
+__all__ = ["set_cpu_kernels", "cpu_kernels", "cpu_bf16_is_fast", "linear", "attention", "MAX_SAVED_SCORES_BYTES"]
 
 _ENABLED = os.environ.get("VIDEOHPM_CPU_KERNELS", "onednn").lower() != "aten"
 #: Token count from which attention uses the oneDNN path (below it SDPA's overheads are lower).
 MIN_ATTENTION_TOKENS = 512
 #: Largest ``P`` (``B·h·N²`` fp32) the training attention may keep for backward; else SDPA.
-MAX_SAVED_SCORES_BYTES = 1 << 30
+MAX_SAVED_SCORES_BYTES = 256 << 20
 
 
 def _available() -> bool:
@@ -56,6 +58,16 @@ def set_cpu_kernels(backend: str) -> None:
 def cpu_kernels() -> str:
     """The current setting of :func:`set_cpu_kernels`."""
     return "onednn" if _ENABLED else "aten"
+
+
+def cpu_bf16_is_fast() -> bool:
+    """Whether this CPU runs bf16 GEMMs natively (AVX512-BF16 or AMX): there a bf16-autocast
+    forward (e.g. the HPM teacher) runs at about twice the fp32 rate; elsewhere oneDNN would
+    emulate bf16 and be slower than fp32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _use_onednn(*tensors: torch.Tensor) -> bool:
@@ -249,6 +261,7 @@ def attention(qkv: torch.Tensor, num_heads: int, dropout_p: float = 0.0) -> torc
     hd = d // num_heads
     if n >= MIN_ATTENTION_TOKENS and dropout_p == 0.0 and _ENABLED and _AVAILABLE and qkv.device.type == "cpu":
         forward_only = not (torch.is_grad_enabled() and qkv.requires_grad)
+        # (custom ops bypass autocast: a bf16-autocast teacher hands in its bf16 qkv as is)
         if forward_only and qkv.dtype in (torch.float32, torch.bfloat16):
             return onednn_attention(qkv, num_heads)
         if _use_onednn(qkv) and b * num_heads * n * n * 4 <= MAX_SAVED_SCORES_BYTES:

@@ -1,0 +1,184 @@
+"""`make demo` / `make demo-ablation` orchestration (videohpm/demo.py, tools/demo.py, tools/ablation.py).
+
+The smoke demo runs the real pipeline end to end — demo data, HPM pre-training, fine-tuning and the
+multi-view test for video and image mode, figures, REPORT.md — on the tiny data variant with
+1-epoch configs (`configs/demo/smoke/`), in process (no interpreter start per stage). A second run
+must reuse every stage; a stage whose settings changed must be redone; a failing tool must stop
+the run with its log. The ablation's configs are built on the meta device (full and smoke size)
+and its table math is checked against `statistics`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+import videohpm.data  # noqa: F401  (loads PyAV before decord, see videohpm/data/video.py)
+from videohpm import demo as vdemo
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory):
+    """One smoke run of tools/demo.py (in process); returns (out dir, summary, stdout)."""
+    import demo as demo_tool  # tools/demo.py
+
+    out = tmp_path_factory.mktemp("demo")
+    rc = demo_tool.main(["--smoke", "--in-process", "--out", str(out), "--num-vis", "2"])
+    assert rc == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_smoke_demo_writes_report_with_real_numbers(smoke_demo):
+    out, summary = smoke_demo
+    report = (out / "REPORT.md").read_text()
+    # accuracy table: one row per set, chance next to it
+    rows = [ln for ln in report.splitlines() if ln.startswith("| video —") or ln.startswith("| image —")]
+    assert len(rows) == 2, report
+    for kind, row in zip(("video", "image"), rows):
+        r = summary["results"][kind]
+        assert isinstance(r["top1"], float) and 0.0 <= r["top1"] <= 100.0
+        assert 0.0 <= r["top5"] <= 100.0 and r["top5"] >= r["top1"]
+        assert r["chance"] == pytest.approx(100.0 / r["num_classes"])
+        assert f"**{r['top1']:.1f}**" in row and f"| {r['chance']:.1f} |" in row
+        metrics = json.loads((out / kind / "test" / "metrics.json").read_text())
+        assert metrics["top1"] == r["top1"] and metrics["num_videos"] == r["num_videos"] > 0
+    assert summary["results"]["video"]["num_videos"] == 8  # tiny variant: 1 val video per class
+    assert summary["results"]["video"]["clips"] * summary["results"]["video"]["crops"] == 2
+    # HPM ran: α_t grew from α_0 = 0 (Eq. 8) and the loss parts were logged as numbers
+    h = summary["results"]["video"]["hpm"]
+    assert h["alpha"]["first"] == pytest.approx(0.0, abs=1e-6) and h["alpha"]["last"] > h["alpha"]["first"]
+    assert all(math.isfinite(h[k]["last"]) for k in ("loss", "loss_rec", "loss_pred"))
+    # figures: 4 curve PNGs and Fig. 2 PNG + GIF per drawn input, all linked from the report
+    pngs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", report)
+    assert len(pngs) == 4 + 2 + 1  # curves of 4 runs, Fig. 2 of 2 videos and 1 image
+    for rel in pngs:
+        f = out / rel
+        assert f.is_file() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
+    fig2 = summary["figures"]["fig2"]
+    assert len(fig2["video"]) == 2 and len(fig2["image"]) == 1
+    for it in fig2["video"] + fig2["image"]:
+        assert (out / "figures" / it["animation"]).read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    # every stage timed, every tool's run folder complete
+    assert set(summary["stages"]) == {"data", "video pre-training", "video fine-tuning", "video test",
+                                      "image pre-training", "image fine-tuning", "image test", "figures"}
+    assert all(t["status"] == "ran" and t["seconds"] >= 0 for t in summary["stages"].values())
+    for kind in ("video", "image"):
+        for run in ("pretrain", "finetune"):
+            assert (out / kind / run / "model_final.pth").is_file()
+            assert json.loads((out / kind / run / ".stage.json").read_text())["status"] == "done"
+
+
+def test_rerun_reuses_finished_stages_and_redoes_changed_ones(smoke_demo, capsys):
+    import demo as demo_tool
+
+    out, first = smoke_demo
+    mtime = (out / "video" / "pretrain" / "model_final.pth").stat().st_mtime
+    assert demo_tool.main(["--smoke", "--in-process", "--out", str(out), "--num-vis", "2"]) == 0
+    second = json.loads((out / "summary.json").read_text())
+    assert all(t["status"] == "reused" for t in second["stages"].values()), second["stages"]
+    assert (out / "video" / "pretrain" / "model_final.pth").stat().st_mtime == mtime
+    assert second["results"]["video"]["top1"] == first["results"]["video"]["top1"]
+    assert "up to date" in capsys.readouterr().out
+    # a changed setting (fine-tuning epochs) redoes that stage and what depends on it only
+    assert demo_tool.main(["--smoke", "--in-process", "--out", str(out), "--num-vis", "2", "--no-images",
+                           "--epochs", "video_finetune=2"]) == 0
+    third = json.loads((out / "summary.json").read_text())
+    st = third["stages"]
+    assert st["data"]["status"] == "reused"
+    assert st["video pre-training"]["status"] == "reused"
+    assert st["video fine-tuning"]["status"] == "ran" and st["video test"]["status"] == "ran"
+    assert third["results"]["video"]["finetune_epochs"] == 2
+    assert (out / "video" / "pretrain" / "model_final.pth").stat().st_mtime == mtime
+
+
+def test_overwrite_refuses_folders_the_demo_did_not_write(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(vdemo.DemoError, match="not written by the demo"):
+        vdemo.run_demo(vdemo.DemoOptions(out_dir=str(tmp_path), smoke=True, in_process=True, overwrite=True))
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_failing_tool_stops_with_its_log(tmp_path, capsys):
+    runner = vdemo.StageRunner(tmp_path, vdemo.DemoOptions(out_dir=str(tmp_path)))
+    cmd = [sys.executable, "-c", "import sys; print('step 1 fine'); print('boom: bad key', file=sys.stderr); sys.exit(3)"]
+    with pytest.raises(vdemo.DemoError) as e:
+        runner.stage("broken", "a failing tool", tmp_path / "broken", {"k": 1}, lambda: runner.command("broken", cmd))
+    msg = str(e.value)
+    assert "exit status 3" in msg and "boom: bad key" in msg and "broken.log" in msg
+    log = (tmp_path / "logs" / "broken.log").read_text()
+    assert "step 1 fine" in log and "boom: bad key" in log
+    assert "step 1 fine" in capsys.readouterr().out  # shown live too
+    # the stage is not marked done: the next run does it again
+    assert json.loads((tmp_path / "broken" / ".stage.json").read_text())["status"] == "running"
+    ran = []
+    runner.stage("broken", "now fixed", tmp_path / "broken", {"k": 1}, lambda: ran.append(1))
+    assert ran == [1]
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_ablation_variants_build_with_their_mask_and_objective(smoke):
+    """Every pre-training config of the ablation loads and builds (meta device) with the intended
+    mask strategy and recipe switches; the model geometry is the demo's (same budget)."""
+    from videohpm.config import load_config
+    from videohpm.engine.build import check_buildable
+
+    opts = vdemo.DemoOptions(smoke=smoke)
+    base = load_config(str(opts.config("pretrain_video_hpm")))
+    want = {"mae_tube": ("tube", "mae"), "mae_frame": ("frame", "mae"), "hpm_pred_random": ("frame", "hpm"),
+            "hpm": ("hpm", "hpm")}
+    for v in vdemo.ABLATION_VARIANTS:
+        if v.pretrain is None:
+            continue
+        cfg = load_config(str(opts.config(v.pretrain)))
+        check_buildable(cfg)
+        assert (cfg.mask.name, cfg.method.name) == want[v.name]
+        assert cfg.mask.kwargs.mask_ratio == base.mask.kwargs.mask_ratio
+        for key in ("embed_dim", "depth", "num_frames", "img_size", "patch_size"):
+            assert cfg.model.kwargs[key] == base.model.kwargs[key]
+        assert (cfg.train.epochs, cfg.train.batch_size, cfg.optim.lr) == (base.train.epochs, base.train.batch_size,
+                                                                          base.optim.lr)
+        if v.name == "hpm_pred_random":
+            assert cfg.method.kwargs.loss_pred == "relative" and cfg.method.kwargs.learn_to_mask is False
+
+
+def test_ablation_summary_matches_statistics():
+    results = {"hpm": {0: {"top1": 50.0, "top5": 90.0}, 1: {"top1": 56.25, "top5": 95.3}, 2: {"top1": 43.75, "top5": 88.0}},
+               "mae_frame": {0: {"top1": 40.0, "top5": 80.0}}}
+    s = vdemo.summarize_ablation(results)
+    assert s["hpm"]["top1_mean"] == pytest.approx(statistics.mean([50.0, 56.25, 43.75]))
+    assert s["hpm"]["top1_std"] == pytest.approx(statistics.stdev([50.0, 56.25, 43.75]))
+    assert s["hpm"]["top5_std"] == pytest.approx(statistics.stdev([90.0, 95.3, 88.0]))
+    assert s["mae_frame"]["top1_std"] == 0.0 and s["mae_frame"]["n"] == 1
+    table = vdemo.format_ablation_table(vdemo.ABLATION_VARIANTS, s, results, 12.5)
+    hpm_row = next(ln for ln in table.splitlines() if ln.startswith("| HPM: learn to mask"))
+    assert "50.0 ± 6.2" in hpm_row and "+10.0" in hpm_row and "50.0, 56.2, 43.8" in hpm_row
+    assert "| *chance* | | | 12.5 |" in table
+
+
+def test_smoke_ablation_two_variants(smoke_demo):
+    """tools/ablation.py end to end on the smoke demo's folder (its data stage is reused)."""
+    import ablation as ablation_tool  # tools/ablation.py
+
+    out, _ = smoke_demo
+    assert ablation_tool.main(["--smoke", "--in-process", "--out", str(out), "--seeds", "0",
+                               "--variants", "scratch", "mae_tube"]) == 0
+    doc = json.loads((out / "ablation" / "ablation.json").read_text())
+    assert set(doc["results"]) == {"scratch", "mae_tube"}
+    assert doc["stages"]["data"]["status"] == "reused"
+    assert "seed 0 scratch pre-training" not in doc["stages"]  # no pre-training row
+    assert (out / "ablation" / "seed0" / "mae_tube" / "pretrain" / "model_final.pth").is_file()
+    cfg = json.loads((out / "ablation" / "seed0" / "scratch" / "finetune" / ".stage.json").read_text())
+    assert "model.pretrained=null" in cfg["settings"]["args"]
+    text = (out / "ablation" / "ABLATION.md").read_text()
+    for label in ("no pre-training", "MAE, tube masking"):
+        row = next(ln for ln in text.splitlines() if ln.startswith(f"| {label}"))
+        top1 = float(row.split("|")[4].split("±")[0])
+        assert top1 == doc["results"]["scratch" if label.startswith("no") else "mae_tube"]["0"]["top1"]

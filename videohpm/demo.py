@@ -1,0 +1,723 @@
+"""`make demo` and `make demo-ablation`: the whole pipeline on the bundled demo data, end to end.
+
+The demo (:func:`run_demo`, `tools/demo.py`) runs, each stage printing what it does:
+
+1. **data** — the motion demo set (:func:`videohpm.data.make_demo_data`: 8 motion classes of
+   moving / rotating / zooming digits, 64×64 VP9 webm in the SSv2 layout, and scikit-learn's
+   handwritten digits as an ImageFolder);
+2. **video pre-training** — HPM (seed 000 §3: L = L_rec + L_pred, Eq. 2; easy-to-hard masks,
+   Eq. 8) of a small ViT through `tools/train.py` (DeepSpeed; `--ranks 2` launches two CPU
+   ranks with the `deepspeed` launcher);
+3. **video fine-tuning** from the exported weights (`tools/train.py`), then the
+   **multi-view test** (`tools/test.py`, SSv2's 2 clips × 3 crops);
+4. the same three stages for **image mode** (single-frame clips, T = 1, tubelet 1);
+5. **figures** — training curves from every run's `log.jsonl` and the Fig. 2-style maps (input /
+   true loss / predicted loss / HPM mask / reconstruction) of a few validation videos and images;
+6. **report** — `<out>/REPORT.md` (accuracy table with the chance level, HPM's α_t and L_pred,
+   curves, figures, stage timings) and `<out>/summary.json` (the same numbers for machines).
+
+The ablation (:func:`run_ablation`, `tools/ablation.py`) runs five variants with the same budget
+(epochs, batch, lr, model) over several seeds and writes `<out>/ABLATION.md`, a table of
+fine-tuning top-1 (mean ± std) like seed 000 Table 12: no pre-training, MAE + tube masks, MAE +
+per-frame random masks, HPM's L_pred with per-frame random masks (no learn-to-mask) and full HPM
+(learn-to-mask, easy-to-hard).
+
+Re-running is safe: every stage records the exact command it ran (`<stage dir>/.stage.json`). A
+finished stage with the same command is skipped, an interrupted one is resumed (training stages
+pass `train.resume=auto`, so the engine continues from its newest checkpoint), and a stage whose
+command changed is cleared and run again. `overwrite=True` starts from an empty output folder.
+Any failing stage raises :class:`DemoError` naming the stage, the command and its log.
+
+Configs live in `configs/demo/` (`smoke/` for the test-sized variant, `ablation/` for the
+pre-training variants); the orchestration only adds paths, seeds and the per-rank batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "DemoError",
+    "DemoOptions",
+    "StageRunner",
+    "AblationVariant",
+    "ABLATION_VARIANTS",
+    "CHANCE",
+    "run_demo",
+    "run_ablation",
+    "summarize_ablation",
+    "format_ablation_table",
+    "hpm_progress_summary",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs" / "demo"
+MARKER = ".videohpm-demo"  # marks a folder as ours, so overwrite may delete it
+STAGE_FILE = ".stage.json"
+VIDEO_CLASSES = 8
+IMAGE_CLASSES = 10
+# The demo set: SSv2-layout webm only (the K400 mp4 copy adds nothing here), digit images,
+# more videos than the data maker's default (24 / 8 per class) so that accuracies are less noisy.
+DEMO_DATA: Dict[str, Any] = dict(formats=("ssv2",), images=True, train_per_class=48, val_per_class=16)
+CHANCE = {"video": 100.0 / VIDEO_CLASSES, "image": 100.0 / IMAGE_CLASSES}  # top-1 of a uniform guess, %
+
+
+class DemoError(RuntimeError):
+    """A demo / ablation stage failed; the message names the stage, its command and its log."""
+
+
+@dataclass
+class DemoOptions:
+    """What to run and where.
+
+    Attributes:
+        out_dir: output folder (`outputs/demo`; the ablation uses `<out_dir>/ablation`).
+        smoke: test-sized run (`configs/demo/smoke/`, the tiny data variant, 1 epoch).
+        ranks: DeepSpeed ranks of the training stages (2 = two CPU processes through the
+            `deepspeed` launcher); the global batch stays the same (per-rank batch = batch / ranks).
+        threads: torch threads per process (`OMP_NUM_THREADS`); 0 = CPU cores / ranks.
+        in_process: run the tools in this process (one rank only) instead of subprocesses —
+            saves the per-stage interpreter start (≈10 s on a busy 2-core machine); used by tests.
+        overwrite: delete a previous output folder first (only one this code created).
+        seed: data / training seed of the demo.
+        images: also run image mode.
+        num_vis: validation videos drawn in the Fig. 2-style figure (images: half as many).
+        epochs: optional override of the training epochs, `{"video_pretrain": 10, ...}`.
+    """
+
+    out_dir: str = "outputs/demo"
+    smoke: bool = False
+    ranks: int = 1
+    threads: int = 0
+    in_process: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    images: bool = True
+    num_vis: int = 4
+    epochs: Dict[str, int] = field(default_factory=dict)
+
+    def config(self, name: str) -> Path:
+        """`configs/demo/[smoke/]<name>.yaml`."""
+        path = CONFIG_DIR / ("smoke" if self.smoke else "") / f"{name}.yaml"
+        if not path.is_file():
+            raise DemoError(f"config not found: {path}")
+        return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one stage
+# ---------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _file_digest(paths: Sequence[Path]) -> str:
+    """Digest of config files (and their `_base_` chain is covered by listing it)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p).encode())
+        h.update(Path(p).read_bytes() if Path(p).is_file() else b"")
+    return h.hexdigest()[:16]
+
+
+def _config_chain(path: Path) -> List[Path]:
+    """The config file and the files of its `_base_` chain (their content keys the stage)."""
+    from videohpm.config import load_yaml_with_bases  # noqa: F401  (validates the chain exists)
+    from omegaconf import OmegaConf
+
+    out, todo = [], [Path(path).resolve()]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        bases = OmegaConf.load(p).get("_base_")
+        if bases:
+            for b in [bases] if isinstance(bases, str) else list(bases):
+                todo.append((p.parent / b).resolve())
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class StageRunner:
+    """Runs named stages with skip / resume / redo semantics, tees their output to a log and
+    records their wall time (`<out>/stages.json`)."""
+
+    def __init__(self, out_dir: Path, opts: DemoOptions, total: Optional[int] = None) -> None:
+        self.out = Path(out_dir)
+        self.opts = opts
+        self.total = total
+        self.count = 0
+        self.timings: Dict[str, Dict[str, Any]] = {}
+        self.log_dir = self.out / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # -------------------------------------------------------------- bookkeeping
+    def _announce(self, name: str, what: str) -> None:
+        self.count += 1
+        n = f"{self.count}/{self.total}" if self.total else str(self.count)
+        print(f"\n==> [{n}] {name}: {what}", flush=True)
+
+    def _record(self, name: str, seconds: float, status: str) -> None:
+        self.timings[name] = {"seconds": round(seconds, 1), "status": status}
+        path = self.out / "stages.json"
+        try:  # another process (an ablation worker on other seeds) may share the folder
+            old = json.loads(path.read_text()) if path.is_file() else {}
+        except (json.JSONDecodeError, OSError):
+            old = {}
+        old[name] = self.timings[name]
+        _write_atomic(path, json.dumps(old, indent=1))
+
+    @staticmethod
+    def _state(stage_dir: Path) -> Dict[str, Any]:
+        f = stage_dir / STAGE_FILE
+        try:
+            return json.loads(f.read_text()) if f.is_file() else {}
+        except json.JSONDecodeError:
+            return {}
+
+    def stage(self, name: str, what: str, stage_dir: Path, key: Dict[str, Any], fn: Callable[[], None]) -> bool:
+        """Run `fn` for stage `name` unless `stage_dir` already holds a finished run with the same
+        `key`. Returns True if it ran, False if it was up to date.
+
+        A previous run with another key is deleted first; an unfinished one with the same key is
+        left in place for `fn` to resume.
+        """
+        self._announce(name, what)
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        state = self._state(stage_dir)
+        if state.get("key") == digest and state.get("status") == "done":
+            print(f"    up to date (finished earlier in {state.get('seconds', 0):.0f} s): {stage_dir}", flush=True)
+            self._record(name, float(state.get("seconds", 0.0)), "reused")
+            return False
+        if stage_dir.exists() and state.get("key") != digest:
+            if any(stage_dir.iterdir()):
+                print(f"    settings changed since the last run: clearing {stage_dir}", flush=True)
+            shutil.rmtree(stage_dir)
+        elif state.get("key") == digest:
+            print(f"    resuming the interrupted run in {stage_dir}", flush=True)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(stage_dir / STAGE_FILE, json.dumps({"key": digest, "status": "running", "what": what,
+                                                          "settings": key}, indent=1, default=str))
+        t0 = time.time()
+        fn()
+        seconds = time.time() - t0
+        _write_atomic(stage_dir / STAGE_FILE, json.dumps({"key": digest, "status": "done", "seconds": seconds,
+                                                          "what": what, "settings": key}, indent=1, default=str))
+        self._record(name, seconds, "ran")
+        print(f"    done in {seconds:.0f} s", flush=True)
+        return True
+
+    # -------------------------------------------------------------- tools
+    def tool(self, name: str, tool: str, args: Sequence[str], ranks: int = 1) -> None:
+        """Run `tools/<tool>.py ARGS` (through the `deepspeed` launcher for `ranks > 1`), in this
+        process when `opts.in_process`; raise :class:`DemoError` if it fails."""
+        script = REPO / "tools" / f"{tool}.py"
+        if self.opts.in_process:
+            if ranks > 1:
+                raise DemoError(f"{name}: in-process runs use one rank (got ranks={ranks})")
+            print(f"    $ {script.relative_to(REPO)} {' '.join(args)}  (in process)", flush=True)
+            spec = importlib.util.spec_from_file_location(f"_videohpm_tool_{tool}", script)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            rc = module.main(list(args))
+            if rc:
+                raise DemoError(f"stage {name!r} failed: tools/{tool}.py exited with {rc} (in process); "
+                                f"arguments: {' '.join(args)}")
+            return
+        if ranks > 1:
+            launcher = str(Path(sys.executable).with_name("deepspeed"))
+            cmd = [launcher, "--num_gpus", str(ranks), "--master_port", str(_free_port()), str(script), *args]
+        else:
+            cmd = [sys.executable, str(script), *args]
+        self.command(name, cmd, threads=self._threads(ranks))
+
+    def _threads(self, ranks: int) -> int:
+        if self.opts.threads > 0:
+            return self.opts.threads
+        return max(1, (os.cpu_count() or 1) // max(ranks, 1))
+
+    def command(self, name: str, cmd: Sequence[str], threads: int = 0) -> None:
+        """Run `cmd` with its output shown live (tqdm bars included) and copied to
+        `<out>/logs/<name>.log`; raise :class:`DemoError` with the log's tail if it fails."""
+        log_path = self.log_dir / f"{name.replace(' ', '_')}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
+            [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        if threads:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        shown = " ".join(str(c) for c in cmd).replace(str(REPO) + os.sep, "")
+        print(f"    $ {shown}", flush=True)
+        tail = bytearray()
+        with open(log_path, "ab") as log:
+            log.write(f"\n$ {shown}\n".encode())
+            proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            assert proc.stdout is not None
+            try:
+                while True:
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                    log.write(chunk)
+                    tail = (tail + chunk)[-6000:]
+            except BaseException:
+                proc.kill()
+                raise
+            finally:
+                rc = proc.wait()
+        if rc != 0:
+            text = tail.decode(errors="replace").replace("\r", "\n")
+            lines = [ln for ln in text.splitlines() if ln.strip()][-25:]
+            raise DemoError(f"stage {name!r} failed with exit status {rc}\n  command: {shown}\n  log: {log_path}\n"
+                            + "\n".join("  | " + ln for ln in lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if overwrite and out.exists():
+        if not (out / MARKER).exists() and any(out.iterdir()):
+            raise DemoError(f"--overwrite: {out} exists but was not written by the demo (no {MARKER}); "
+                            "remove it yourself or pick another --out")
+        print(f"overwrite: removing {out}", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by videohpm.demo; `tools/demo.py --overwrite` may delete this folder\n")
+
+
+def _data_stage(runner: StageRunner, out: Path, opts: DemoOptions) -> Dict[str, Any]:
+    """The demo set (SSv2-layout webm + digit ImageFolder); returns its `demo.json` content."""
+    data_dir = out / "data"
+    # Always with the digit images (a second or two): `images=False` runs then share the folder.
+    params = dict(DEMO_DATA, seed=opts.seed, tiny=opts.smoke)
+
+    def make() -> None:
+        from videohpm.data import make_demo_data
+
+        info = make_demo_data(data_dir, seed=opts.seed, tiny=opts.smoke, **DEMO_DATA)
+        n = {s: sum(1 for _ in open(p)) for s, p in info.lists["ssv2"].items()}
+        print(f"    {len(info.classes)} motion classes; videos: {n}; {info.num_frames} frames of "
+              f"{info.size}×{info.size}; images: {info.image_dirs or 'skipped'}", flush=True)
+
+    runner.stage("data", "generate the demo set (webm videos, digit images)", data_dir, params, make)
+    return json.loads((data_dir / "demo.json").read_text())
+
+
+def _data_overrides(meta: Dict[str, Any], kind: str) -> List[str]:
+    if kind == "video":
+        lists, root = meta["lists"]["ssv2"], meta["video_dirs"]["ssv2"]
+        return [f"data.train={lists['train']}", f"data.val={lists['val']}", f"data.test={lists['test']}",
+                f"data.data_root={root}"]
+    dirs = meta["image_dirs"]
+    return [f"data.train={dirs['train']}", f"data.val={dirs['val']}", f"data.test={dirs['val']}"]
+
+
+def _batch_override(cfg_path: Path, ranks: int, extra: Sequence[str] = ()) -> List[str]:
+    """Keep the global batch of the config with `ranks` processes: per-rank batch = batch / ranks."""
+    if ranks <= 1:
+        return []
+    from videohpm.config import load_config
+
+    batch = int(load_config(str(cfg_path), [o for o in extra if not o.startswith("data.")]).train.batch_size)
+    if batch % ranks:
+        raise DemoError(f"{cfg_path}: train.batch_size={batch} is not divisible by --ranks {ranks}")
+    return [f"train.batch_size={batch // ranks}"]
+
+
+def _train_stage(runner: StageRunner, name: str, what: str, cfg: Path, run_dir: Path, overrides: Sequence[str],
+                 ranks: int) -> Path:
+    """`tools/train.py --config CFG OVERRIDES` into `run_dir`; returns its `model_final.pth`."""
+    args = ["--config", str(cfg), *overrides, f"train.output_dir={run_dir}"]
+    args += _batch_override(cfg, ranks, overrides)
+    key = {"args": args, "ranks": ranks, "configs": _file_digest(_config_chain(cfg))}
+    # resume=auto is not part of the key: it only matters for an interrupted run of the same key
+    runner.stage(name, what, run_dir, key, lambda: runner.tool(name, "train", [*args, "train.resume=auto"], ranks))
+    final = run_dir / "model_final.pth"
+    if not final.is_file():
+        raise DemoError(f"stage {name!r}: {final} was not written")
+    return final
+
+
+def _test_stage(runner: StageRunner, name: str, cfg: Path, ckpt: Path, test_dir: Path,
+                overrides: Sequence[str]) -> Dict[str, Any]:
+    """`tools/test.py` (multi-view) of a fine-tuned checkpoint; returns its `metrics.json`."""
+    args = ["--config", str(cfg), f"checkpoint={ckpt}", "--output-dir", str(test_dir), *overrides]
+    key = {"args": args, "configs": _file_digest(_config_chain(cfg)), "ckpt_mtime": ckpt.stat().st_mtime}
+    runner.stage(name, "multi-view test (tools/test.py)", test_dir, key, lambda: runner.tool(name, "test", args))
+    return json.loads((test_dir / "metrics.json").read_text())
+
+
+def _read_log(run_dir: Path) -> Tuple[Dict[str, Dict[int, float]], Dict[str, Dict[int, float]]]:
+    from videohpm.evaluation.visualize import read_log
+
+    return read_log(str(run_dir / "log.jsonl"))
+
+
+def hpm_progress_summary(run_dir: str | os.PathLike) -> Dict[str, Any]:
+    """What HPM's pre-training did, from its `log.jsonl`: α_t (Eq. 8) and the loss parts at the
+    first and last logged steps, and the steps logged.
+
+    `loss_pred` of the relative objective (BCE over patch pairs, Eq. 5–7) starts at ln 2 ≈ 0.693
+    (no ranking ability); falling below it means the loss predictor learnt which patches are hard.
+    """
+    steps, epochs = _read_log(Path(run_dir))
+    out: Dict[str, Any] = {}
+    for key in ("alpha", "loss", "loss_rec", "loss_pred"):
+        series = steps.get(key) or {}
+        if series:
+            xs = sorted(series)
+            out[key] = {"first": series[xs[0]], "last": series[xs[-1]], "first_step": xs[0], "last_step": xs[-1]}
+    out["steps"] = max((max(s) for s in steps.values() if s), default=0)
+    out["epochs"] = len(next(iter(epochs.values()), {}))
+    return out
+
+
+def _figures_stage(runner: StageRunner, out: Path, opts: DemoOptions, runs: Dict[str, Path],
+                   vis_inputs: Dict[str, List[str]], pre_cfgs: Dict[str, Path], pre_overrides: Dict[str, List[str]],
+                   progress: float) -> Dict[str, Any]:
+    """Training curves of every run and the Fig. 2-style maps; returns `{"curves": {...}, "fig2": {...}}`."""
+    fig_dir = out / "figures"
+    key = {"runs": {k: str(v) for k, v in runs.items()}, "inputs": vis_inputs, "progress": progress,
+           "mtimes": {k: (v / "model_final.pth").stat().st_mtime for k, v in runs.items()}}
+    index_path = fig_dir / "figures.json"
+
+    def draw() -> None:
+        from videohpm.config import load_config
+        from videohpm.evaluation.runner import run_visualize
+        from videohpm.evaluation.visualize import plot_training_curves
+
+        index: Dict[str, Any] = {"curves": {}, "fig2": {}}
+        for run, run_dir in runs.items():
+            png = fig_dir / f"curves_{run}.png"
+            plot_training_curves(str(run_dir / "log.jsonl"), str(png))
+            index["curves"][run] = png.name
+            print(f"    curves: {png}", flush=True)
+        for kind, inputs in vis_inputs.items():
+            cfg = load_config(str(pre_cfgs[kind]), ["model.pretrained=null", *pre_overrides[kind]])
+            for path in inputs:
+                files = run_visualize(cfg, str(runs[f"{kind}_pretrain"]), path, str(fig_dir / "fig2"),
+                                      progress=progress, seed=opts.seed, num_loss_masks=10)
+                index["fig2"].setdefault(kind, []).append({k: os.path.relpath(v, fig_dir) for k, v in files.items()}
+                                                          | {"input": os.path.basename(path)})
+                print(f"    Fig. 2 maps: {files['png']}", flush=True)
+        index_path.write_text(json.dumps(index, indent=1))
+
+    runner.stage("figures", "training curves and Fig. 2-style maps (input / loss / predicted loss / mask)",
+                 fig_dir, key, draw)
+    return json.loads(index_path.read_text())
+
+
+def _pick_vis_videos(meta: Dict[str, Any], n: int) -> List[str]:
+    """`n` validation videos of different classes (first video of classes spread over the 8)."""
+    root = Path(meta["video_dirs"]["ssv2"])
+    first: Dict[int, str] = {}
+    for line in open(meta["lists"]["ssv2"]["val"]):
+        parts = line.split()
+        if len(parts) >= 2:
+            first.setdefault(int(parts[1]), parts[0])
+    labels = sorted(first)
+    if not labels:
+        raise DemoError(f"{meta['lists']['ssv2']['val']}: no validation videos")
+    chosen = [labels[round(i * (len(labels) - 1) / max(n - 1, 1))] for i in range(min(n, len(labels)))]
+    return [str(root / first[c]) for c in dict.fromkeys(chosen)]
+
+
+def _pick_vis_images(meta: Dict[str, Any], n: int) -> List[str]:
+    root = Path(meta["image_dirs"]["val"])
+    out = []
+    for d in sorted(root.iterdir(), key=lambda p: p.name)[: max(n, 1)]:
+        files = sorted(d.glob("*.png"))
+        if files:
+            out.append(str(files[0]))
+    return out
+
+
+def _run_config(run_dir: Path):
+    """The resolved config a training run saved (`<run>/config.yaml`): what actually ran."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise DemoError(f"{path} is missing: the training run did not start")
+    return OmegaConf.load(path)
+
+
+def _model_line(cfg) -> str:
+    k = cfg.model.kwargs
+    t = int(k.get("num_frames", 16))
+    size = int(k.get("img_size", 224))
+    tub = int(k.get("tubelet_size", 2 if t > 1 else 1))
+    p = int(k.get("patch_size", 16))
+    return (f"ViT {int(k.get('depth'))}×{int(k.get('embed_dim'))}-d, {t}×{size}² input, "
+            f"{tub}×{p}×{p} patches ({(t // tub) * (size // p) ** 2} tokens)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo
+# ---------------------------------------------------------------------------------------------
+def _epochs_override(opts: DemoOptions, name: str) -> List[str]:
+    return [f"train.epochs={opts.epochs[name]}"] if name in opts.epochs else []
+
+
+def run_demo(opts: DemoOptions) -> Dict[str, Any]:
+    """Run the demo end to end (see the module docstring); returns `summary.json`'s content."""
+    t_start = time.time()
+    out = Path(opts.out_dir).resolve()
+    _prepare_out(out, opts.overwrite)
+    kinds = ["video"] + (["image"] if opts.images else [])
+    runner = StageRunner(out, opts, total=1 + 3 * len(kinds) + 2)
+    print(f"videohpm demo → {out}  ({'smoke' if opts.smoke else 'full'}; {opts.ranks} training rank(s); "
+          f"{os.cpu_count()} CPU cores)", flush=True)
+    meta = _data_stage(runner, out, opts)
+
+    results: Dict[str, Any] = {}
+    runs: Dict[str, Path] = {}
+    pre_cfgs: Dict[str, Path] = {}
+    pre_over: Dict[str, List[str]] = {}
+    for kind in kinds:
+        data = _data_overrides(meta, kind)
+        seed = [f"train.seed={opts.seed}"]
+        pre_cfg, ft_cfg = opts.config(f"pretrain_{kind}_hpm"), opts.config(f"finetune_{kind}")
+        pre_cfgs[kind], pre_over[kind] = pre_cfg, data
+        pre_dir, ft_dir, test_dir = out / kind / "pretrain", out / kind / "finetune", out / kind / "test"
+        pre_ckpt = _train_stage(runner, f"{kind} pre-training",
+                                f"HPM pre-training of the {kind} model (tools/train.py)", pre_cfg, pre_dir,
+                                [*data, *seed, *_epochs_override(opts, f"{kind}_pretrain")], opts.ranks)
+        ft_ckpt = _train_stage(runner, f"{kind} fine-tuning", f"fine-tuning the pre-trained {kind} encoder",
+                               ft_cfg, ft_dir, [*data, *seed, f"model.pretrained={pre_ckpt}",
+                                                *_epochs_override(opts, f"{kind}_finetune")], opts.ranks)
+        metrics = _test_stage(runner, f"{kind} test", ft_cfg, ft_ckpt, test_dir, data)
+        runs[f"{kind}_pretrain"], runs[f"{kind}_finetune"] = pre_dir, ft_dir
+        _, ft_epochs = _read_log(ft_dir)
+        pre_c, ft_c = _run_config(pre_dir), _run_config(ft_dir)
+        results[kind] = {
+            "top1": float(metrics["top1"]), "top5": float(metrics["top5"]),
+            "mean_class_acc": float(metrics["mean_class_acc"]), "num_videos": int(metrics["num_videos"]),
+            "num_broken": int(metrics.get("num_broken", 0)),
+            "clips": int(metrics.get("cost", {}).get("clips", 0)), "crops": int(metrics.get("cost", {}).get("crops", 0)),
+            "gflops": float(metrics.get("cost", {}).get("gflops_per_view", float("nan"))),
+            "params_m": float(metrics.get("cost", {}).get("params_m", float("nan"))),
+            "chance": CHANCE[kind], "num_classes": VIDEO_CLASSES if kind == "video" else IMAGE_CLASSES,
+            "best_val_acc1": max((ft_epochs.get("val_acc1") or {0: float("nan")}).values()),
+            "pretrain_epochs": int(pre_c.train.epochs), "finetune_epochs": int(ft_c.train.epochs),
+            "model": _model_line(pre_c), "mask": f"{pre_c.mask.name} {dict(pre_c.mask.kwargs)}",
+            "hpm": hpm_progress_summary(pre_dir),
+        }
+    vis = {"video": _pick_vis_videos(meta, opts.num_vis)}
+    if opts.images:
+        vis["image"] = _pick_vis_images(meta, max(1, opts.num_vis // 2))
+    figures = _figures_stage(runner, out, opts, runs, vis, pre_cfgs, pre_over, progress=1.0)
+
+    summary = {"results": results, "figures": figures, "stages": runner.timings, "smoke": opts.smoke,
+               "ranks": opts.ranks, "cpu_count": os.cpu_count(), "seed": opts.seed,
+               "total_seconds": round(time.time() - t_start, 1), "out_dir": str(out)}
+    runner._announce("report", "REPORT.md and summary.json")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    (out / "REPORT.md").write_text(format_report(summary))
+    print(f"\n{format_results_table(results)}\n\nreport: {out / 'REPORT.md'}  "
+          f"(total {summary['total_seconds']:.0f} s)", flush=True)
+    return summary
+
+
+def format_results_table(results: Dict[str, Any]) -> str:
+    """Markdown accuracy table of the demo, chance level next to each result."""
+    rows = ["| set | classes | pre-training → fine-tuning | test views (clips × crops) | top-1 (%) | chance (%) "
+            "| top-5 (%) | mean class acc (%) | test samples | GFLOPs / view | param. (M) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"video": "video — motion demo (webm, SSv2 layout)", "image": "image — handwritten digits (T = 1)"}
+    for kind, r in results.items():
+        rows.append(f"| {names.get(kind, kind)} | {r['num_classes']} | HPM {r['pretrain_epochs']} ep → "
+                    f"{r['finetune_epochs']} ep | {r['clips']} × {r['crops']} | **{r['top1']:.1f}** | "
+                    f"{r['chance']:.1f} | {r['top5']:.1f} | {r['mean_class_acc']:.1f} | {r['num_videos']} | "
+                    f"{_fmt(r['gflops'], 3)} | {_fmt(r['params_m'], 2)} |")
+    return "\n".join(rows)
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    return f"{v:.{nd}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "–"
+
+
+def format_report(summary: Dict[str, Any]) -> str:
+    """`REPORT.md` from `summary.json`'s content (paths relative to the report's folder)."""
+    res, fig = summary["results"], summary["figures"]
+    lines = [
+        "# videohpm demo report",
+        "",
+        f"Written by `tools/demo.py` ({'smoke test, tiny data — numbers mean nothing' if summary['smoke'] else 'make demo'})"
+        f" on {time.strftime('%Y-%m-%d %H:%M')}: {summary['cpu_count']} CPU core(s), "
+        f"{summary['ranks']} training rank(s), seed {summary['seed']}, total {summary['total_seconds']:.0f} s.",
+        "",
+        "## Accuracy (multi-view test of the fine-tuned models)",
+        "",
+        format_results_table(res),
+        "",
+        "Chance is the top-1 of a uniform guess over the classes (balanced validation sets). "
+        "Best single-view validation top-1 during fine-tuning: "
+        + ", ".join(f"{k} {_fmt(r['best_val_acc1'], 1)}%" for k, r in res.items()) + ".",
+        "",
+        "## Models and HPM pre-training",
+        "",
+        "| set | model | mask | steps | α_t first → last (Eq. 8) | L_rec first → last | "
+        "L_pred first → last (relative BCE, ln 2 = 0.693 ≙ no ranking) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, r in res.items():
+        h = r["hpm"]
+        ff = lambda k: f"{_fmt(h.get(k, {}).get('first'))} → {_fmt(h.get(k, {}).get('last'))}"  # noqa: E731
+        lines.append(f"| {kind} | {r['model']} | {r['mask']} | {h.get('steps', 0)} | {ff('alpha')} | "
+                     f"{ff('loss_rec')} | {ff('loss_pred')} |")
+    lines += ["", "## Training curves", ""]
+    for run, png in fig.get("curves", {}).items():
+        lines += [f"**{run.replace('_', ' ')}**", "", f"![{run}](figures/{png})", ""]
+    lines += ["## What HPM sees (seed 000 Fig. 2)", "",
+              "Rows: input, true per-patch reconstruction loss (mean over 10 random masks), loss predicted "
+              "by the EMA teacher's d_ψ, the easy-to-hard HPM mask at the end of training (α_T), and the "
+              "reconstruction under that mask. Columns are frames (a token spans 2 frames).", ""]
+    for kind, items in fig.get("fig2", {}).items():
+        for it in items:
+            lines += [f"**{kind}: {it['input']}**", "", f"![{it['input']}](figures/{it['png']})",
+                      f"([animation](figures/{it['animation']}))", ""]
+    lines += ["## Stage timings", "", "| stage | seconds | |", "|---|---|---|"]
+    for name, t in summary["stages"].items():
+        note = "reused from an earlier run" if t["status"] == "reused" else ""
+        lines.append(f"| {name} | {t['seconds']:.0f} | {note} |")
+    lines += ["", "Timings are wall-clock seconds on a shared machine; they vary with its load.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ablation (seed 000 Table 12 on the demo data)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AblationVariant:
+    """One row: `pretrain` = config name under `configs/demo/[smoke/]` (None = no pre-training)."""
+
+    name: str
+    label: str
+    pretrain: Optional[str]
+    l_pred: str
+    mask: str
+
+
+ABLATION_VARIANTS: Tuple[AblationVariant, ...] = (
+    AblationVariant("scratch", "no pre-training", None, "–", "–"),
+    AblationVariant("mae_tube", "MAE, tube masking", "ablation/pretrain_mae_tube", "none", "tube (random)"),
+    AblationVariant("mae_frame", "MAE, per-frame random masking", "ablation/pretrain_mae_frame", "none",
+                    "per-frame random"),
+    AblationVariant("hpm_pred_random", "HPM: L_pred with random masks", "ablation/pretrain_hpm_pred_random",
+                    "relative BCE", "per-frame random"),
+    AblationVariant("hpm", "HPM: learn to mask (easy-to-hard)", "pretrain_video_hpm", "relative BCE",
+                    "learn to mask"),
+)
+
+
+def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
+                 variants: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Pre-train (or not), fine-tune and test every variant for every seed with the same budget
+    (the demo's video configs); write `<out>/ablation/ABLATION.md` and `ablation.json`."""
+    t_start = time.time()
+    out = Path(opts.out_dir).resolve()
+    _prepare_out(out, overwrite=False)  # the demo's folder (and data) are shared: keep them
+    if opts.overwrite and (out / "ablation").exists():
+        print(f"overwrite: removing {out / 'ablation'}", flush=True)
+        shutil.rmtree(out / "ablation")
+    chosen = [v for v in ABLATION_VARIANTS if variants is None or v.name in variants]
+    unknown = sorted(set(variants or ()) - {v.name for v in ABLATION_VARIANTS})
+    if unknown:
+        raise DemoError(f"unknown ablation variant(s) {unknown}; choose from {[v.name for v in ABLATION_VARIANTS]}")
+    runner = StageRunner(out / "ablation", opts,
+                         total=1 + len(seeds) * sum(3 if v.pretrain else 2 for v in chosen))
+    print(f"videohpm ablation → {out / 'ablation'}  ({len(chosen)} variants × seeds {list(seeds)})", flush=True)
+    meta = _data_stage(runner, out, opts)
+    data = _data_overrides(meta, "video")
+    ft_cfg = opts.config("finetune_video")
+    results: Dict[str, Dict[int, Dict[str, float]]] = {}
+    for seed in seeds:
+        for v in chosen:
+            base = out / "ablation" / f"seed{seed}" / v.name
+            over = [*data, f"train.seed={seed}"]
+            pretrained = "null"
+            if v.pretrain:
+                ckpt = _train_stage(runner, f"seed {seed} {v.name} pre-training", f"{v.label}, seed {seed}",
+                                    opts.config(v.pretrain), base / "pretrain",
+                                    [*over, *_epochs_override(opts, "video_pretrain")], opts.ranks)
+                pretrained = str(ckpt)
+            ft = _train_stage(runner, f"seed {seed} {v.name} fine-tuning", f"fine-tuning ({v.label}), seed {seed}",
+                              ft_cfg, base / "finetune",
+                              [*over, f"model.pretrained={pretrained}", *_epochs_override(opts, "video_finetune")],
+                              opts.ranks)
+            m = _test_stage(runner, f"seed {seed} {v.name} test", ft_cfg, ft, base / "test", data)
+            results.setdefault(v.name, {})[seed] = {"top1": float(m["top1"]), "top5": float(m["top5"])}
+    summary = summarize_ablation(results)
+    stage_seconds = {k: t["seconds"] for k, t in runner.timings.items()}
+    doc = {"variants": [dataclasses.asdict(v) for v in chosen], "seeds": list(seeds), "results": results,
+           "summary": summary, "stages": runner.timings, "smoke": opts.smoke, "ranks": opts.ranks,
+           "total_seconds": round(time.time() - t_start, 1)}
+    (out / "ablation" / "ablation.json").write_text(json.dumps(doc, indent=1))
+    table = format_ablation_table(chosen, summary, results, CHANCE["video"])
+    text = ["# Ablation on the demo data (seed 000 Table 12 protocol, small scale)", "",
+            f"Fine-tuning top-1 / top-5 (%) of the multi-view test (mean ± sample std over seeds "
+            f"{list(seeds)}); chance = {CHANCE['video']:.1f}%. Same budget for every row: the configs of "
+            f"`configs/demo/{'smoke/' if opts.smoke else ''}` (pre-training and fine-tuning epochs, batch, "
+            f"lr, model). Total wall time {doc['total_seconds'] / 60:.1f} min "
+            f"({os.cpu_count()} CPU cores, {opts.ranks} rank(s); shared machine, timings are noisy).", "",
+            table, "", "Wall time per variant (s, summed over seeds; pre-training + fine-tuning + test):", ""]
+    for v in chosen:  # stage names are "seed <s> <variant> <what>"
+        secs = sum(s for k, s in stage_seconds.items() if k.split(" ")[2:3] == [v.name])
+        text.append(f"- {v.label}: {secs:.0f} s")
+    (out / "ablation" / "ABLATION.md").write_text("\n".join(text) + "\n")
+    print(f"\n{table}\n\nablation: {out / 'ablation' / 'ABLATION.md'} (total {doc['total_seconds'] / 60:.1f} min)",
+          flush=True)
+    return doc
+
+
+def summarize_ablation(results: Dict[str, Dict[int, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+    """Mean and sample standard deviation (n − 1; 0 for one seed) of top-1 / top-5 per variant."""
+    out: Dict[str, Dict[str, float]] = {}
+    for name, per_seed in results.items():
+        row: Dict[str, float] = {"n": float(len(per_seed))}
+        for metric in ("top1", "top5"):
+            vals = [r[metric] for r in per_seed.values()]
+            mean = sum(vals) / len(vals)
+            var = sum((x - mean) ** 2 for x in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, math.sqrt(var)
+        out[name] = row
+    return out
+
+
+def format_ablation_table(variants: Sequence[AblationVariant], summary: Dict[str, Dict[str, float]],
+                          results: Dict[str, Dict[int, Dict[str, float]]], chance: float) -> str:
+    """Markdown table in the shape of seed 000 Table 12 (+ per-seed top-1 and Δ to the MAE row)."""
+    ref = summary.get("mae_frame", {}).get("top1_mean")
+    rows = ["| pre-training | L_pred | mask | top-1 (mean ± std) | Δ vs MAE per-frame | top-5 (mean ± std) "
+            "| top-1 per seed |", "|---|---|---|---|---|---|---|"]
+    for v in variants:
+        s = summary.get(v.name)
+        if not s:
+            continue
+        delta = f"{s['top1_mean'] - ref:+.1f}" if ref is not None and v.name != "mae_frame" else "–"
+        seeds = ", ".join(f"{results[v.name][k]['top1']:.1f}" for k in sorted(results[v.name]))
+        rows.append(f"| {v.label} | {v.l_pred} | {v.mask} | {s['top1_mean']:.1f} ± {s['top1_std']:.1f} | {delta} | "
+                    f"{s['top5_mean']:.1f} ± {s['top5_std']:.1f} | {seeds} |")
+    rows.append(f"| *chance* | | | {chance:.1f} | | | |")
+    return "\n".join(rows)
