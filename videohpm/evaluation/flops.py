@@ -44,22 +44,18 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 def _traceable_linears() -> Iterator[None]:
     """Route our CPU linears through `F.linear` while tracing.
 
-    `videohpm.models.vit` sends fp32 CPU linears to a oneDNN kernel wrapped in an autograd
-    Function, which `torch.jit.trace` cannot record (and fvcore would not count); `aten::linear`
-    is both traceable and counted. The previous backend is restored afterwards.
+    `videohpm.models.cpu_kernels` sends fp32 CPU linears and long attention to oneDNN custom
+    ops, which fvcore does not count; `aten::linear` / SDPA are traced and counted. The previous
+    backend is restored afterwards.
     """
-    from videohpm.models import vit
+    from videohpm.models import cpu_kernels
 
-    previous = getattr(vit, "_ONEDNN_LINEAR", None)
-    setter = getattr(vit, "set_cpu_linear_backend", None)
-    if previous is None or setter is None:
-        yield
-        return
-    setter("aten")
+    previous = cpu_kernels.cpu_kernels()
+    cpu_kernels.set_cpu_kernels("aten")
     try:
         yield
     finally:
-        setter("onednn" if previous else "aten")
+        cpu_kernels.set_cpu_kernels(previous)
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int], device: Optional[torch.device] = None) -> int:
