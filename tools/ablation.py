@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", choices=names, default=None, help=f"subset of {names}")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch (tests)")
     p.add_argument("--ranks", type=int, default=1, help="DeepSpeed ranks per training stage")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = cores / ranks)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (0 = cores / ranks)")
     p.add_argument("--in-process", action="store_true", help="run the tools in this process (1 rank)")
     p.add_argument("--overwrite", action="store_true", help="delete the previous output folder first")
     args = p.parse_args(argv)

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch (tests); numbers mean nothing")
     p.add_argument("--ranks", type=int, default=1, help="DeepSpeed ranks per training stage (CPU: processes)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = cores / ranks)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (0 = cores / ranks)")
     p.add_argument("--in-process", action="store_true", help="run the tools in this process (1 rank; faster start)")
     p.add_argument("--overwrite", action="store_true", help="delete the previous output folder first")
     p.add_argument("--seed", type=int, default=0)

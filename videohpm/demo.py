@@ -87,7 +87,9 @@ class DemoOptions:
         smoke: test-sized run (`configs/demo/smoke/`, the tiny data variant, 1 epoch).
         ranks: DeepSpeed ranks of the training stages (2 = two CPU processes through the
             `deepspeed` launcher); the global batch stays the same (per-rank batch = batch / ranks).
-        threads: torch threads per process (`OMP_NUM_THREADS`); 0 = CPU cores / ranks.
+        threads: torch threads per process (`OMP_NUM_THREADS`, default 1); 0 = CPU cores / ranks. One
+            thread per process was ~10× faster than two on a shared 2-core machine (OpenMP threads
+            spin on cores that other jobs hold) and leaves a core to the data-loading worker.
         in_process: run the tools in this process (one rank only) instead of subprocesses —
             saves the per-stage interpreter start (≈10 s on a busy 2-core machine); used by tests.
         overwrite: delete a previous output folder first (only one this code created).
@@ -100,7 +102,7 @@ class DemoOptions:
     out_dir: str = "outputs/demo"
     smoke: bool = False
     ranks: int = 1
-    threads: int = 0
+    threads: int = 1
     in_process: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -125,29 +127,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _file_digest(paths: Sequence[Path]) -> str:
-    """Digest of config files (and their `_base_` chain is covered by listing it)."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p).encode())
-        h.update(Path(p).read_bytes() if Path(p).is_file() else b"")
-    return h.hexdigest()[:16]
-
-
-def _config_chain(path: Path) -> List[Path]:
-    """The config file and the files of its `_base_` chain (their content keys the stage)."""
-    from videohpm.config import load_yaml_with_bases  # noqa: F401  (validates the chain exists)
+def _resolved_digest(cfg: Path, overrides: Sequence[str]) -> str:
+    """Digest of the resolved run config (file + `_base_` chain + overrides): what a stage runs.
+    Comments and key order in the YAML do not matter; any changed value does."""
     from omegaconf import OmegaConf
 
-    out, todo = [], [Path(path).resolve()]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        bases = OmegaConf.load(p).get("_base_")
-        if bases:
-            for b in [bases] if isinstance(bases, str) else list(bases):
-                todo.append((p.parent / b).resolve())
-    return out
+    from videohpm.config import ConfigError, load_config
+
+    try:
+        resolved = load_config(str(cfg), list(overrides))
+    except ConfigError as e:
+        raise DemoError(f"{cfg}: {e}") from e
+    text = OmegaConf.to_yaml(resolved, resolve=True, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -344,12 +336,26 @@ def _batch_override(cfg_path: Path, ranks: int, extra: Sequence[str] = ()) -> Li
     return [f"train.batch_size={batch // ranks}"]
 
 
+def _input_stamps(overrides: Sequence[str]) -> Dict[str, Any]:
+    """mtime and size of the checkpoint a run starts from, so that a redone pre-training also
+    redoes the fine-tuning that reads it (the path alone does not change)."""
+    out = {}
+    for o in overrides:
+        if o.startswith("model.pretrained="):
+            path = Path(o.split("=", 1)[1])
+            if path.is_file():
+                st = path.stat()
+                out[str(path)] = [st.st_mtime, st.st_size]
+    return out
+
+
 def _train_stage(runner: StageRunner, name: str, what: str, cfg: Path, run_dir: Path, overrides: Sequence[str],
                  ranks: int) -> Path:
     """`tools/train.py --config CFG OVERRIDES` into `run_dir`; returns its `model_final.pth`."""
     args = ["--config", str(cfg), *overrides, f"train.output_dir={run_dir}"]
     args += _batch_override(cfg, ranks, overrides)
-    key = {"args": args, "ranks": ranks, "configs": _file_digest(_config_chain(cfg))}
+    key = {"args": args, "ranks": ranks, "config": _resolved_digest(cfg, args[2:]),
+           "inputs": _input_stamps(overrides)}
     # resume=auto is not part of the key: it only matters for an interrupted run of the same key
     runner.stage(name, what, run_dir, key, lambda: runner.tool(name, "train", [*args, "train.resume=auto"], ranks))
     final = run_dir / "model_final.pth"
@@ -362,7 +368,8 @@ def _test_stage(runner: StageRunner, name: str, cfg: Path, ckpt: Path, test_dir:
                 overrides: Sequence[str]) -> Dict[str, Any]:
     """`tools/test.py` (multi-view) of a fine-tuned checkpoint; returns its `metrics.json`."""
     args = ["--config", str(cfg), f"checkpoint={ckpt}", "--output-dir", str(test_dir), *overrides]
-    key = {"args": args, "configs": _file_digest(_config_chain(cfg)), "ckpt_mtime": ckpt.stat().st_mtime}
+    key = {"args": args, "config": _resolved_digest(cfg, ["model.pretrained=null", *overrides]),
+           "checkpoint": [ckpt.stat().st_mtime, ckpt.stat().st_size]}
     runner.stage(name, "multi-view test (tools/test.py)", test_dir, key, lambda: runner.tool(name, "test", args))
     return json.loads((test_dir / "metrics.json").read_text())
 
