@@ -76,3 +76,33 @@ def test_mto_errors(tiny_model):
     enable_mto(recipe)
     with pytest.raises(ValueError, match="already enabled"):
         enable_mto(recipe)
+
+
+def test_mto_hpm_trains_a_few_steps_on_the_demo_videos(tiny_model, tmp_path):
+    """`mto: true` on the HPM recipe: real demo clips, AdamW steps, EMA, finite losses that move."""
+    from torch.utils.data import DataLoader
+
+    from videohpm.data import build_collate, build_dataset, make_demo_data
+    from videohpm.masking import make_mask_generator
+    from videohpm.methods import build_recipe
+
+    d = make_demo_data(tmp_path, seed=0, tiny=True, formats=("ssv2",), images=False)
+    ds = build_dataset({"dataset": "ssv2", "train": d.lists["ssv2"]["train"], "data_root": d.video_dirs["ssv2"],
+                        "num_frames": 4, "sampling_rate": 2, "input_size": 32}, "pretrain")
+    loader = DataLoader(ds, batch_size=2, shuffle=False, collate_fn=build_collate(None, "pretrain"))
+    recipe = build_recipe("hpm", tiny_model(loss_predictor=True),
+                          make_mask_generator("hpm", mask_ratio=0.75, alpha_0=0.5, alpha_T=0.5),
+                          mto={"weight": 0.1})
+    opt = torch.optim.AdamW(recipe.parameters(), lr=1e-3)
+    before = recipe.model.decoder.mask_token.detach().clone()
+    losses = []
+    for step, batch in zip(range(3), loader):
+        out = recipe(batch, progress=step / 3)
+        assert {"loss_rec", "loss_pred", "loss_mto"} <= set(out)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        recipe.on_step_end()
+        losses.append(out["loss"].item())
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(before, recipe.model.decoder.mask_token)
