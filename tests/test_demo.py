@@ -115,7 +115,8 @@ def test_overwrite_refuses_folders_the_demo_did_not_write(tmp_path):
 
 def test_failing_tool_stops_with_its_log(tmp_path, capsys):
     runner = vdemo.StageRunner(tmp_path, vdemo.DemoOptions(out_dir=str(tmp_path)))
-    cmd = [sys.executable, "-c", "import sys; print('step 1 fine'); print('boom: bad key', file=sys.stderr); sys.exit(3)"]
+    code = "import sys; print('step 1 fine'); print('boom: bad key', file=sys.stderr); sys.exit(3)"
+    cmd = [sys.executable, "-c", code]
     with pytest.raises(vdemo.DemoError) as e:
         runner.stage("broken", "a failing tool", tmp_path / "broken", {"k": 1}, lambda: runner.command("broken", cmd))
     msg = str(e.value)
@@ -157,7 +158,8 @@ def test_ablation_variants_build_with_their_mask_and_objective(smoke):
 
 
 def test_ablation_summary_matches_statistics():
-    results = {"hpm": {0: {"top1": 50.0, "top5": 90.0}, 1: {"top1": 56.25, "top5": 95.3}, 2: {"top1": 43.75, "top5": 88.0}},
+    results = {"hpm": {0: {"top1": 50.0, "top5": 90.0}, 1: {"top1": 56.25, "top5": 95.3},
+                       2: {"top1": 43.75, "top5": 88.0}},
                "mae_frame": {0: {"top1": 40.0, "top5": 80.0}}}
     s = vdemo.summarize_ablation(results)
     assert s["hpm"]["top1_mean"] == pytest.approx(statistics.mean([50.0, 56.25, 43.75]))
@@ -189,6 +191,15 @@ def test_smoke_ablation_two_variants(smoke_demo):
         row = next(ln for ln in text.splitlines() if ln.startswith(f"| {label}"))
         top1 = float(row.split("|")[4].split("±")[0])
         assert top1 == doc["results"]["scratch" if label.startswith("no") else "mae_tube"]["0"]["top1"]
+    # the demo ran in this folder first: its report now carries the same table (and summary.json the text)
+    report = (out / "REPORT.md").read_text()
+    assert "## Ablation on the same data" in report
+    section = report.split("## Ablation on the same data", 1)[1].split("\n## ", 1)[0]
+    for ln in text.splitlines():
+        if ln.startswith("| no pre-training") or ln.startswith("| MAE, tube masking"):
+            assert ln in section.splitlines()
+    assert json.loads((out / "summary.json").read_text())["ablation"] == text
+    assert report.index("## Ablation") < report.index("## Stage timings")
 
 
 @pytest.mark.slow

@@ -517,13 +517,14 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
         runs[f"{kind}_pretrain"], runs[f"{kind}_finetune"] = pre_dir, ft_dir
         _, ft_epochs = _read_log(ft_dir)
         pre_c, ft_c = _run_config(pre_dir), _run_config(ft_dir)
+        cost = metrics.get("cost", {})
         results[kind] = {
             "top1": float(metrics["top1"]), "top5": float(metrics["top5"]),
             "mean_class_acc": float(metrics["mean_class_acc"]), "num_videos": int(metrics["num_videos"]),
             "num_broken": int(metrics.get("num_broken", 0)),
-            "clips": int(metrics.get("cost", {}).get("clips", 0)), "crops": int(metrics.get("cost", {}).get("crops", 0)),
-            "gflops": float(metrics.get("cost", {}).get("gflops_per_view", float("nan"))),
-            "params_m": float(metrics.get("cost", {}).get("params_m", float("nan"))),
+            "clips": int(cost.get("clips", 0)), "crops": int(cost.get("crops", 0)),
+            "gflops": float(cost.get("gflops_per_view", float("nan"))),
+            "params_m": float(cost.get("params_m", float("nan"))),
             "chance": CHANCE[kind], "num_classes": VIDEO_CLASSES if kind == "video" else IMAGE_CLASSES,
             "best_val_acc1": max((ft_epochs.get("val_acc1") or {0: float("nan")}).values()),
             "pretrain_epochs": int(pre_c.train.epochs), "finetune_epochs": int(ft_c.train.epochs),
@@ -535,7 +536,9 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
         vis["image"] = _pick_vis_images(meta, max(1, opts.num_vis // 2))
     figures = _figures_stage(runner, out, opts, runs, vis, pre_cfgs, pre_over, progress=1.0)
 
+    ablation_md = out / "ablation" / "ABLATION.md"  # written by tools/ablation.py, if it has run
     summary = {"results": results, "figures": figures, "stages": runner.timings, "smoke": opts.smoke,
+               "ablation": ablation_md.read_text() if ablation_md.is_file() else None,
                "ranks": opts.ranks, "cpu_count": os.cpu_count(), "seed": opts.seed,
                "total_seconds": round(time.time() - t_start, 1), "out_dir": str(out)}
     runner._announce("report", "REPORT.md and summary.json")
@@ -570,7 +573,8 @@ def format_report(summary: Dict[str, Any]) -> str:
     lines = [
         "# videohpm demo report",
         "",
-        f"Written by `tools/demo.py` ({'smoke test, tiny data — numbers mean nothing' if summary['smoke'] else 'make demo'})"
+        f"Written by `tools/demo.py` "
+        f"({'smoke test, tiny data — numbers mean nothing' if summary['smoke'] else 'make demo'})"
         f" on {time.strftime('%Y-%m-%d %H:%M')}: {summary['cpu_count']} CPU core(s), "
         f"{summary['ranks']} training rank(s), seed {summary['seed']}, total {summary['total_seconds']:.0f} s.",
         "",
@@ -604,6 +608,10 @@ def format_report(summary: Dict[str, Any]) -> str:
         for it in items:
             lines += [f"**{kind}: {it['input']}**", "", f"![{it['input']}](figures/{it['png']})",
                       f"([animation](figures/{it['animation']}))", ""]
+    if summary.get("ablation"):
+        body = summary["ablation"].split("\n", 1)[1] if summary["ablation"].startswith("#") else summary["ablation"]
+        lines += ["## Ablation on the same data (`make demo-ablation`; [ablation/ABLATION.md](ablation/ABLATION.md))",
+                  "", body.strip(), ""]
     lines += ["## Stage timings", "", "| stage | seconds | |", "|---|---|---|"]
     for name, t in summary["stages"].items():
         note = "reused from an earlier run" if t["status"] == "reused" else ""
@@ -679,6 +687,7 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
     stage_seconds = {k: t["seconds"] for k, t in runner.timings.items()}
     doc = {"variants": [dataclasses.asdict(v) for v in chosen], "seeds": list(seeds), "results": results,
            "summary": summary, "stages": runner.timings, "smoke": opts.smoke, "ranks": opts.ranks,
+           "stage_seconds_total": round(sum(stage_seconds.values()), 1),
            "total_seconds": round(time.time() - t_start, 1)}
     (out / "ablation" / "ablation.json").write_text(json.dumps(doc, indent=1))
     table = format_ablation_table(chosen, summary, results, CHANCE["video"])
@@ -686,13 +695,20 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
             f"Fine-tuning top-1 / top-5 (%) of the multi-view test (mean ± sample std over seeds "
             f"{list(seeds)}); chance = {CHANCE['video']:.1f}%. Same budget for every row: the configs of "
             f"`configs/demo/{'smoke/' if opts.smoke else ''}` (pre-training and fine-tuning epochs, batch, "
-            f"lr, model). Total wall time {doc['total_seconds'] / 60:.1f} min "
-            f"({os.cpu_count()} CPU cores, {opts.ranks} rank(s); shared machine, timings are noisy).", "",
+            f"lr, model). Stage time summed over all runs: {doc['stage_seconds_total'] / 60:.1f} min "
+            f"(stages reused from an earlier or parallel invocation count with the time they took then; "
+            f"this invocation: {doc['total_seconds'] / 60:.1f} min wall); {os.cpu_count()} CPU cores, "
+            f"{opts.ranks} rank(s) per run, a shared machine — timings are noisy.", "",
             table, "", "Wall time per variant (s, summed over seeds; pre-training + fine-tuning + test):", ""]
     for v in chosen:  # stage names are "seed <s> <variant> <what>"
         secs = sum(s for k, s in stage_seconds.items() if k.split(" ")[2:3] == [v.name])
         text.append(f"- {v.label}: {secs:.0f} s")
     (out / "ablation" / "ABLATION.md").write_text("\n".join(text) + "\n")
+    if (out / "summary.json").is_file():  # the demo has run in this folder: add the table to its report
+        demo_summary = json.loads((out / "summary.json").read_text())
+        demo_summary["ablation"] = (out / "ablation" / "ABLATION.md").read_text()
+        _write_atomic(out / "summary.json", json.dumps(demo_summary, indent=1, default=str))
+        _write_atomic(out / "REPORT.md", format_report(demo_summary))
     print(f"\n{table}\n\nablation: {out / 'ablation' / 'ABLATION.md'} (total {doc['total_seconds'] / 60:.1f} min)",
           flush=True)
     return doc
