@@ -57,7 +57,7 @@ def test_momentum_schedule_is_cosine_from_m_to_m_end(tiny_model):
 
 
 def test_mask_hides_the_teachers_hardest_patches_per_time_slice(tiny_model, clip):
-    recipe = hpm(tiny_model(loss_predictor=True), alpha_0=1.0, alpha_T=1.0)
+    recipe = hpm(tiny_model(loss_predictor=True), alpha_0=1.0, alpha_T=1.0, teacher_precision="fp32")
     seen = {}
     gen = recipe.mask_generator
 
@@ -113,7 +113,42 @@ def test_image_mode_single_frame(tiny_model):
     assert torch.isfinite(out["loss"])
 
 
+def test_teacher_precision_auto_follows_the_student(tiny_model):
+    recipe = hpm(tiny_model(loss_predictor=True))
+    assert recipe.teacher_dtype() == torch.float32  # fp32 run: fp32 teacher, the same masks everywhere
+    recipe.model.to(torch.bfloat16)  # what DeepSpeed's bf16 mode does to the student
+    assert recipe.teacher_dtype() == torch.bfloat16
+    recipe.model.to(torch.float16)
+    assert recipe.teacher_dtype() == torch.float16
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        assert hpm(tiny_model(loss_predictor=True), teacher_precision=name).teacher_dtype() == dtype
+    # the teacher's weights stay fp32 whatever the precision of its forward
+    assert all(p.dtype == torch.float32 for p in recipe.teacher.parameters())
+
+
+def test_bf16_teacher_runs_in_bf16_and_ranks_like_the_fp32_teacher(tiny_model, clip):
+    """`teacher_precision=bf16`: the teacher's GEMMs run in bf16, its scores come back fp32 and
+    close to the fp32 teacher's, and the mask keeps the exact per-slice counts (Eq. 8)."""
+    torch.manual_seed(0)
+    model = tiny_model(loss_predictor=True)
+    recipe = hpm(model, alpha_0=1.0, alpha_T=1.0, teacher_precision="bf16")
+    dtypes = []
+    hook = recipe.teacher.encoder.blocks[0].mlp.fc1.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    feats, scores = recipe._teacher_forward(clip)
+    hook.remove()
+    assert dtypes == [torch.bfloat16] and scores.dtype == torch.float32 and feats is None
+    recipe.teacher_precision = "fp32"
+    _, ref = recipe._teacher_forward(clip)
+    assert (scores - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3
+    assert torch.corrcoef(torch.stack([scores.flatten(), ref.flatten()]))[0, 1] > 0.99
+    recipe.teacher_precision = "bf16"
+    out = recipe({"video": clip}, progress=1.0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and all(p.dtype == torch.float32 for p in recipe.parameters())
+
+
 @pytest.mark.parametrize("kw, match", [
+    (dict(teacher_precision="half"), "teacher_precision"),
     (dict(loss_pred="mse"), "loss_pred"),
     (dict(learn_to_mask=True, loss_pred="none"), "loss predictor"),
     (dict(momentum=1.5), "momentum"),

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="hf,plain,hpm",
                    help="comma list of: hf, plain, hpm, plain_aten (ours with F.linear + SDPA kernels), "
                         "plain_compiled, hpm_compiled (transformer stacks through torch.compile), "
-                        "hpm_teacher_bf16 (the EMA teacher's forward under bf16 autocast), "
+                        "hpm_teacher_bf16 (method.teacher_precision=bf16; `hpm` pins fp32), "
                         "plain_decmask, hpm_decmask (VideoMAE V2 running-cell decoder masking)")
     p.add_argument("--cpu-kernels", choices=("onednn", "aten"), default="onednn",
                    help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels)")
@@ -168,13 +168,6 @@ class _Variant:
         return {k: statistics.median(p.get(k, 0.0) for p in self.phases) for k in keys}
 
 
-def _autocast_bf16(fn: Callable, device: torch.device) -> Callable:
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            return fn(*args, **kwargs)
-    return wrapped
-
-
 def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
     from videohpm.masking import make_mask_generator
     from videohpm.methods import build_recipe
@@ -230,15 +223,13 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
         torch.manual_seed(args.seed)
         model = create_model(args.model, loss_predictor=True, torch_compile=compiled, **size).to(device)
         recipe = build_recipe("hpm", model, make_mask_generator("hpm", mask_ratio=args.mask_ratio),
-                              loss_pred="relative", **decmask(name)).train()
+                              loss_pred="relative", teacher_precision="bf16" if teacher_bf16 else "fp32",
+                              **decmask(name)).train()
         v = _Variant(name, lambda r=recipe: r(batch, args.progress)["loss"], list(recipe.parameters()), device,
                      on_step_end=recipe.on_step_end, kernels=args.cpu_kernels)
         teacher = recipe.teacher
-        encode, decode = teacher.encode, teacher.decode
-        if teacher_bf16:  # innermost context: overrides the recipe's own (disabled) autocast
-            encode, decode = _autocast_bf16(encode, device), _autocast_bf16(decode, device)
-        teacher.encode = v.timer.wrap(encode, "teacher_encoder")
-        teacher.decode = v.timer.wrap(decode, "teacher_loss_predictor")
+        teacher.encode = v.timer.wrap(teacher.encode, "teacher_encoder")
+        teacher.decode = v.timer.wrap(teacher.decode, "teacher_loss_predictor")
         recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
         variants.append(v)
     order = {name: i for i, name in enumerate(VARIANTS)}

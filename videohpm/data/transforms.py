@@ -27,6 +27,7 @@ Pipelines:
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -62,7 +63,12 @@ def frames_to_video(frames: np.ndarray | torch.Tensor) -> tv_tensors.Video:
 
     No copy: a permuted view of the decoder's buffer (the first resize/crop makes it compact).
     """
-    t = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+    if isinstance(frames, np.ndarray):
+        with warnings.catch_warnings():  # read-only decoder/PIL buffers: nothing here writes in place
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(frames)
+    else:
+        t = frames
     if t.ndim != 4 or t.shape[-1] not in (1, 3):
         raise ValueError(f"expected frames [T, H, W, C], got {tuple(t.shape)}")
     return tv_tensors.Video(t.permute(0, 3, 1, 2))

@@ -47,6 +47,7 @@ from videohpm.models.targets import ema_copy, ema_update_
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
 
 LOSS_PRED_KINDS = ("relative", "absolute", "none")
+TEACHER_PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class HPM(TargetMixin, nn.Module):
@@ -67,6 +68,14 @@ class HPM(TargetMixin, nn.Module):
         target: "pixel" | "ema_features" | "teacher_features" (Table 1; module doc).
         feature_teacher: `{model, path, kwargs}` for "teacher_features".
         decoder_mask, decoder_mask_ratio: VideoMAE V2 running-cell decoder masking (module doc).
+        teacher_precision: compute precision of the teacher's forward (its weights stay fp32):
+            "auto" (default: the student's precision, i.e. `train.precision`), or "fp32", "bf16",
+            "fp16" (autocast). The teacher only ranks patches (and, for `ema_features`, gives
+            targets) without gradients, as it does under the papers' mixed-precision training.
+            On a CPU with native bf16 GEMMs (AVX512-BF16 / AMX, `cpu_kernels.cpu_bf16_is_fast`)
+            "bf16" with an fp32 student cuts the HPM step by ~1/6 (the teacher's pass over all N
+            tokens is about half of it; docs/BENCHMARKS.md). Not the default there, so that an
+            fp32 run gives the same masks on every machine.
     """
 
     def __init__(
@@ -83,8 +92,12 @@ class HPM(TargetMixin, nn.Module):
         feature_teacher: Optional[Mapping[str, Any]] = None,
         decoder_mask: bool = False,
         decoder_mask_ratio: float = 0.5,
+        teacher_precision: str = "auto",
     ) -> None:
         super().__init__()
+        if teacher_precision not in TEACHER_PRECISIONS:
+            raise ValueError(f"method.teacher_precision must be one of {tuple(TEACHER_PRECISIONS)}, "
+                             f"got {teacher_precision!r}")
         if loss_pred not in LOSS_PRED_KINDS:
             raise ValueError(f"method.loss_pred must be one of {LOSS_PRED_KINDS}, got {loss_pred!r}")
         needs_scores = bool(getattr(mask_generator, "needs_scores", False))
@@ -111,6 +124,7 @@ class HPM(TargetMixin, nn.Module):
         self.momentum = momentum
         self.momentum_end = momentum_end
         self.pred_weight = pred_weight
+        self.teacher_precision = teacher_precision
         self._progress = 0.0
         self._setup_targets(target, feature_teacher, decoder_mask, decoder_mask_ratio)
         # The teacher is kept out of the module tree on purpose: DeepSpeed must neither cast it
@@ -132,16 +146,22 @@ class HPM(TargetMixin, nn.Module):
         teacher = self.teacher
         if next(teacher.parameters()).device != x.device:
             teacher.to(x.device)
-        student_dtype = next(self.model.parameters()).dtype
-        low_precision = student_dtype in (torch.float16, torch.bfloat16)
+        dtype = self.teacher_dtype()
         with torch.inference_mode(), torch.autocast(
-            device_type=x.device.type, dtype=student_dtype, enabled=low_precision
+            device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32
         ):
             latent = teacher.encode(x.float())
             pred = teacher.decode(latent, None, head="loss", grid=teacher.grid(x)).squeeze(-1) if scores else None
         # Out of inference mode so that masks / targets built from them may be saved for backward.
         feats = latent.float().clone() if self.target == "ema_features" else None  # no copy if unused
         return feats, (None if pred is None else pred.float().clone())
+
+    def teacher_dtype(self) -> torch.dtype:
+        """The autocast dtype of the teacher's forward (`teacher_precision`)."""
+        if self.teacher_precision != "auto":
+            return TEACHER_PRECISIONS[self.teacher_precision]
+        student = next(self.model.parameters()).dtype
+        return student if student in (torch.float16, torch.bfloat16) else torch.float32
 
     def current_momentum(self) -> float:
         if self.momentum_end is None:
