@@ -10,6 +10,7 @@ Names: ``random`` (MAE), ``tube`` (VideoMAE), ``frame`` (per-frame random), ``hp
 """
 from .base import (
     MaskGenerator,
+    SliceMaskGenerator,
     available_mask_generators,
     make_mask_generator,
     register_mask_generator,
@@ -23,6 +24,7 @@ from .tube import TubeMaskGenerator
 
 __all__ = [
     "MaskGenerator",
+    "SliceMaskGenerator",
     "available_mask_generators",
     "make_mask_generator",
     "register_mask_generator",

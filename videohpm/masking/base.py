@@ -231,6 +231,20 @@ class MaskGenerator:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+class SliceMaskGenerator(MaskGenerator):
+    """Random strategies that mask ``int(γ·n_s)`` tokens in every time slice (``n_s = H'·W'``,
+    VideoMAE's ``TubeMaskingGenerator`` count): ``tube`` (one spatial mask for all slices) and
+    ``frame`` (an independent mask per slice)."""
+
+    def num_masked_per_slice(self, grid: Sequence[int]) -> int:
+        B, T, H, W = parse_grid(grid)
+        return per_slice_count(H * W, self.mask_ratio)
+
+    def num_masked_per_sample(self, grid: Sequence[int]) -> int:
+        B, T, H, W = parse_grid(grid)
+        return T * self.num_masked_per_slice(grid)
+
+
 def per_slice_count(n_slice: int, mask_ratio: float) -> int:
     """Masked tokens per time slice: ``int(γ · n_s)`` (VideoMAE's TubeMaskingGenerator)."""
     return int(mask_ratio * n_slice)

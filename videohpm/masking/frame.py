@@ -1,15 +1,13 @@
 """``frame``: an independent random mask in every time slice (same count per slice)."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from .base import Grid, MaskGenerator, parse_grid, per_slice_count, register_mask_generator, topk_mask, uniform_noise
+from .base import Grid, SliceMaskGenerator, register_mask_generator, topk_mask, uniform_noise
 
 
 @register_mask_generator("frame")
-class FrameMaskGenerator(MaskGenerator):
+class FrameMaskGenerator(SliceMaskGenerator):
     """Per-frame random masking: ``int(γ·n_s)`` tokens masked in each slice, drawn independently.
 
     Same per-slice count as ``tube`` (VideoMAE's ``int(γ·n_s)``, ``n_s = H'·W'``) so the two are
@@ -19,14 +17,6 @@ class FrameMaskGenerator(MaskGenerator):
 
     def __init__(self, mask_ratio: float = 0.9) -> None:
         super().__init__(mask_ratio)
-
-    def num_masked_per_slice(self, grid: Sequence[int]) -> int:
-        B, T, H, W = parse_grid(grid)
-        return per_slice_count(H * W, self.mask_ratio)
-
-    def num_masked_per_sample(self, grid: Sequence[int]) -> int:
-        B, T, H, W = parse_grid(grid)
-        return T * self.num_masked_per_slice(grid)
 
     def _generate(self, grid: Grid, *, scores, progress, device, generator) -> torch.Tensor:
         B, T, H, W = grid

@@ -1,15 +1,13 @@
 """``tube``: VideoMAE's tube masking — one spatial mask shared by every time slice."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from .base import Grid, MaskGenerator, parse_grid, per_slice_count, register_mask_generator, topk_mask, uniform_noise
+from .base import Grid, SliceMaskGenerator, register_mask_generator, topk_mask, uniform_noise
 
 
 @register_mask_generator("tube")
-class TubeMaskGenerator(MaskGenerator):
+class TubeMaskGenerator(SliceMaskGenerator):
     """Random spatial mask of ``int(γ·H'·W')`` tokens per sample, repeated over all T' slices.
 
     Sharing the mask along time removes the "copy from the neighbouring frame" shortcut that
@@ -19,14 +17,6 @@ class TubeMaskGenerator(MaskGenerator):
 
     def __init__(self, mask_ratio: float = 0.9) -> None:
         super().__init__(mask_ratio)
-
-    def num_masked_per_slice(self, grid: Sequence[int]) -> int:
-        B, T, H, W = parse_grid(grid)
-        return per_slice_count(H * W, self.mask_ratio)
-
-    def num_masked_per_sample(self, grid: Sequence[int]) -> int:
-        B, T, H, W = parse_grid(grid)
-        return T * self.num_masked_per_slice(grid)
 
     def _generate(self, grid: Grid, *, scores, progress, device, generator) -> torch.Tensor:
         B, T, H, W = grid
