@@ -169,7 +169,18 @@ def test_ablation_summary_matches_statistics():
     table = vdemo.format_ablation_table(vdemo.ABLATION_VARIANTS, s, results, 12.5)
     hpm_row = next(ln for ln in table.splitlines() if ln.startswith("| HPM: learn to mask"))
     assert "50.0 ± 6.2" in hpm_row and "+10.0" in hpm_row and "50.0, 56.2, 43.8" in hpm_row
-    assert "| *chance* | | | 12.5 |" in table
+    assert "| *chance* | | | 12.5 |" in table and "k-NN" not in table  # not measured: no column
+    # with the frozen encoder's k-NN top-1 per seed, a last column of its mean ± std
+    for seed, knn in zip((0, 1, 2), (20.0, 30.0, 40.0)):
+        results["hpm"][seed]["knn_top1"] = knn
+    s = vdemo.summarize_ablation(results)
+    assert s["hpm"]["knn_top1_mean"] == 30.0 and s["hpm"]["knn_top1_std"] == pytest.approx(10.0)
+    assert "knn_top1_mean" not in s["mae_frame"]
+    table = vdemo.format_ablation_table(vdemo.ABLATION_VARIANTS, s, results, 12.5)
+    rows = {ln.split("|")[1].strip(): ln.split("|") for ln in table.splitlines()}
+    assert rows["HPM: learn to mask (easy-to-hard)"][8].strip() == "30.0 ± 10.0"
+    assert rows["MAE, per-frame random masking"][8].strip() == "–"
+    assert rows["*chance*"][8].strip() == "12.5" and "frozen encoder" in table.splitlines()[0]
 
 
 def test_smoke_ablation_two_variants(smoke_demo):
@@ -183,6 +194,15 @@ def test_smoke_ablation_two_variants(smoke_demo):
     assert set(doc["results"]) == {"scratch", "mae_tube"}
     assert doc["stages"]["data"]["status"] == "reused"
     assert "seed 0 scratch pre-training" not in doc["stages"]  # no pre-training row
+    # k-NN of the frozen encoder: the random initialisation for "no pre-training", the
+    # pre-trained checkpoint otherwise; its top-1 is in the results and the table's last column
+    knn_args = json.loads((out / "ablation" / "seed0" / "scratch" / "knn" / ".stage.json").read_text())
+    assert "--random-init" in knn_args["settings"]["args"]
+    knn_args = json.loads((out / "ablation" / "seed0" / "mae_tube" / "knn" / ".stage.json").read_text())
+    assert any(a.startswith("checkpoint=") and a.endswith("model_final.pth") for a in knn_args["settings"]["args"])
+    for name in ("scratch", "mae_tube"):
+        knn = json.loads((out / "ablation" / "seed0" / name / "knn" / "knn.json").read_text())
+        assert doc["results"][name]["0"]["knn_top1"] == knn["knn_top1"] and knn["knn_val_samples"] == 8
     assert (out / "ablation" / "seed0" / "mae_tube" / "pretrain" / "model_final.pth").is_file()
     cfg = json.loads((out / "ablation" / "seed0" / "scratch" / "finetune" / ".stage.json").read_text())
     assert "model.pretrained=null" in cfg["settings"]["args"]

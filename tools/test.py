@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError, load_config  # noqa: E402
+from videohpm.config import ConfigError, load_tool_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,20 +44,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    checkpoints = [o.split("=", 1)[1] for o in args.overrides if o.startswith("checkpoint=")]
-    # The weights come from checkpoint=; the config's own start point (model.pretrained) is not
-    # needed and need not exist here.
-    overrides = ["model.pretrained=null"] + [o for o in args.overrides if not o.startswith("checkpoint=")]
-    if len(checkpoints) != 1 or not checkpoints[0]:
-        print("error: give exactly one checkpoint=<path>", file=sys.stderr)
-        return 2
-    if not os.path.exists(checkpoints[0]):
-        print(f"error: checkpoint={checkpoints[0]}: no such file or folder", file=sys.stderr)
-        return 2
     try:
-        cfg = load_config(args.config, overrides)
+        cfg, checkpoint = load_tool_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     from videohpm import distributed as vdist
     from videohpm.evaluation.runner import run_test
@@ -65,7 +58,7 @@ def main(argv=None) -> int:
     out = args.output_dir or os.path.join(cfg.train.output_dir, "test")
     vdist.setup_logging(os.path.join(out, "test.log") if vdist.is_main_process() else None)
     try:
-        m = run_test(cfg, checkpoints[0], out, batch_size=args.batch_size, ema=args.ema,
+        m = run_test(cfg, checkpoint, out, batch_size=args.batch_size, ema=args.ema,
                      videomae_txt=args.videomae_txt, flops=not args.no_flops,
                      max_views_per_forward=args.views_per_forward)
     except (ConfigError, ValueError, FileNotFoundError) as e:

@@ -46,19 +46,15 @@ def main(argv=None) -> int:
         panels = plot_training_curves(args.log, out)
         print(f"wrote {out}: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in panels.items()))
         return 0
-    checkpoints = [o.split("=", 1)[1] for o in args.overrides if o.startswith("checkpoint=")]
-    # The weights come from checkpoint=; the config's own start point (model.pretrained) is not
-    # needed and need not exist here.
-    overrides = ["model.pretrained=null"] + [o for o in args.overrides if not o.startswith("checkpoint=")]
-    if not (args.config and args.input and len(checkpoints) == 1):
+    if not (args.config and args.input):
         print("error: give --config, --input and one checkpoint=<path> (or --log)", file=sys.stderr)
         return 2
-    from videohpm.config import ConfigError, load_config
+    from videohpm.config import ConfigError, load_tool_config
     from videohpm.evaluation.runner import run_visualize
 
     try:
-        cfg = load_config(args.config, overrides)
-        files = run_visualize(cfg, checkpoints[0], args.input, args.out, progress=args.progress,
+        cfg, checkpoint = load_tool_config(args.config, args.overrides)
+        files = run_visualize(cfg, checkpoint, args.input, args.out, progress=args.progress,
                               use_teacher=not args.student, num_loss_masks=args.loss_masks, seed=args.seed,
                               fmt="mp4" if args.mp4 else "gif", start=args.start)
     except (ConfigError, ValueError, FileNotFoundError) as e:

@@ -44,6 +44,7 @@ __all__ = [
     "PRECISIONS",
     "OPTIMIZERS",
     "load_config",
+    "load_tool_config",
     "load_yaml_with_bases",
     "config_from_dict",
     "validate_config",
@@ -304,6 +305,27 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
             of range, malformed override.
     """
     return config_from_dict(load_yaml_with_bases(path), overrides, source=path)
+
+
+def load_tool_config(path: str, args: Sequence[str], require_checkpoint: bool = True
+                     ) -> "tuple[DictConfig, Optional[str]]":
+    """The config and `checkpoint=<path>` of an evaluation tool (`tools/test.py`, `knn.py`,
+    `visualize.py`): `args` mixes `checkpoint=` with `key=value` overrides. The weights come from
+    `checkpoint=`, so the config's own start point (`model.pretrained`) is set to null: it is not
+    needed and need not exist here.
+
+    Raises:
+        ValueError: no `checkpoint=` (when required) or more than one.
+        FileNotFoundError: the checkpoint path does not exist.
+        ConfigError: as :func:`load_config`.
+    """
+    checkpoints = [a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")]
+    if len(checkpoints) > 1 or (require_checkpoint and not checkpoints) or (checkpoints and not checkpoints[0]):
+        raise ValueError("give exactly one checkpoint=<path>")
+    if checkpoints and not os.path.exists(checkpoints[0]):
+        raise FileNotFoundError(f"checkpoint={checkpoints[0]}: no such file or folder")
+    overrides = ["model.pretrained=null"] + [a for a in args if not a.startswith("checkpoint=")]
+    return load_config(path, overrides), (checkpoints[0] if checkpoints else None)
 
 
 def save_config(cfg: DictConfig, path: str) -> None:

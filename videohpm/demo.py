@@ -374,6 +374,18 @@ def _test_stage(runner: StageRunner, name: str, cfg: Path, ckpt: Path, test_dir:
     return json.loads((test_dir / "metrics.json").read_text())
 
 
+def _knn_stage(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], knn_dir: Path,
+               overrides: Sequence[str]) -> Dict[str, Any]:
+    """`tools/knn.py`: weighted k-NN of the frozen encoder of a pre-training checkpoint (or of the
+    random initialisation when `ckpt` is None); returns its `knn.json`."""
+    weights = [f"checkpoint={ckpt}"] if ckpt is not None else ["--random-init"]
+    args = ["--config", str(cfg), *weights, "--output-dir", str(knn_dir), *overrides]
+    key = {"args": args, "config": _resolved_digest(cfg, ["model.pretrained=null", *overrides]),
+           "checkpoint": [ckpt.stat().st_mtime, ckpt.stat().st_size] if ckpt is not None else None}
+    runner.stage(name, "k-NN of the frozen encoder (tools/knn.py)", knn_dir, key, lambda: runner.tool(name, "knn", args))
+    return json.loads((knn_dir / "knn.json").read_text())
+
+
 def _read_log(run_dir: Path) -> Tuple[Dict[str, Dict[int, float]], Dict[str, Dict[int, float]]]:
     from videohpm.evaluation.visualize import read_log
 
@@ -660,8 +672,7 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
     unknown = sorted(set(variants or ()) - {v.name for v in ABLATION_VARIANTS})
     if unknown:
         raise DemoError(f"unknown ablation variant(s) {unknown}; choose from {[v.name for v in ABLATION_VARIANTS]}")
-    runner = StageRunner(out / "ablation", opts,
-                         total=1 + len(seeds) * sum(3 if v.pretrain else 2 for v in chosen))
+    runner = StageRunner(out / "ablation", opts, total=1 + len(seeds) * sum(4 if v.pretrain else 3 for v in chosen))
     print(f"videohpm ablation → {out / 'ablation'}  ({len(chosen)} variants × seeds {list(seeds)})", flush=True)
     meta = _data_stage(runner, out, opts)
     data = _data_overrides(meta, "video")
@@ -671,18 +682,23 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
         for v in chosen:
             base = out / "ablation" / f"seed{seed}" / v.name
             over = [*data, f"train.seed={seed}"]
-            pretrained = "null"
+            pretrained, ckpt = "null", None
             if v.pretrain:
                 ckpt = _train_stage(runner, f"seed {seed} {v.name} pre-training", f"{v.label}, seed {seed}",
                                     opts.config(v.pretrain), base / "pretrain",
                                     [*over, *_epochs_override(opts, "video_pretrain")], opts.ranks)
                 pretrained = str(ckpt)
+            # frozen features before any fine-tuning; no pre-training = the random initialisation
+            # of the same encoder (HPM's pre-training config, this seed)
+            knn = _knn_stage(runner, f"seed {seed} {v.name} k-NN", opts.config(v.pretrain or "pretrain_video_hpm"),
+                             ckpt, base / "knn", [*over, f"data.num_classes={VIDEO_CLASSES}"])
             ft = _train_stage(runner, f"seed {seed} {v.name} fine-tuning", f"fine-tuning ({v.label}), seed {seed}",
                               ft_cfg, base / "finetune",
                               [*over, f"model.pretrained={pretrained}", *_epochs_override(opts, "video_finetune")],
                               opts.ranks)
             m = _test_stage(runner, f"seed {seed} {v.name} test", ft_cfg, ft, base / "test", data)
-            results.setdefault(v.name, {})[seed] = {"top1": float(m["top1"]), "top5": float(m["top5"])}
+            results.setdefault(v.name, {})[seed] = {"top1": float(m["top1"]), "top5": float(m["top5"]),
+                                                    "knn_top1": float(knn["knn_top1"])}
     summary = summarize_ablation(results)
     stage_seconds = {k: t["seconds"] for k, t in runner.timings.items()}
     doc = {"variants": [dataclasses.asdict(v) for v in chosen], "seeds": list(seeds), "results": results,
@@ -699,6 +715,9 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
             f"(stages reused from an earlier or parallel invocation count with the time they took then; "
             f"this invocation: {doc['total_seconds'] / 60:.1f} min wall); {os.cpu_count()} CPU cores, "
             f"{opts.ranks} rank(s) per run, a shared machine — timings are noisy.", "",
+            "Last column: weighted k-NN top-1 (`tools/knn.py`: k ∈ {10, 20, 100, 200}, best k, T = 0.07) of "
+            "the frozen encoder's mean-pooled features before fine-tuning — train list as memory bank, "
+            "val list as queries; for \"no pre-training\" the random initialisation of the same encoder.", "",
             table, "", "Wall time per variant (s, summed over seeds; pre-training + fine-tuning + test):", ""]
     for v in chosen:  # stage names are "seed <s> <variant> <what>"
         secs = sum(s for k, s in stage_seconds.items() if k.split(" ")[2:3] == [v.name])
@@ -715,11 +734,14 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
 
 
 def summarize_ablation(results: Dict[str, Dict[int, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
-    """Mean and sample standard deviation (n − 1; 0 for one seed) of top-1 / top-5 per variant."""
+    """Mean and sample standard deviation (n − 1; 0 for one seed) per variant of the fine-tuned
+    top-1 / top-5 and, where every seed has it, the frozen encoder's k-NN top-1 (`knn_top1`)."""
     out: Dict[str, Dict[str, float]] = {}
     for name, per_seed in results.items():
         row: Dict[str, float] = {"n": float(len(per_seed))}
-        for metric in ("top1", "top5"):
+        for metric in ("top1", "top5", "knn_top1"):
+            if not all(metric in r for r in per_seed.values()):
+                continue
             vals = [r[metric] for r in per_seed.values()]
             mean = sum(vals) / len(vals)
             var = sum((x - mean) ** 2 for x in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
@@ -730,17 +752,22 @@ def summarize_ablation(results: Dict[str, Dict[int, Dict[str, float]]]) -> Dict[
 
 def format_ablation_table(variants: Sequence[AblationVariant], summary: Dict[str, Dict[str, float]],
                           results: Dict[str, Dict[int, Dict[str, float]]], chance: float) -> str:
-    """Markdown table in the shape of seed 000 Table 12 (+ per-seed top-1 and Δ to the MAE row)."""
+    """Markdown table in the shape of seed 000 Table 12 (+ per-seed top-1, Δ to the MAE row and,
+    when measured, the k-NN top-1 of the frozen encoder before fine-tuning)."""
     ref = summary.get("mae_frame", {}).get("top1_mean")
+    knn = any("knn_top1_mean" in s for s in summary.values())
     rows = ["| pre-training | L_pred | mask | top-1 (mean ± std) | Δ vs MAE per-frame | top-5 (mean ± std) "
-            "| top-1 per seed |", "|---|---|---|---|---|---|---|"]
+            "| top-1 per seed |" + (" k-NN top-1, frozen encoder (mean ± std) |" if knn else ""),
+            "|---|---|---|---|---|---|---|" + ("---|" if knn else "")]
     for v in variants:
         s = summary.get(v.name)
         if not s:
             continue
         delta = f"{s['top1_mean'] - ref:+.1f}" if ref is not None and v.name != "mae_frame" else "–"
         seeds = ", ".join(f"{results[v.name][k]['top1']:.1f}" for k in sorted(results[v.name]))
+        knn_cell = (f" {s['knn_top1_mean']:.1f} ± {s['knn_top1_std']:.1f} |" if "knn_top1_mean" in s else " – |"
+                    ) if knn else ""
         rows.append(f"| {v.label} | {v.l_pred} | {v.mask} | {s['top1_mean']:.1f} ± {s['top1_std']:.1f} | {delta} | "
-                    f"{s['top5_mean']:.1f} ± {s['top5_std']:.1f} | {seeds} |")
-    rows.append(f"| *chance* | | | {chance:.1f} | | | |")
+                    f"{s['top5_mean']:.1f} ± {s['top5_std']:.1f} | {seeds} |{knn_cell}")
+    rows.append(f"| *chance* | | | {chance:.1f} | | | |" + (f" {chance:.1f} |" if knn else ""))
     return "\n".join(rows)

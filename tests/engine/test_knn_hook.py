@@ -111,6 +111,55 @@ def test_knn_metric_logged_every_epoch_and_matches_brute_force(demo, tmp_path):
     acc.Reload()
     assert [e.value for e in acc.Scalars("epoch/knn_top1")] == pytest.approx([r["knn_top1"] for r in epochs])
 
+    # tools/knn.py on the saved run gives the engine's last record; --teacher reads the EMA teacher
+    # (Eq. 1) saved with it, --random-init the train.seed initialisation — each the brute force.
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import knn as knn_tool  # tools/knn.py
+
+    args = ["--config", str(PRETRAIN_CFG), *_knn_overrides(demo, out)]
+    final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
+    for extra, w in (([f"checkpoint={out / 'model_final.pth'}"], final["model"]),
+                     ([f"checkpoint={out}", "--teacher"], final["teacher"]),
+                     (["--random-init"], None)):
+        dest = tmp_path / "knn" / extra[-1].replace("-", "")[:8]
+        assert knn_tool.main([*args, *extra, "--output-dir", str(dest)]) == 0
+        res = json.loads((dest / "knn.json").read_text())
+        if w is None:
+            torch.manual_seed(int(cfg.train.seed))
+            from videohpm.engine.build import build_model
+            w = build_model(cfg).state_dict()
+        _check_knn_record(res, brute_force_knn(cfg, w, KS, TEMPERATURE))
+        assert res["knn_val_samples"] == 8 and res["knn_train_samples"] == 16
+        if extra[0].endswith("model_final.pth"):
+            assert {k: res[f"knn_top1@{k}"] for k in KS} == {k: epochs[1][f"knn_top1@{k}"] for k in KS}
+    assert not torch.equal(final["teacher"]["encoder.patch_embed.proj.weight"],
+                           final["model"]["encoder.patch_embed.proj.weight"])
+
+
+def test_knn_tool_refuses_bad_arguments_and_foreign_checkpoints(demo, tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import knn as knn_tool  # tools/knn.py
+    from videohpm.engine.build import build_model
+
+    args = ["--config", str(PRETRAIN_CFG), *_knn_overrides(demo, tmp_path / "run"), "--output-dir", str(tmp_path)]
+    assert knn_tool.main(args) == 2 and "checkpoint=" in capsys.readouterr().err  # neither
+    assert knn_tool.main([*args, "--random-init", "--teacher"]) == 2
+    assert knn_tool.main([*args, f"checkpoint={tmp_path / 'nope.pth'}"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    # another width: its encoder does not fit, named in the error, nothing written
+    cfg = load_config(str(PRETRAIN_CFG), ["model.kwargs.embed_dim=32", "model.kwargs.num_heads=2"])
+    torch.save(build_model(cfg).state_dict(), tmp_path / "other.pth")
+    assert knn_tool.main([*args, f"checkpoint={tmp_path / 'other.pth'}"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit" in err and "encoder." in err and not (tmp_path / "knn.json").exists()
+    # a student-only checkpoint has no teacher to read
+    assert knn_tool.main([*args, f"checkpoint={tmp_path / 'other.pth'}", "--teacher"]) == 2
+
 
 @pytest.mark.slow
 @pytest.mark.distributed

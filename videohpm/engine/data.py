@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["sample_seed", "ResumableDistributedSampler", "SeededDataset", "build_loader"]
+__all__ = ["sample_seed", "ResumableDistributedSampler", "SeededDataset", "build_loader", "build_knn_loaders"]
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
@@ -119,3 +119,38 @@ def build_loader(
         pin_memory=pin_memory, collate_fn=collate_fn, generator=g,
         persistent_workers=persistent_workers and num_workers > 0,
     )
+
+
+def build_knn_loaders(data_cfg: Any, batch_size: int, world: int = 1, rank: int = 0,
+                      pin_memory: bool = False) -> Tuple[DataLoader, DataLoader]:
+    """Deterministic loaders of the labelled `data.train` and `data.val` lists for the weighted
+    k-NN (the engine's `train.knn_every` metric and `tools/knn.py`).
+
+    Both use the validation transform (centre clip / centre crop, no flip, no RandAugment: k-NN
+    features must not depend on augmentation noise), and a non-shuffling `DistributedSampler`:
+    each rank extracts its share, `knn_eval` gathers the features and drops the sampler's
+    padding repeats by dataset index.
+
+    Raises:
+        ValueError naming `data.train` / `data.val` when a list is missing or empty.
+    """
+    from omegaconf import OmegaConf
+
+    from videohpm.data import build_dataset
+
+    for name in ("train", "val"):
+        if not getattr(data_cfg, name, None):
+            raise ValueError(f"data.{name}: the k-NN needs a labelled {name} list (memory bank / queries)")
+    # The train list read like the val list: same list parsing (labels checked against
+    # data.num_classes), the deterministic val transform.
+    train_as_val = OmegaConf.merge(data_cfg, {"val": data_cfg.train})
+    sets = {"train": build_dataset(train_as_val, "val"), "val": build_dataset(data_cfg, "val")}
+    loaders = []
+    for name in ("train", "val"):
+        ds = sets[name]
+        if len(ds) == 0:
+            raise ValueError(f"data.{name}: no samples for the k-NN")
+        sampler = DistributedSampler(ds, world, rank, shuffle=False, drop_last=False)
+        loaders.append(build_loader(ds, int(batch_size), sampler, int(data_cfg.num_workers), drop_last=False,
+                                    pin_memory=pin_memory))
+    return loaders[0], loaders[1]

@@ -36,7 +36,7 @@ from videohpm import distributed as vdist
 from videohpm.config import ConfigError, repo_root, save_config
 from videohpm.engine import checkpoint as ckpt
 from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config, check_buildable
-from videohpm.engine.data import ResumableDistributedSampler, build_loader
+from videohpm.engine.data import ResumableDistributedSampler, build_knn_loaders, build_loader
 from videohpm.engine.deepspeed_setup import (
     build_deepspeed_config,
     full_state_dict,
@@ -238,34 +238,17 @@ class Trainer:
                            "interpolated": report.interpolated}, f, indent=1)
 
     def _build_knn_loaders(self, pin: bool) -> Tuple[Any, Any]:
-        """Deterministic loaders of the labelled train and val lists for the k-NN health metric.
-
-        Both use the validation transform (centre clip / centre crop, no flip, no RandAugment:
-        k-NN features must not depend on augmentation noise), and a non-shuffling
-        `DistributedSampler`: each rank extracts its share, `knn_eval` gathers the features and
-        drops the sampler's padding repeats by dataset index.
-        """
-        from torch.utils.data import DistributedSampler
-
-        from videohpm.data import build_dataset
-
+        """Deterministic train (memory bank) / val (queries) loaders for the k-NN health metric
+        (`videohpm.engine.data.build_knn_loaders`)."""
         cfg = self.cfg
-        # The train list read like the val list: same list parsing (labels checked against
-        # data.num_classes), the deterministic val transform.
-        train_as_val = OmegaConf.merge(cfg.data, {"val": cfg.data.train})
-        sets = {"train": build_dataset(train_as_val, "val"), "val": build_dataset(cfg.data, "val")}
-        loaders = []
-        for name in ("train", "val"):
-            ds = sets[name]
-            if len(ds) == 0:
-                raise ConfigError(f"data.{name}: no samples for the k-NN metric (train.knn_every)")
-            sampler = DistributedSampler(ds, self.world, self.rank, shuffle=False, drop_last=False)
-            loaders.append(build_loader(ds, int(cfg.train.batch_size), sampler, int(cfg.data.num_workers),
-                                        drop_last=False, pin_memory=pin))
+        try:
+            loaders = build_knn_loaders(cfg.data, int(cfg.train.batch_size), self.world, self.rank, pin)
+        except ValueError as e:
+            raise ConfigError(f"{e} (train.knn_every)") from e
         log.info("k-NN health metric every %d epoch(s): %d train / %d val samples, k = %s, T = %g",
-                 cfg.train.knn_every, len(sets["train"]), len(sets["val"]), list(cfg.train.knn_k),
+                 cfg.train.knn_every, len(loaders[0].dataset), len(loaders[1].dataset), list(cfg.train.knn_k),
                  cfg.train.knn_temperature)
-        return loaders[0], loaders[1]
+        return loaders
 
     def _param_groups(self) -> List[Dict[str, Any]]:
         """Optimizer groups: no decay on norms / biases / position tables / tokens (and the models'

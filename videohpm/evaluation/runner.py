@@ -23,7 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-__all__ = ["CheckpointWeights", "read_checkpoint", "load_classifier", "run_test", "load_clip", "run_visualize"]
+__all__ = ["CheckpointWeights", "read_checkpoint", "load_classifier", "run_test", "load_encoder", "run_knn",
+           "load_clip", "run_visualize"]
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,79 @@ def run_test(
         log.info("\n%s", table)
     vdist.barrier()
     return metrics
+
+
+def load_encoder(cfg: DictConfig, checkpoint: Optional[str], teacher: bool = False) -> nn.Module:
+    """The model of `cfg` (pre-training or fine-tuning config) with a checkpoint's encoder, in
+    eval mode, for frozen-feature evaluation; `checkpoint=None` keeps the random initialisation
+    (seeded by `train.seed`: the baseline row of a k-NN table).
+
+    Args:
+        teacher: read the EMA teacher saved with the checkpoint (HPM's `θ_t`, Eq. 1) instead of
+            the student.
+    Raises:
+        ValueError naming `checkpoint=` when an encoder weight is missing, unexpected or of
+            another shape (decoders, loss predictor and classifier head may be absent).
+    """
+    from videohpm.engine.build import build_model
+    from videohpm.models import load_pretrained
+
+    torch.manual_seed(int(cfg.train.seed))
+    model = build_model(cfg)
+    if checkpoint is None:
+        log.info("random initialisation (train.seed=%d): no checkpoint", int(cfg.train.seed))
+        return model.eval()
+    weights = read_checkpoint(checkpoint)
+    sd = weights.teacher if teacher else weights.model
+    if sd is None:
+        raise ValueError(f"checkpoint={weights.source}: no EMA teacher saved (an HPM or ema_features run has one)")
+    report = load_pretrained(model, _strip(sd, "model."), strict=False)
+    bad = ([k for k in report.missing if k.startswith("encoder.")] + report.unexpected
+           + [m[0] for m in report.mismatched])
+    if bad:
+        raise ValueError(f"checkpoint={weights.source}: its encoder does not fit model {cfg.model.name} "
+                         f"(first problems: {bad[:6]}):\n{report}")
+    log.info("loaded the %s encoder of %s (%s)", "teacher" if teacher else "student", weights.source,
+             ", ".join(f"{k} {v}" for k, v in weights.meta.items()) or "weights")
+    return model.eval()
+
+
+def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher: bool = False,
+            batch_size: Optional[int] = None) -> Dict[str, Any]:
+    """Weighted k-NN top-1/top-5 of a checkpoint's frozen, mean-pooled encoder features (seed 000
+    Tables 1, 4, 5; DINO's protocol, `videohpm.evaluation.knn`): `data.train` is the memory bank,
+    `data.val` the queries, both through the validation transform; k over `train.knn_k`, T =
+    `train.knn_temperature`. All ranks extract their share; rank 0 writes `knn.json`.
+
+    Returns the metrics (identical on every rank).
+    """
+    import json
+
+    from videohpm import distributed as vdist
+    from videohpm.engine.data import build_knn_loaders
+    from videohpm.evaluation.knn import knn_eval, mean_pooled_features
+
+    device = vdist.init_distributed(cfg.train.dist_backend or None)
+    model = load_encoder(cfg, checkpoint, teacher=teacher).to(device)
+    train_loader, val_loader = build_knn_loaders(cfg.data, int(batch_size or cfg.train.batch_size),
+                                                 vdist.get_world_size(), vdist.get_rank(), device.type == "cuda")
+    amp = _amp_dtype(str(cfg.train.precision), device)
+    num_classes = cfg.data.num_classes
+    res = knn_eval(mean_pooled_features(model), train_loader, val_loader, ks=[int(k) for k in cfg.train.knn_k],
+                   temperature=float(cfg.train.knn_temperature),
+                   num_classes=int(num_classes) if num_classes is not None else None,
+                   device=device, amp_dtype=amp, module=model)
+    res.update(checkpoint=None if checkpoint is None else os.path.abspath(checkpoint), teacher=teacher,
+               temperature=float(cfg.train.knn_temperature), world_size=vdist.get_world_size(),
+               model=str(cfg.model.name))
+    if vdist.is_main_process():
+        os.makedirs(output_dir, exist_ok=True)
+        tmp = os.path.join(output_dir, f"knn.json.tmp{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(tmp, os.path.join(output_dir, "knn.json"))
+    vdist.barrier()
+    return res
 
 
 def load_clip(path: str, data_cfg: Any, start: int = 0) -> torch.Tensor:

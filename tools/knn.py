@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Weighted k-NN classification on frozen encoder features (seed 000 Tables 1, 4, 5; DINO's protocol).
+
+    # a pre-training run's encoder: data.train = memory bank, data.val = queries (labelled lists)
+    python tools/knn.py --config configs/pretrain/ssv2_vit_b_hpm.yaml checkpoint=outputs/pt/model_final.pth \\
+        data.train=data_lists/ssv2/train.csv data.val=data_lists/ssv2/val.csv data.num_classes=174
+    # HPM's EMA teacher instead of the student; a randomly initialised encoder as the baseline row
+    python tools/knn.py --config ... checkpoint=outputs/pt --teacher
+    python tools/knn.py --config ... --random-init
+    # all GPUs of a node: ranks share the videos, features are gathered and de-duplicated
+    deepspeed --num_gpus 8 tools/knn.py --config ... checkpoint=...
+
+Features: the encoder's tokens over all patches, mean-pooled and ℓ2-normalized; each of the k
+nearest training samples (cosine) votes with weight exp(sim / T); k over `train.knn_k`
+(default 10, 20, 100, 200; the best top-1 is `knn_top1`), T = `train.knn_temperature` (0.07).
+Both lists go through the validation transform (centre clip and crop). `--config` is the model's
+pre-training (or fine-tuning) YAML; `checkpoint=` takes what `tools/test.py` takes. Writes
+`knn.json` into `--output-dir` (default `<train.output_dir>/knn`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the model's pre-training (or fine-tuning) YAML config")
+    p.add_argument("--output-dir", default=None, help="where to write knn.json (default <train.output_dir>/knn)")
+    p.add_argument("--batch-size", type=int, default=None, help="videos per rank per batch (default train.batch_size)")
+    p.add_argument("--teacher", action="store_true", help="the EMA teacher saved with the checkpoint (HPM)")
+    p.add_argument("--random-init", action="store_true",
+                   help="no checkpoint: the randomly initialised encoder (seeded by train.seed), the baseline")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    try:
+        cfg, checkpoint = load_tool_config(args.config, args.overrides, require_checkpoint=not args.random_init)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}, or --random-init" if isinstance(e, ValueError) else f"error: {e}", file=sys.stderr)
+        return 2
+    if args.random_init and (checkpoint or args.teacher):
+        print("error: --random-init evaluates no checkpoint: drop checkpoint= and --teacher", file=sys.stderr)
+        return 2
+    from videohpm import distributed as vdist
+    from videohpm.evaluation.runner import run_knn
+
+    out = args.output_dir or os.path.join(cfg.train.output_dir, "knn")
+    vdist.setup_logging(os.path.join(out, "knn.log") if vdist.is_main_process() else None)
+    try:
+        m = run_knn(cfg, checkpoint, out, teacher=args.teacher,
+                    batch_size=args.batch_size)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if vdist.is_main_process():
+        per_k = "  ".join(f"k={k}: {m[f'knn_top1@{k}']:.2f}" for k in cfg.train.knn_k)
+        print(f"k-NN top-1 {m['knn_top1']:.2f} (best k={m['knn_best_k']}; {per_k}) on "
+              f"{m['knn_val_samples']} val / {m['knn_train_samples']} train samples  → {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
