@@ -718,7 +718,7 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
             "Last column: weighted k-NN top-1 (`tools/knn.py`: k ∈ {10, 20, 100, 200}, best k, T = 0.07) of "
             "the frozen encoder's mean-pooled features before fine-tuning — train list as memory bank, "
             "val list as queries; for \"no pre-training\" the random initialisation of the same encoder.", "",
-            table, "", "Wall time per variant (s, summed over seeds; pre-training + fine-tuning + test):", ""]
+            table, "", "Wall time per variant (s, summed over seeds; pre-training + k-NN + fine-tuning + test):", ""]
     for v in chosen:  # stage names are "seed <s> <variant> <what>"
         secs = sum(s for k, s in stage_seconds.items() if k.split(" ")[2:3] == [v.name])
         text.append(f"- {v.label}: {secs:.0f} s")
