@@ -189,7 +189,7 @@ def test_smoke_ablation_two_variants(smoke_demo):
 
     out, _ = smoke_demo
     assert ablation_tool.main(["--smoke", "--in-process", "--out", str(out), "--seeds", "0",
-                               "--variants", "scratch", "mae_tube"]) == 0
+                               "--variants", "scratch", "mae_tube", "--labels-per-class", "1"]) == 0
     doc = json.loads((out / "ablation" / "ablation.json").read_text())
     assert set(doc["results"]) == {"scratch", "mae_tube"}
     assert doc["stages"]["data"]["status"] == "reused"
@@ -200,6 +200,20 @@ def test_smoke_ablation_two_variants(smoke_demo):
     assert "--random-init" in knn_args["settings"]["args"]
     knn_args = json.loads((out / "ablation" / "seed0" / "mae_tube" / "knn" / ".stage.json").read_text())
     assert any(a.startswith("checkpoint=") and a.endswith("model_final.pth") for a in knn_args["settings"]["args"])
+    # few-label fine-tuning: 1 video per class (the first of each class in the train list), as
+    # half the optimizer steps of the full fine-tuning (epochs × the list's shrink factor / 2)
+    few = (out / "ablation" / "train_1_per_class.csv").read_text().splitlines()
+    full = [ln for ln in Path(doc_train_list(out)).read_text().splitlines() if ln.strip()]
+    assert sorted(ln.split()[-1] for ln in few) == sorted({ln.split()[-1] for ln in full})
+    assert few == [next(ln for ln in full if ln.split()[-1] == y) for y in [f.split()[-1] for f in few]]
+    few_args = json.loads((out / "ablation" / "seed0" / "mae_tube" / "finetune_1pc" / ".stage.json").read_text())
+    factor = len(full) // len(few)
+    assert f"train.epochs={max(1, factor // 2)}" in few_args["settings"]["args"]  # smoke fine-tuning: 1 epoch
+    assert any(a.endswith("train_1_per_class.csv") for a in few_args["settings"]["args"])
+    assert "few-label fine-tuning" in (out / "ablation" / "ABLATION.md").read_text()
+    for name in ("scratch", "mae_tube"):
+        m = json.loads((out / "ablation" / "seed0" / name / "test_1pc" / "metrics.json").read_text())
+        assert doc["results"][name]["0"]["few_top1"] == m["top1"]
     for name in ("scratch", "mae_tube"):
         knn = json.loads((out / "ablation" / "seed0" / name / "knn" / "knn.json").read_text())
         assert doc["results"][name]["0"]["knn_top1"] == knn["knn_top1"] and knn["knn_val_samples"] == 8
@@ -222,6 +236,12 @@ def test_smoke_ablation_two_variants(smoke_demo):
     assert report.index("## Ablation") < report.index("## Stage timings")
 
 
+def doc_train_list(out: Path) -> str:
+    """The video train list the demo's data stage wrote (from its `data/demo.json`)."""
+    meta = json.loads((out / "data" / "demo.json").read_text())
+    return meta["lists"]["ssv2"]["train"]
+
+
 @pytest.mark.slow
 def test_smoke_demo_through_subprocesses_and_two_ranks(tmp_path):
     """The default (subprocess) path with the `deepspeed` launcher and two CPU ranks: the per-rank
@@ -235,3 +255,13 @@ def test_smoke_demo_through_subprocesses_and_two_ranks(tmp_path):
     assert re.search(r"^  batch_size: 2$", cfg, re.M)  # smoke config: 4 clips / 2 ranks
     log = (tmp_path / "logs" / "video_pre-training.log").read_text()
     assert "deepspeed" in log.splitlines()[1] and "rank 0/2" in log
+
+
+def test_few_label_list_takes_the_first_videos_of_every_class(tmp_path):
+    lst = tmp_path / "train.csv"
+    lst.write_text("a.webm 0\nb.webm 1\nc.webm 0\nd.webm 12 1\ne.webm 0\n\n")  # VideoMAE "path [frames] label"
+    dest, kept, total = vdemo.few_label_list(lst, 2, tmp_path / "few" / "train_2.csv")
+    assert (kept, total) == (4, 5)
+    assert dest.read_text().splitlines() == ["a.webm 0", "b.webm 1", "c.webm 0", "d.webm 12 1"]
+    with pytest.raises(vdemo.DemoError, match=r"class\(es\) \['1'\] have fewer than 3"):
+        vdemo.few_label_list(lst, 3, tmp_path / "few" / "train_3.csv")

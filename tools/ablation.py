@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """`make demo-ablation`: seed 000 Table 12 on the demo data — fine-tuning top-1 (mean ± std over
 seeds) after no pre-training, MAE with tube masks, MAE with per-frame random masks, HPM's L_pred
-with random masks, and full HPM (learn-to-mask, easy-to-hard), all with the demo's video budget.
+with random masks, and full HPM (learn-to-mask, easy-to-hard), all with the demo's video budget;
+plus, per row, the k-NN top-1 of the frozen encoder (`tools/knn.py`) and the top-1 after
+fine-tuning on a few labelled videos per class (`--labels-per-class`, half the steps).
 
     python tools/ablation.py                          # 5 variants × seeds 0 1 2 → outputs/demo/ablation
     python tools/ablation.py --seeds 0 --variants scratch hpm
@@ -33,11 +35,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (0 = cores / ranks)")
     p.add_argument("--in-process", action="store_true", help="run the tools in this process (1 rank)")
     p.add_argument("--overwrite", action="store_true", help="delete the previous output folder first")
+    p.add_argument("--labels-per-class", type=int, default=6,
+                   help="also fine-tune every row on this many training videos per class, half the steps (0 = skip)")
     args = p.parse_args(argv)
     opts = DemoOptions(out_dir=args.out, smoke=args.smoke, ranks=args.ranks, threads=args.threads,
                        in_process=args.in_process, overwrite=args.overwrite)
     try:
-        run_ablation(opts, seeds=args.seeds, variants=args.variants)
+        run_ablation(opts, seeds=args.seeds, variants=args.variants, labels_per_class=args.labels_per_class)
     except DemoError as e:
         print(f"\nablation FAILED: {e}", file=sys.stderr)
         return 1

@@ -658,10 +658,47 @@ ABLATION_VARIANTS: Tuple[AblationVariant, ...] = (
 )
 
 
+def few_label_list(train_list: Path, per_class: int, dest: Path) -> Tuple[Path, int, int]:
+    """The first `per_class` lines of every class of a `path [num_frames] label` list (list
+    order: deterministic, balanced), written verbatim to `dest`. Returns (dest, kept, total)."""
+    lines = [ln for ln in train_list.read_text().splitlines() if ln.strip()]
+    taken: Dict[str, int] = {}
+    kept = []
+    for ln in lines:
+        label = ln.split()[-1]
+        if taken.get(label, 0) < per_class:
+            taken[label] = taken.get(label, 0) + 1
+            kept.append(ln)
+    short = sorted(k for k, n in taken.items() if n < per_class)
+    if short:
+        raise DemoError(f"{train_list}: class(es) {short} have fewer than {per_class} videos")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(dest, "\n".join(kept) + "\n")
+    return dest, len(kept), len(lines)
+
+
+def _few_label_overrides(ft_cfg: Path, opts: DemoOptions, factor: int) -> List[str]:
+    """Fine-tuning on 1/`factor` of the labelled videos with half the optimizer steps (and
+    warm-up steps and validations) of the full fine-tuning: epochs, warm-up and eval interval ×
+    factor / 2 (at least × 1). Half, not all: with 3 steps an epoch the per-epoch overhead (a
+    data-loading worker started per epoch) would double the run time."""
+    from videohpm.config import load_config
+
+    c = load_config(str(ft_cfg), _epochs_override(opts, "video_finetune"))
+    scale = max(1, factor // 2)
+    return [f"train.epochs={int(c.train.epochs) * scale}",
+            f"optim.warmup_epochs={float(c.optim.warmup_epochs) * scale}",
+            f"train.eval_every={max(1, int(c.train.eval_every)) * scale}"]
+
+
 def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
-                 variants: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                 variants: Optional[Sequence[str]] = None, labels_per_class: int = 6) -> Dict[str, Any]:
     """Pre-train (or not), fine-tune and test every variant for every seed with the same budget
-    (the demo's video configs); write `<out>/ablation/ABLATION.md` and `ablation.json`."""
+    (the demo's video configs); write `<out>/ablation/ABLATION.md` and `ablation.json`.
+
+    `labels_per_class > 0` adds a few-label fine-tuning of every row: `labels_per_class` training
+    videos per class (the first of each class in the train list), half the steps of the full
+    fine-tuning, tested on the same videos (0 = skip)."""
     t_start = time.time()
     out = Path(opts.out_dir).resolve()
     _prepare_out(out, overwrite=False)  # the demo's folder (and data) are shared: keep them
@@ -672,11 +709,19 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
     unknown = sorted(set(variants or ()) - {v.name for v in ABLATION_VARIANTS})
     if unknown:
         raise DemoError(f"unknown ablation variant(s) {unknown}; choose from {[v.name for v in ABLATION_VARIANTS]}")
-    runner = StageRunner(out / "ablation", opts, total=1 + len(seeds) * sum(4 if v.pretrain else 3 for v in chosen))
+    per_run = 2 * (labels_per_class > 0)
+    runner = StageRunner(out / "ablation", opts,
+                         total=1 + len(seeds) * sum((4 if v.pretrain else 3) + per_run for v in chosen))
     print(f"videohpm ablation → {out / 'ablation'}  ({len(chosen)} variants × seeds {list(seeds)})", flush=True)
     meta = _data_stage(runner, out, opts)
     data = _data_overrides(meta, "video")
     ft_cfg = opts.config("finetune_video")
+    few: List[str] = []
+    if labels_per_class > 0:
+        train_list = Path(next(o for o in data if o.startswith("data.train=")).split("=", 1)[1])
+        few_list, kept, total = few_label_list(train_list, labels_per_class,
+                                               out / "ablation" / f"train_{labels_per_class}_per_class.csv")
+        few = [f"data.train={few_list}", *_few_label_overrides(ft_cfg, opts, max(1, total // kept))]
     results: Dict[str, Dict[int, Dict[str, float]]] = {}
     for seed in seeds:
         for v in chosen:
@@ -699,6 +744,14 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
             m = _test_stage(runner, f"seed {seed} {v.name} test", ft_cfg, ft, base / "test", data)
             results.setdefault(v.name, {})[seed] = {"top1": float(m["top1"]), "top5": float(m["top5"]),
                                                     "knn_top1": float(knn["knn_top1"])}
+            if few:
+                ft = _train_stage(runner, f"seed {seed} {v.name} few-label fine-tuning",
+                                  f"fine-tuning on {labels_per_class} videos per class ({v.label}), seed {seed}",
+                                  ft_cfg, base / f"finetune_{labels_per_class}pc",
+                                  [*over, f"model.pretrained={pretrained}", *few], opts.ranks)
+                m = _test_stage(runner, f"seed {seed} {v.name} few-label test", ft_cfg, ft,
+                                base / f"test_{labels_per_class}pc", data)
+                results[v.name][seed]["few_top1"] = float(m["top1"])
     summary = summarize_ablation(results)
     stage_seconds = {k: t["seconds"] for k, t in runner.timings.items()}
     doc = {"variants": [dataclasses.asdict(v) for v in chosen], "seeds": list(seeds), "results": results,
@@ -715,10 +768,13 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
             f"(stages reused from an earlier or parallel invocation count with the time they took then; "
             f"this invocation: {doc['total_seconds'] / 60:.1f} min wall); {os.cpu_count()} CPU cores, "
             f"{opts.ranks} rank(s) per run, a shared machine — timings are noisy.", "",
-            "Last column: weighted k-NN top-1 (`tools/knn.py`: k ∈ {10, 20, 100, 200}, best k, T = 0.07) of "
+            "k-NN column: weighted k-NN top-1 (`tools/knn.py`: k ∈ {10, 20, 100, 200}, best k, T = 0.07) of "
             "the frozen encoder's mean-pooled features before fine-tuning — train list as memory bank, "
-            "val list as queries; for \"no pre-training\" the random initialisation of the same encoder.", "",
-            table, "", "Wall time per variant (s, summed over seeds; pre-training + k-NN + fine-tuning + test):", ""]
+            "val list as queries; for \"no pre-training\" the random initialisation of the same encoder."
+            + (f" Few-label column: fine-tuning on {labels_per_class} videos per class (the first of each "
+               f"class in the train list) with half the optimizer steps of the full fine-tuning, same test."
+               if few else ""), "",
+            table, "", "Wall time per variant (s, summed over seeds; pre-training + k-NN + fine-tunings + tests):", ""]
     for v in chosen:  # stage names are "seed <s> <variant> <what>"
         secs = sum(s for k, s in stage_seconds.items() if k.split(" ")[2:3] == [v.name])
         text.append(f"- {v.label}: {secs:.0f} s")
@@ -735,11 +791,12 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
 
 def summarize_ablation(results: Dict[str, Dict[int, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
     """Mean and sample standard deviation (n − 1; 0 for one seed) per variant of the fine-tuned
-    top-1 / top-5 and, where every seed has it, the frozen encoder's k-NN top-1 (`knn_top1`)."""
+    top-1 / top-5 and, where every seed has them, the frozen encoder's k-NN top-1 (`knn_top1`) and
+    the few-label fine-tuning top-1 (`few_top1`)."""
     out: Dict[str, Dict[str, float]] = {}
     for name, per_seed in results.items():
         row: Dict[str, float] = {"n": float(len(per_seed))}
-        for metric in ("top1", "top5", "knn_top1"):
+        for metric in ("top1", "top5", "knn_top1", "few_top1"):
             if not all(metric in r for r in per_seed.values()):
                 continue
             vals = [r[metric] for r in per_seed.values()]
@@ -753,21 +810,24 @@ def summarize_ablation(results: Dict[str, Dict[int, Dict[str, float]]]) -> Dict[
 def format_ablation_table(variants: Sequence[AblationVariant], summary: Dict[str, Dict[str, float]],
                           results: Dict[str, Dict[int, Dict[str, float]]], chance: float) -> str:
     """Markdown table in the shape of seed 000 Table 12 (+ per-seed top-1, Δ to the MAE row and,
-    when measured, the k-NN top-1 of the frozen encoder before fine-tuning)."""
+    when measured, the k-NN top-1 of the frozen encoder before fine-tuning and the top-1 after
+    few-label fine-tuning)."""
     ref = summary.get("mae_frame", {}).get("top1_mean")
-    knn = any("knn_top1_mean" in s for s in summary.values())
+    extra = [(m, head) for m, head in (("knn_top1", "k-NN top-1, frozen encoder"),
+                                       ("few_top1", "top-1, few-label fine-tuning"))
+             if any(f"{m}_mean" in s for s in summary.values())]
     rows = ["| pre-training | L_pred | mask | top-1 (mean ± std) | Δ vs MAE per-frame | top-5 (mean ± std) "
-            "| top-1 per seed |" + (" k-NN top-1, frozen encoder (mean ± std) |" if knn else ""),
-            "|---|---|---|---|---|---|---|" + ("---|" if knn else "")]
+            "| top-1 per seed |" + "".join(f" {head} (mean ± std) |" for _, head in extra),
+            "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
     for v in variants:
         s = summary.get(v.name)
         if not s:
             continue
         delta = f"{s['top1_mean'] - ref:+.1f}" if ref is not None and v.name != "mae_frame" else "–"
         seeds = ", ".join(f"{results[v.name][k]['top1']:.1f}" for k in sorted(results[v.name]))
-        knn_cell = (f" {s['knn_top1_mean']:.1f} ± {s['knn_top1_std']:.1f} |" if "knn_top1_mean" in s else " – |"
-                    ) if knn else ""
+        cells = "".join(f" {s[f'{m}_mean']:.1f} ± {s[f'{m}_std']:.1f} |" if f"{m}_mean" in s else " – |"
+                        for m, _ in extra)
         rows.append(f"| {v.label} | {v.l_pred} | {v.mask} | {s['top1_mean']:.1f} ± {s['top1_std']:.1f} | {delta} | "
-                    f"{s['top5_mean']:.1f} ± {s['top5_std']:.1f} | {seeds} |{knn_cell}")
-    rows.append(f"| *chance* | | | {chance:.1f} | | | |" + (f" {chance:.1f} |" if knn else ""))
+                    f"{s['top5_mean']:.1f} ± {s['top5_std']:.1f} | {seeds} |{cells}")
+    rows.append(f"| *chance* | | | {chance:.1f} | | | |" + f" {chance:.1f} |" * len(extra))
     return "\n".join(rows)
