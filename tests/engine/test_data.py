@@ -73,3 +73,45 @@ def test_main_process_generators_are_left_alone():
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a["aug"], b["aug"])
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+class _PidAug(_RandomAug):
+    def __getitem__(self, i):
+        import os
+
+        return {**super().__getitem__(i), "pid": torch.tensor(os.getpid())}
+
+
+def test_persistent_workers_keep_the_process_and_the_augmentations():
+    """`data.persistent_workers`: one worker serves every epoch, and each epoch's indices and
+    augmentations equal those of a fresh loader (a new worker) for that epoch."""
+    ds = _PidAug()
+    persistent_sampler, fresh_sampler = (ResumableDistributedSampler(ds, 1, 0, seed=5) for _ in range(2))
+    persistent = build_loader(ds, 4, persistent_sampler, num_workers=1, drop_last=True, collate_fn=default_collate,
+                              persistent_workers=True)
+    assert persistent.persistent_workers
+    pids = {"persistent": set(), "fresh": set()}
+    for epoch in range(3):
+        persistent_sampler.set_epoch(epoch)
+        fresh_sampler.set_epoch(epoch)
+        fresh = build_loader(ds, 4, fresh_sampler, num_workers=1, drop_last=True, collate_fn=default_collate)
+        a, b = list(persistent), list(fresh)
+        assert [x["index"].tolist() for x in a] == [x["index"].tolist() for x in b]
+        assert all(torch.equal(x["aug"], y["aug"]) for x, y in zip(a, b))
+        pids["persistent"] |= {int(p) for x in a for p in x["pid"]}
+        pids["fresh"] |= {int(p) for x in b for p in x["pid"]}
+    assert len(pids["persistent"]) == 1 and len(pids["fresh"]) == 3
+
+
+def test_trainer_passes_persistent_workers(demo, tmp_path):
+    from tests.engine.conftest import PRETRAIN_CFG, data_overrides
+    from videohpm.config import load_config
+    from videohpm.engine import Trainer
+
+    base = [*data_overrides(demo), f"train.output_dir={tmp_path}", "data.num_workers=1"]
+    for flag in (True, False):
+        tr = Trainer(load_config(str(PRETRAIN_CFG), [*base, f"data.persistent_workers={str(flag).lower()}"]))
+        try:
+            assert tr.loader.persistent_workers is flag
+        finally:
+            tr.close()

@@ -154,7 +154,7 @@ class Trainer:
         self.steps_per_epoch = self.micro_per_epoch // a
         pin = bool(t.pin_memory) and self.device.type == "cuda"
         self.loader = build_loader(self.dataset, b, self.sampler, int(cfg.data.num_workers), drop_last=True,
-                                   pin_memory=pin)
+                                   pin_memory=pin, persistent_workers=bool(cfg.data.persistent_workers))
         self.val_loader = None
         self.val_size = 0
         eval_split = getattr(self.recipe, "eval_split", None)
