@@ -73,7 +73,7 @@ class HPM(TargetMixin, nn.Module):
             "fp16" (autocast). The teacher only ranks patches (and, for `ema_features`, gives
             targets) without gradients, as it does under the papers' mixed-precision training.
             On a CPU with native bf16 GEMMs (AVX512-BF16 / AMX, `cpu_kernels.cpu_bf16_is_fast`)
-            "bf16" with an fp32 student cuts the HPM step by ~1/6 (the teacher's pass over all N
+            "bf16" with an fp32 student cuts the HPM step by ~15 % (the teacher's pass over all N
             tokens is about half of it; docs/BENCHMARKS.md). Not the default there, so that an
             fp32 run gives the same masks on every machine.
     """
