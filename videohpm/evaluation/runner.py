@@ -271,11 +271,10 @@ def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher
 
     Returns the metrics (identical on every rank).
     """
-    import json
-
     from videohpm import distributed as vdist
     from videohpm.engine.data import build_knn_loaders
     from videohpm.evaluation.knn import knn_eval, mean_pooled_features
+    from videohpm.evaluation.multiview import write_metrics_json
 
     device = vdist.init_distributed(cfg.train.dist_backend or None)
     model = load_encoder(cfg, checkpoint, teacher=teacher).to(device)
@@ -291,11 +290,7 @@ def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher
                temperature=float(cfg.train.knn_temperature), world_size=vdist.get_world_size(),
                model=str(cfg.model.name))
     if vdist.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
-        tmp = os.path.join(output_dir, f"knn.json.tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(tmp, os.path.join(output_dir, "knn.json"))
+        write_metrics_json(res, os.path.join(output_dir, "knn.json"))
     vdist.barrier()
     return res
 
