@@ -44,6 +44,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    from videohpm import distributed as vdist
+
+    try:
+        vdist.apply_slurm_env()  # srun: SLURM_PROCID/NTASKS/LOCALID/NODELIST → RANK, WORLD_SIZE, ...
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         cfg, checkpoint = load_tool_config(args.config, args.overrides)
     except ConfigError as e:
@@ -52,7 +59,6 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from videohpm import distributed as vdist
     from videohpm.evaluation.runner import run_test
 
     out = args.output_dir or os.path.join(cfg.train.output_dir, "test")

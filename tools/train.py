@@ -43,6 +43,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    from videohpm import distributed as vdist
+
+    try:
+        vdist.apply_slurm_env()  # srun: SLURM_PROCID/NTASKS/LOCALID/NODELIST → RANK, WORLD_SIZE, ...
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:

@@ -10,14 +10,31 @@ replaces `print`.
 Environment read (as the DeepSpeed launcher and torchrun set it):
     RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_SIZE / LOCAL_WORLD_SIZE, CROSS_RANK / GROUP_RANK,
     MASTER_ADDR, MASTER_PORT.
+
+SLURM (`srun python tools/train.py ...`, one task per GPU): when no launcher variables are set
+but SLURM's are, `apply_slurm_env()` translates them into the names above (only the missing
+ones, so `MASTER_ADDR` / `MASTER_PORT` exported in the batch script win):
+    RANK        ← SLURM_PROCID
+    WORLD_SIZE  ← SLURM_STEP_NUM_TASKS, else SLURM_NTASKS
+    LOCAL_RANK  ← SLURM_LOCALID
+    LOCAL_WORLD_SIZE ← this node's entry of SLURM_STEP_TASKS_PER_NODE / SLURM_TASKS_PER_NODE
+                  (e.g. "4(x2),2"), else SLURM_NTASKS_PER_NODE
+    GROUP_RANK  ← SLURM_NODEID
+    MASTER_ADDR ← the first host of SLURM_STEP_NODELIST / SLURM_NODELIST / SLURM_JOB_NODELIST,
+                  expanded in pure Python (`expand_nodelist`; no `scontrol` needed)
+    MASTER_PORT ← kept if exported, else `15000 + SLURM_JOB_ID % 10000` (below Linux's ephemeral
+                  range, the same on every task of a job, different for concurrent jobs)
+`VIDEOHPM_IGNORE_SLURM=1` turns the translation off (e.g. a plain `python` inside an `sbatch`
+script, whose environment describes the whole allocation).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from datetime import timedelta
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -32,6 +49,10 @@ __all__ = [
     "is_main_process",
     "is_distributed",
     "launched_by_launcher",
+    "expand_nodelist",
+    "expand_tasks_per_node",
+    "slurm_env",
+    "apply_slurm_env",
     "init_distributed",
     "get_device",
     "barrier",
@@ -100,6 +121,152 @@ def launched_by_launcher() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
+# --------------------------------------------------------------------------- SLURM
+_HOSTLIST_GROUP = re.compile(r"\[([^\[\]]*)\]")
+
+
+def _split_top_level(text: str) -> List[str]:
+    """Split at commas outside brackets: "a[1-2],b3" → ["a[1-2]", "b3"]."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"SLURM nodelist {text!r}: unbalanced ']'")
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ValueError(f"SLURM nodelist {text!r}: unbalanced '['")
+    parts.append("".join(cur))
+    return parts
+
+
+def _expand_range_list(spec: str, whole: str) -> List[str]:
+    """"01-04,07" → ["01", "02", "03", "04", "07"]; the width of the lower bound is kept."""
+    out: List[str] = []
+    for item in spec.split(","):
+        item = item.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if not m:
+            raise ValueError(f"SLURM nodelist {whole!r}: bad range {item!r} in [{spec}]")
+        lo_s, hi_s = m.group(1), m.group(2)
+        if hi_s is None:
+            out.append(lo_s)
+            continue
+        lo, hi = int(lo_s), int(hi_s)
+        if hi < lo:
+            raise ValueError(f"SLURM nodelist {whole!r}: range {item!r} runs backwards")
+        width = len(lo_s) if lo_s.startswith("0") else 0
+        out.extend(str(i).zfill(width) for i in range(lo, hi + 1))
+    return out
+
+
+def expand_nodelist(nodelist: str) -> List[str]:
+    """Host names of a SLURM hostlist expression, in order (what `scontrol show hostnames` prints).
+
+    Handles comma lists (`n1,n2`), bracket ranges with zero padding (`node[01-04,07]` →
+    node01 … node04, node07), several prefixes (`gpu-a[1-2],gpu-b3`) and several bracket groups
+    in one name (`rack[1-2]-n[1-2]` → rack1-n1, rack1-n2, rack2-n1, rack2-n2). Duplicates are
+    kept once. Raises `ValueError` naming the expression when it cannot be parsed.
+    """
+    text = (nodelist or "").strip()
+    if not text:
+        raise ValueError("SLURM nodelist is empty")
+    hosts: List[str] = []
+    for item in _split_top_level(text):
+        item = item.strip()
+        if not item:
+            raise ValueError(f"SLURM nodelist {nodelist!r}: empty host name")
+        names = [""]
+        pos = 0
+        for m in _HOSTLIST_GROUP.finditer(item):
+            literal = item[pos:m.start()]
+            values = _expand_range_list(m.group(1), nodelist)
+            names = [n + literal + v for n in names for v in values]
+            pos = m.end()
+        tail = item[pos:]
+        if "[" in tail or "]" in tail:
+            raise ValueError(f"SLURM nodelist {nodelist!r}: unbalanced brackets in {item!r}")
+        names = [n + tail for n in names]
+        hosts.extend(n for n in names if n not in hosts)
+    return hosts
+
+
+def expand_tasks_per_node(spec: str) -> List[int]:
+    """SLURM's compressed tasks-per-node list: "4(x2),2" → [4, 4, 2]."""
+    out: List[int] = []
+    for item in (spec or "").split(","):
+        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", item)
+        if not m:
+            raise ValueError(f"SLURM tasks-per-node {spec!r}: bad entry {item!r}")
+        out.extend([int(m.group(1))] * int(m.group(2) or 1))
+    return out
+
+
+def _first_env(*names: str) -> Optional[str]:
+    for n in names:
+        v = os.environ.get(n)
+        if v not in (None, ""):
+            return v
+    return None
+
+
+def slurm_env() -> Dict[str, str]:
+    """The launcher variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
+    MASTER_ADDR, MASTER_PORT) that this SLURM task implies; {} outside a SLURM task.
+
+    Raises `ValueError` naming the variable when one is malformed or missing.
+    """
+    if os.environ.get("VIDEOHPM_IGNORE_SLURM", "") not in ("", "0") or "SLURM_PROCID" not in os.environ:
+        return {}
+    world_raw = _first_env("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
+    if world_raw is None:
+        raise ValueError("SLURM_PROCID is set but SLURM_NTASKS is not: start the job with srun (one task per GPU)")
+    rank = env_int("SLURM_PROCID", 0)
+    world = env_int("SLURM_STEP_NUM_TASKS", env_int("SLURM_NTASKS", 1))
+    if not 0 <= rank < world:
+        raise ValueError(f"SLURM_PROCID={rank} outside [0, {world}) (SLURM_NTASKS={world_raw})")
+    env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(env_int("SLURM_LOCALID", 0)),
+           "GROUP_RANK": str(env_int("SLURM_NODEID", 0))}
+    node_id = env_int("SLURM_NODEID", 0)
+    tpn = _first_env("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
+    if tpn is not None:
+        per_node = expand_tasks_per_node(tpn)
+        if node_id < len(per_node):
+            env["LOCAL_WORLD_SIZE"] = str(per_node[node_id])
+    elif _first_env("SLURM_NTASKS_PER_NODE") is not None:
+        env["LOCAL_WORLD_SIZE"] = str(env_int("SLURM_NTASKS_PER_NODE", 1))
+    nodelist = _first_env("SLURM_STEP_NODELIST", "SLURM_NODELIST", "SLURM_JOB_NODELIST")
+    if _first_env("MASTER_ADDR") is None:
+        if nodelist is None:
+            raise ValueError("SLURM task without SLURM_NODELIST (and no MASTER_ADDR): cannot find the master host")
+        env["MASTER_ADDR"] = expand_nodelist(nodelist)[0]
+    if _first_env("MASTER_PORT") is None:
+        job = _first_env("SLURM_JOB_ID", "SLURM_JOBID")
+        if job is None:
+            raise ValueError("SLURM task without SLURM_JOB_ID (and no MASTER_PORT): export MASTER_PORT")
+        try:
+            env["MASTER_PORT"] = str(15000 + int(job) % 10000)
+        except ValueError as e:
+            raise ValueError(f"SLURM_JOB_ID={job!r} is not an integer: export MASTER_PORT") from e
+    return env
+
+
+def apply_slurm_env() -> Dict[str, str]:
+    """Inside `srun` (and not under another launcher): write `slurm_env()` into `os.environ`
+    without overwriting what is already set; returns what was written. Idempotent."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun / deepspeed / a previous call
+        return {}
+    written = {k: v for k, v in slurm_env().items() if k not in os.environ}
+    os.environ.update(written)
+    return written
+
+
 # --------------------------------------------------------------------------- setup
 def default_backend() -> str:
     """`nccl` when this process drives a CUDA GPU, `gloo` otherwise (CPU runs, CI)."""
@@ -121,10 +288,12 @@ def init_distributed(backend: Optional[str] = None, timeout_minutes: float = 30.
         backend: "nccl", "gloo" or None for `default_backend()`.
         timeout_minutes: collective timeout; long enough for a slow checkpoint write on rank 0.
 
+    SLURM variables (a task started by `srun`) are translated first (`apply_slurm_env`).
     Without launcher variables the job is a single process: its one-rank group uses an in-memory
     store (no port to pick or to collide on, nothing written to `os.environ` that subprocesses
     would inherit) — except `LOCAL_RANK=0`, which DeepSpeed insists on reading.
     """
+    apply_slurm_env()
     device = get_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
