@@ -1,6 +1,14 @@
 #!/usr/bin/env python
-"""Build VideoMAE list files (train.csv / val.csv / test.csv) from official annotations.
+"""Build VideoMAE list files (train.csv / val.csv / test.csv [, classes.txt]).
 
+    python tools/make_lists.py folder ROOT OUT_DIR [--val-ratio 0.2] [--seed 0]
+        ROOT/<class>/.../<video>: one class per sub-folder (ids in sorted order, empty folders
+        kept as classes with a warning), a stratified seeded validation split; paths relative
+        to ROOT (data.data_root=ROOT); non-video files are listed in OUT_DIR/skipped.txt.
+    python tools/make_lists.py ucf101 ANNOTATION_DIR OUT_DIR --split K [--video-dir UCF-101]
+        ANNOTATION_DIR (ucfTrainTestlist) holds classInd.txt, trainlist0K.txt, testlist0K.txt.
+    python tools/make_lists.py hmdb51 ANNOTATION_DIR OUT_DIR --split K [--video-dir hmdb51]
+        ANNOTATION_DIR (testTrainMulti_7030_splits) holds <class>_test_splitK.txt (0/1/2 per video).
     python tools/make_lists.py ssv2 ANNOTATION_DIR OUT_DIR [--video-dir VIDEOS]
         ANNOTATION_DIR holds something-something-v2-{labels,train,validation}.json;
         lines are "<id>.webm <label>".
@@ -10,33 +18,62 @@
         "<youtube_id>_<start:06d>_<end:06d>.mp4 <label>", ids from the sorted class names.
 
 With --video-dir, videos listed but missing on disk are reported (and written to
-OUT_DIR/missing_<split>.txt); --drop-missing leaves them out of the lists.
-See data_lists/README.md for the formats.
+OUT_DIR/missing_<split>.txt); --drop-missing leaves them out of the lists. Paths with spaces are
+written double-quoted. See data_lists/README.md for the formats.
 """
 import argparse
 import os
 import sys
 
-from videohpm.data.lists import build_k400_lists, build_ssv2_lists
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videohpm.data.lists import build_k400_lists, build_ssv2_lists  # noqa: E402
+from videohpm.data.own_lists import (  # noqa: E402
+    VIDEO_EXTENSIONS,
+    build_folder_lists,
+    build_hmdb51_lists,
+    build_ucf101_lists,
+)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=["ssv2", "k400"])
-    p.add_argument("annotation_dir")
+    p.add_argument("dataset", choices=["folder", "ucf101", "hmdb51", "ssv2", "k400"])
+    p.add_argument("annotation_dir", help="folder: the video root; otherwise the annotation folder")
     p.add_argument("out_dir")
+    p.add_argument("--val-ratio", type=float, default=0.2, help="folder: fraction of each class for val.csv")
+    p.add_argument("--seed", type=int, default=0, help="folder: seed of the train/val split")
+    p.add_argument("--extensions", default=",".join(VIDEO_EXTENSIONS),
+                   help="folder: comma-separated video extensions (case-insensitive)")
+    p.add_argument("--no-empty-classes", action="store_true",
+                   help="folder: refuse class folders without videos (default: keep them, with a warning)")
+    p.add_argument("--split", type=int, default=1, help="ucf101 / hmdb51: official split 1, 2 or 3")
     p.add_argument("--video-dir", default=None, help="folder with the videos, to report missing ones")
-    p.add_argument("--ext", default=None, help="video extension (default .webm for ssv2, .mp4 for k400)")
+    p.add_argument("--ext", default=None, help="ssv2 / k400 video extension (default .webm for ssv2, .mp4 for k400)")
     p.add_argument("--drop-missing", action="store_true", help="leave videos missing on disk out of the lists")
     p.add_argument("--class-subdirs", action="store_true", help="k400: videos stored as <label>/<name>.mp4")
     args = p.parse_args(argv)
-    if args.dataset == "ssv2":
-        report = build_ssv2_lists(args.annotation_dir, args.out_dir, args.video_dir, args.ext or ".webm",
-                                  args.drop_missing)
-    else:
-        report = build_k400_lists(args.annotation_dir, args.out_dir, args.video_dir, args.ext or ".mp4",
-                                  args.class_subdirs, args.drop_missing)
+    try:
+        if args.dataset == "folder":
+            exts = [e.strip() for e in args.extensions.split(",") if e.strip()]
+            report = build_folder_lists(args.annotation_dir, args.out_dir, args.val_ratio, args.seed, exts,
+                                        allow_empty=not args.no_empty_classes)
+        elif args.dataset == "ucf101":
+            report = build_ucf101_lists(args.annotation_dir, args.out_dir, args.split, args.video_dir,
+                                        args.drop_missing)
+        elif args.dataset == "hmdb51":
+            report = build_hmdb51_lists(args.annotation_dir, args.out_dir, args.split, args.video_dir,
+                                        args.drop_missing)
+        elif args.dataset == "ssv2":
+            report = build_ssv2_lists(args.annotation_dir, args.out_dir, args.video_dir, args.ext or ".webm",
+                                      args.drop_missing)
+        else:
+            report = build_k400_lists(args.annotation_dir, args.out_dir, args.video_dir, args.ext or ".mp4",
+                                      args.class_subdirs, args.drop_missing)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(report.summary())
     for split, names in report.missing.items():
         if names:
@@ -44,6 +81,11 @@ def main(argv=None) -> int:
             with open(path, "w", encoding="utf-8") as f:
                 f.writelines(n + "\n" for n in names)
             print(f"{split}: {len(names)} listed video(s) missing on disk -> {path}")
+    if args.dataset in ("folder", "ucf101", "hmdb51"):
+        root = os.path.abspath(args.annotation_dir) if args.dataset == "folder" else (args.video_dir or "<video folder>")
+        hint = [f"data.num_classes={len(report.classes)}", f"data.data_root={root}"]
+        hint += [f"data.{s}={report.lists[s]}" for s in ("train", "val", "test") if s in report.lists]
+        print("use: data.dataset=generic " + " ".join(hint))
     return 0
 
 

@@ -7,9 +7,11 @@ Two line forms are accepted (single-space separated, no header, as VideoMAE V1/V
   whole video). Such entries carry no label (``label = -1``); ``total_frames = -1`` means
   "to the end of the video".
 
-Paths are joined onto ``data_root`` (absolute paths stay absolute). Paths may not contain spaces
-(VideoMAE splits on a single space too). A bad line raises :class:`ListFormatError` naming
-``file:line`` and the reason.
+Paths are joined onto ``data_root`` (absolute paths stay absolute). A path with a space (or one
+starting with ``"``) is written in double quotes, a ``"`` inside doubled (CSV style):
+``"my class/my video.mp4" 3``; VideoMAE's own readers split on every space and cannot read such
+lines, so lists without spaces stay byte-compatible with VideoMAE (:func:`format_path` quotes only
+when needed). A bad line raises :class:`ListFormatError` naming ``file:line`` and the reason.
 
 The builders turn the official Something-Something v2 JSON and Kinetics CSV annotation files
 into such lists (used by ``tools/make_lists.py`` and by the demo data set).
@@ -31,6 +33,7 @@ __all__ = [
     "VideoList",
     "read_list",
     "write_list",
+    "format_path",
     "build_ssv2_lists",
     "build_k400_lists",
     "k400_video_name",
@@ -75,9 +78,32 @@ class VideoList:
         return len(self) > 0 and bool((self.labels >= 0).all())
 
 
+def _split_quoted(text: str, where: str) -> List[str]:
+    """``'"a b.mp4" 3'`` -> ``["a b.mp4", "3"]``: a leading double-quoted path (``""`` = ``"``),
+    then the space-separated fields."""
+    parts: List[str] = []
+    i = 1
+    while True:
+        j = text.find('"', i)
+        if j < 0:
+            raise ListFormatError(f"{where}: unterminated quoted path (no closing '\"'): {text!r}")
+        parts.append(text[i:j])
+        if text.startswith('""', j):
+            parts.append('"')
+            i = j + 2
+            continue
+        break
+    path, rest = "".join(parts), text[j + 1 :]
+    if not path:
+        raise ListFormatError(f"{where}: empty quoted path: {text!r}")
+    if not rest.startswith(" "):
+        raise ListFormatError(f"{where}: expected a space after the quoted path, got {text!r}")
+    return [path] + rest[1:].split(" ")
+
+
 def _parse_line(text: str, where: str) -> Tuple[str, int, int, int]:
     """Parse one stripped, non-empty line into ``(path, label, start, total)``."""
-    tokens = text.split(" ")
+    tokens = _split_quoted(text, where) if text.startswith('"') else text.split(" ")
     if any(t == "" for t in tokens):
         raise ListFormatError(
             f"{where}: fields must be separated by exactly one space (VideoMAE format), got {text!r}"
@@ -106,7 +132,8 @@ def _parse_line(text: str, where: str) -> Tuple[str, int, int, int]:
         return path, -1, start, total
     raise ListFormatError(
         f"{where}: expected '<path> <label>' or '<path> <start_frame> <total_frames>' "
-        f"({len(tokens)} fields found; paths may not contain spaces): {text!r}"
+        f"({len(tokens)} fields found; a path with spaces must be in double quotes, "
+        f"'\"my video.mp4\" 3'): {text!r}"
     )
 
 
@@ -172,15 +199,35 @@ def read_list(
     )
 
 
+def format_path(name: str) -> str:
+    """A video path as a list field: unchanged (VideoMAE-compatible) unless it holds a space or
+    starts with ``"``; then double-quoted with inner ``"`` doubled (what :func:`read_list` reads).
+
+    Raises:
+        ListFormatError: the path is empty, has a line break, or leading/trailing whitespace (a
+            list line is stripped, so it would not read back unchanged).
+    """
+    if not name or "\n" in name or "\r" in name:
+        raise ListFormatError(f"video path {name!r} is empty or contains a line break")
+    if " " in name or name.startswith('"'):
+        return '"' + name.replace('"', '""') + '"'
+    if name != name.strip():
+        raise ListFormatError(f"video path {name!r} starts or ends with whitespace")
+    return name
+
+
 def write_list(path: str | os.PathLike, entries: Iterable[Tuple[str, int]]) -> int:
-    """Write ``<path> <label>`` lines (VideoMAE V1 form); returns the number of lines."""
+    """Write ``<path> <label>`` lines (VideoMAE V1 form; paths through :func:`format_path`);
+    returns the number of lines."""
     n = 0
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for name, label in entries:
-            if " " in name:
-                raise ListFormatError(f"{path}: video path {name!r} contains a space")
-            f.write(f"{name} {int(label)}\n")
+            try:
+                field = format_path(name)
+            except ListFormatError as e:
+                raise ListFormatError(f"{path}: {e}") from None
+            f.write(f"{field} {int(label)}\n")
             n += 1
     return n
 
