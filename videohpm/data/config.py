@@ -30,11 +30,12 @@ from torch.utils.data import Dataset
 from .datasets import (
     ImageFolderDataset,
     VideoClassificationDataset,
+    VideoClipDataset,
     VideoMultiViewDataset,
     VideoPretrainDataset,
     collate,
 )
-from .lists import ListFormatError, read_list
+from .lists import ListFormatError, VideoList, read_list
 from .sampling import clip_span, dense_indices, segment_indices
 from .transforms import (
     IMAGENET_MEAN,
@@ -47,7 +48,7 @@ from .transforms import (
 )
 from .video import BACKENDS
 
-__all__ = ["DataConfig", "resolve", "validate", "build_dataset", "build_collate", "SPLITS"]
+__all__ = ["DataConfig", "resolve", "validate", "build_dataset", "build_eval_dataset", "build_collate", "SPLITS"]
 
 SPLITS = ("pretrain", "train", "val", "test")
 KINDS = ("video", "image")
@@ -76,12 +77,18 @@ class DataConfig:
         data_root: prefix joined onto relative paths in the lists.
         num_classes: classes; every label must lie in ``[0, num_classes)``. Needed for the
             classification splits of video lists (image mode infers it from the folders).
+        class_names: the class names in label-id order (optional; saved with the run's config,
+            so ``tools/predict.py`` names its answers). Must have ``num_classes`` entries.
         num_frames: clip length ``T`` (16).
         sampling_rate: dense stride for pre-training and ``window`` fine-tuning/test clips
             (``None`` → 2 for ssv2, 4 otherwise).
         finetune_sampling: ``"segments"`` (TSN, SSv2) or ``"window"`` (dense random window,
             K400); also used for validation and test clips.
-        input_size: training/validation crop side (224).
+        input_size: training/validation crop side (224). Must be a multiple of the model's
+            patch size, and equal to the model's ``img_size`` unless ``allow_resolution_change``.
+        allow_resolution_change: run the model at another ``input_size`` than it was built for
+            (its position table is interpolated to the new grid, as VideoMAE's fine-tuning at a
+            higher resolution); false (default): such a config is an error before any work.
         short_side_size: validation resize of the short side before the centre crop
             (``None`` → ``input_size``). Test views are ``input_size`` crops of frames whose
             short side is resized to ``input_size``.
@@ -111,10 +118,12 @@ class DataConfig:
     test: Optional[str] = None
     data_root: str = ""
     num_classes: Optional[int] = None
+    class_names: Optional[List[str]] = None
     num_frames: int = 16
     sampling_rate: Optional[int] = None
     finetune_sampling: Optional[str] = None
     input_size: int = 224
+    allow_resolution_change: bool = False
     short_side_size: Optional[int] = None
     test_num_clips: Optional[int] = None
     test_num_crops: Optional[int] = None
@@ -218,6 +227,12 @@ def validate(cfg: Any, split: Optional[str] = None) -> DataConfig:
         raise ValueError(f"data.short_side_size: {cfg.short_side_size} < data.input_size {cfg.input_size}")
     if cfg.num_classes is not None and cfg.num_classes < 1:
         raise ValueError(f"data.num_classes: must be >= 1, got {cfg.num_classes}")
+    if cfg.class_names is not None:
+        names = list(cfg.class_names)
+        if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+            raise ValueError(f"data.class_names: needs non-empty strings, got {names[:5]}")
+        if cfg.num_classes is not None and len(names) != cfg.num_classes:
+            raise ValueError(f"data.class_names: {len(names)} names but data.num_classes={cfg.num_classes}")
     for key in ("mean", "std"):
         if len(getattr(cfg, key)) != 3:
             raise ValueError(f"data.{key}: needs 3 values (RGB), got {list(getattr(cfg, key))}")
@@ -316,9 +331,24 @@ def build_dataset(cfg: Any, split: str) -> Dataset:
                              cfg.reprob, cfg.mean, cfg.std)
         return VideoClassificationDataset(videos, _clip_sampler(cfg, split), tf, num_sample=cfg.num_sample,
                                           max_broken=cfg.max_broken, **rk)
+    return build_eval_dataset(cfg, videos, split)
+
+
+def build_eval_dataset(cfg: Any, videos: VideoList, split: str, require_labels: bool = True) -> Dataset:
+    """The ``"val"`` (one centre clip and crop) or ``"test"`` (multi-view) video dataset of an
+    already parsed list — what :func:`build_dataset` returns for those splits, also used by
+    ``tools/predict.py`` and ``tools/extract_features.py`` on videos that come without a list.
+
+    ``require_labels=False`` accepts entries without a label (``label = -1``); the ``"val"``
+    samples then carry no ``"label"``.
+    """
+    cfg = resolve(cfg)
     if split == "val":
         tf = eval_transform(cfg.input_size, cfg.short_side_size, cfg.mean, cfg.std)
-        return VideoClassificationDataset(videos, _clip_sampler(cfg, split), tf, max_broken=cfg.max_broken, **rk)
+        cls = VideoClassificationDataset if require_labels else VideoClipDataset
+        return cls(videos, _clip_sampler(cfg, split), tf, max_broken=cfg.max_broken, **_reader_kwargs(cfg))
+    if split != "test":
+        raise ValueError(f"build_eval_dataset: split must be 'val' or 'test', got {split!r}")
     return VideoMultiViewDataset(
         videos,
         num_frames=cfg.num_frames,
@@ -329,7 +359,8 @@ def build_dataset(cfg: Any, split: str) -> Dataset:
         stride=cfg.sampling_rate,
         mean=cfg.mean,
         std=cfg.std,
-        **rk,
+        require_labels=require_labels,
+        **_reader_kwargs(cfg),
     )
 
 

@@ -202,6 +202,7 @@ class VideoMultiViewDataset(Dataset):
         stride: temporal stride for ``"window"``.
         mean, std: normalization.
         backend, fallback, decode_threads: reader options.
+        require_labels: refuse entries without a label (``False``: prediction, ``label = -1``).
 
     Returns samples ``{"views": [K·crops, C, T, s, s], "label", "video_id", "ok", "index",
     "error"}`` (views clip-major); a broken video gives zero views, ``ok=False`` and the reason.
@@ -221,8 +222,9 @@ class VideoMultiViewDataset(Dataset):
         backend: str = "decord",
         fallback: Optional[str] = "pyav",
         decode_threads: int = 1,
+        require_labels: bool = True,
     ) -> None:
-        if not videos.has_labels:
+        if require_labels and not videos.has_labels:
             raise ValueError(f"{videos.source}: the test list needs a label on every line")
         if mode not in ("window", "segments"):
             raise ValueError(f"unknown sampling mode {mode!r}; expected 'window' or 'segments'")

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Frozen encoder features of a checkpoint, saved as .npy shards plus an index CSV.
+
+    # a pre-training run's encoder on a list (labels, if the list has them, go into index.csv)
+    python tools/extract_features.py --config configs/pretrain/ssv2_vit_b_hpm.yaml \\
+        checkpoint=outputs/pt/model_final.pth data_lists/ssv2/val.csv --output-dir feats/val
+    # HPM's EMA teacher, one feature per time slice (keeps the temporal order), a folder of videos
+    python tools/extract_features.py checkpoint=outputs/pt --teacher --pool time my_videos/ --output-dir feats/mine
+    # all tokens, all GPUs of a node: each rank writes its own shards, rank 0 the shared index
+    deepspeed --num_gpus 8 tools/extract_features.py --config ... checkpoint=... --pool tokens list.txt --output-dir f
+
+`--pool mean`: `[D]` per video, the mean over all tokens (exactly what tools/knn.py uses, before
+its ℓ2 normalization); `time`: `[T', D]`, the mean per time slice in temporal order; `tokens`:
+`[N, D]`, all tokens (time-major). One centre clip and crop per video (the validation transform,
+as tools/knn.py). Inputs: video files, folders (recursive) and list files, as tools/predict.py.
+`--config` defaults to the `config.yaml` of the checkpoint's run folder. Writes
+`features-r<rank>-<k>.npy`, `index.csv` (video, path, status, error, label, shard, row) and
+`features.json` into `--output-dir` (which must not hold features already); broken videos get
+`status=broken` and no row. Read them back with `videohpm.evaluation.features.load_features`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None,
+                   help="the model's pre-training or fine-tuning YAML (default: config.yaml of the checkpoint's run)")
+    p.add_argument("--output-dir", required=True, help="folder for the shards and index.csv (must not hold features)")
+    p.add_argument("--pool", default="mean", choices=("mean", "time", "tokens"), help="what to keep per video")
+    p.add_argument("--teacher", action="store_true", help="the EMA teacher saved with the checkpoint (HPM)")
+    p.add_argument("--random-init", action="store_true", help="no checkpoint: the randomly initialised encoder")
+    p.add_argument("--data-root", default=None, help="prefix of relative paths in list files (default data.data_root)")
+    p.add_argument("--batch-size", type=int, default=None, help="videos per rank per batch (default train.batch_size)")
+    p.add_argument("--shard-rows", type=int, default=0, help="videos per .npy shard (default: up to 256 MiB each)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    p.add_argument("args", nargs="*", metavar="checkpoint=PATH | INPUT | key=value",
+                   help="checkpoint=<path>, videos / folders / lists, and config overrides")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    from videohpm.evaluation.predict import find_run_config, split_tool_args
+
+    overrides, inputs = split_tool_args(args.args)
+    try:
+        config = args.config
+        ckpts = [a.split("=", 1)[1] for a in overrides if a.startswith("checkpoint=")]
+        if config is None and len(ckpts) == 1 and os.path.exists(ckpts[0]):
+            config = find_run_config(ckpts[0])
+            if config is None:
+                print(f"error: no config.yaml in the run folder of checkpoint={ckpts[0]}: give --config", file=sys.stderr)
+                return 2
+        if config is None and args.random_init:
+            print("error: --random-init needs --config", file=sys.stderr)
+            return 2
+        cfg, checkpoint = load_tool_config(config or "-", overrides, require_checkpoint=not args.random_init)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.random_init and (checkpoint or args.teacher):
+        print("error: --random-init evaluates no checkpoint: drop checkpoint= and --teacher", file=sys.stderr)
+        return 2
+    if not inputs:
+        print("error: no input: give video files, folders or list files", file=sys.stderr)
+        return 2
+    from videohpm import distributed as vdist
+    from videohpm.evaluation.features import run_extract
+
+    vdist.setup_logging(None)
+    try:
+        meta = run_extract(cfg, checkpoint, inputs, args.output_dir, pool=args.pool, teacher=args.teacher,
+                           data_root=args.data_root, batch_size=args.batch_size, shard_rows=args.shard_rows)
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if vdist.is_main_process():
+        print(f"{meta['num_videos']} videos ({meta['num_broken']} broken) → {len(meta['shards'])} shard(s) of "
+              f"{args.pool} features {meta['shape']} in {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

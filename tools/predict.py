@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Top-k classes of your own videos from a fine-tuned checkpoint (the multi-view test's protocol).
+
+    # a fine-tuning run folder: its saved config.yaml is used; files, folders and lists mix
+    python tools/predict.py checkpoint=outputs/ft my_video.mp4 clips/ more_videos.txt
+    # another config, SSv2 class names from the official labels JSON, top-3
+    python tools/predict.py --config configs/finetune/ssv2_vit_b.yaml checkpoint=outputs/ft/model_final.pth \\
+        --classes something-something-v2-labels.json --topk 3 videos/
+    # all GPUs of a node: ranks share the videos, answers are gathered and de-duplicated
+    deepspeed --num_gpus 8 tools/predict.py checkpoint=outputs/ft /data/unlabelled/
+
+Inputs: video files (mp4, webm, avi, mkv, mov, ... any case), folders (searched recursively) and
+list files (.txt/.csv/.lst: one path per line, or VideoMAE's `<path> <label>` lines; relative
+paths are joined onto `--data-root`, default `data.data_root`). Each video is decoded once for
+all its views (`data.test_num_clips × data.test_num_crops`, SSv2 2 × 3, K400 5 × 3) and the
+softmax is averaged over the views: the probabilities `tools/test.py` reports. A video that
+cannot be decoded gets a `BROKEN` line (status `broken` in the files), never a guess.
+
+Class names: `--classes` (classes.txt, one per line in id order, or the SSv2 labels JSON
+`{name: id}`), else `data.class_names` of the config, else class ids. `--config` defaults to the
+`config.yaml` saved in the checkpoint's run folder. Writes `predictions.csv` and
+`predictions.json` into `--output-dir` (default `<train.output_dir>/predict`); existing files are
+never overwritten (the next free `predictions-<n>.*` is used). Other `key=value` override the config.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None,
+                   help="the fine-tuning / linear-probing YAML (default: config.yaml of the checkpoint's run folder)")
+    p.add_argument("--classes", default=None, help="classes.txt (one name per line) or the SSv2 labels JSON")
+    p.add_argument("--topk", type=int, default=5, help="classes per video (default 5)")
+    p.add_argument("--output-dir", default=None, help="where to write the answers (default <train.output_dir>/predict)")
+    p.add_argument("--data-root", default=None, help="prefix of relative paths in list files (default data.data_root)")
+    p.add_argument("--batch-size", type=int, default=None, help="videos per rank per batch (default train.batch_size)")
+    p.add_argument("--views-per-forward", type=int, default=None, help="cap on views in one forward (memory)")
+    p.add_argument("--ema", action="store_true", help="the model EMA saved with the checkpoint")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    p.add_argument("args", nargs="*", metavar="checkpoint=PATH | INPUT | key=value",
+                   help="checkpoint=<path>, videos / folders / lists, and config overrides")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    from videohpm.evaluation.predict import find_run_config, split_tool_args
+
+    overrides, inputs = split_tool_args(args.args)
+    try:
+        config = args.config
+        if config is None:
+            ckpts = [a.split("=", 1)[1] for a in overrides if a.startswith("checkpoint=")]
+            config = find_run_config(ckpts[0]) if len(ckpts) == 1 and os.path.exists(ckpts[0]) else None
+            if config is None and len(ckpts) == 1 and os.path.exists(ckpts[0]):
+                print(f"error: no config.yaml in the run folder of checkpoint={ckpts[0]}: give --config", file=sys.stderr)
+                return 2
+        cfg, checkpoint = load_tool_config(config or "-", overrides)  # no config: the checkpoint= error first
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not inputs:
+        print("error: no input: give video files, folders or list files", file=sys.stderr)
+        return 2
+    from videohpm import distributed as vdist
+    from videohpm.evaluation.predict import run_predict
+
+    out = args.output_dir or os.path.join(cfg.train.output_dir, "predict")
+    vdist.setup_logging(None)
+    try:
+        res = run_predict(cfg, checkpoint, inputs, out, topk=args.topk, classes_file=args.classes,
+                          data_root=args.data_root, batch_size=args.batch_size, ema=args.ema,
+                          max_views_per_forward=args.views_per_forward)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if vdist.is_main_process():
+        print(f"{res['num_videos']} videos ({res['num_broken']} broken), {res['clips']}×{res['crops']} views, "
+              f"class names: {res['class_names_source']}  → {res['csv']}, {res['json']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Answers from a fine-tuned checkpoint: top-k class names of unlabelled videos (`tools/predict.py`).
+
+Inputs are video files, folders (searched recursively; video extensions matched case-insensitively)
+and list files (`.txt` / `.csv` / `.lst`: one path per line, or VideoMAE's `<path> <label>` /
+`<path> <start> <total>` lines, whose labels are kept as a column). Every video goes through
+exactly the multi-view protocol of `tools/test.py`: the data config's test views
+(`data.test_num_clips × data.test_num_crops`, SSv2 2 × 3, K400 5 × 3) from one decode, the
+classifier of :func:`videohpm.evaluation.runner.load_classifier`, the mean over views of the
+softmax (:mod:`videohpm.evaluation.multiview`), ranks sharing the videos and the results
+gathered and de-duplicated — so the probabilities are the ones `tools/test.py` reports.
+
+A video that cannot be decoded gets a row with `status=broken` and the decoder's reason, never
+a guessed class. Class names come from `--classes` (a `classes.txt`, one name per line in id
+order, or the Something-Something v2 labels JSON `{name: id}`), else from the run's config
+(`data.class_names`), else the answers are class ids.
+
+Outputs (rank 0): one line per video on stdout, `predictions.csv` and `predictions.json` in the
+output folder; an existing file is never overwritten: the next free `predictions-<n>.*` is used.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["VIDEO_EXTENSIONS", "LIST_EXTENSIONS", "collect_videos", "read_class_names", "find_run_config",
+           "resolve_class_names", "free_output_stem", "split_tool_args", "Answer", "run_predict", "format_answer"]
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
+                    ".ogv", ".ts", ".mts", ".m2ts", ".gif")
+LIST_EXTENSIONS = (".txt", ".csv", ".lst", ".list")
+
+
+def _is_video_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _read_plain_list(path: str, data_root: str) -> Tuple[List[str], List[str], List[int], List[int], List[int]]:
+    """A list file: one path per line (may hold spaces), or VideoMAE's two / three-field lines."""
+    from videohpm.data.lists import ListFormatError, _parse_line
+
+    names, paths, labels, starts, totals = [], [], [], [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            text = raw.rstrip("\r\n").strip()
+            if not text:
+                continue
+            where = f"{path}:{lineno}"
+            full = os.path.join(data_root, text) if data_root else text
+            if " " not in text or os.path.isfile(full):
+                name, label, start, total = text, -1, 0, -1
+            else:
+                try:
+                    name, label, start, total = _parse_line(text, where)
+                except ListFormatError as e:
+                    raise ListFormatError(f"{e} (a prediction list holds one video path per line, or VideoMAE's "
+                                          "'<path> <label>' lines)") from None
+                full = os.path.join(data_root, name) if data_root else name
+            names.append(name)
+            paths.append(full)
+            labels.append(label)
+            starts.append(start)
+            totals.append(total)
+    if not names:
+        raise ListFormatError(f"{path}: the list is empty")
+    return names, paths, labels, starts, totals
+
+
+def collect_videos(inputs: Sequence[str], data_root: str = ""):
+    """The videos of `inputs` as a :class:`videohpm.data.lists.VideoList` (input order; a video
+    named twice is kept once).
+
+    - a file with a video extension (any case) → that video (it need not decode: a broken one is
+      reported by the prediction); a file with a list extension → the list's entries, relative
+      paths joined onto `data_root` (VideoMAE's rule);
+    - a folder → every file with a video extension below it, sorted by path.
+
+    Raises:
+        FileNotFoundError naming an input that does not exist; ValueError for a folder without
+        videos, a file that is neither a video nor a list, or no input at all.
+    """
+    from videohpm.data.lists import VideoList
+
+    if not inputs:
+        raise ValueError("no input: give video files, folders or list files")
+    names: List[str] = []
+    paths: List[str] = []
+    labels: List[int] = []
+    starts: List[int] = []
+    totals: List[int] = []
+    for inp in inputs:
+        if os.path.isdir(inp):
+            found = []
+            for root, dirs, files in os.walk(inp, followlinks=True):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files) if _is_video_name(f)]
+            if not found:
+                raise ValueError(f"{inp}: no video files in this folder (extensions {', '.join(VIDEO_EXTENSIONS)})")
+            for p in sorted(found):
+                names.append(p)
+                paths.append(p)
+                labels.append(-1)
+                starts.append(0)
+                totals.append(-1)
+        elif os.path.isfile(inp):
+            ext = os.path.splitext(inp)[1].lower()
+            if ext in LIST_EXTENSIONS:
+                n, p, lab, s, t = _read_plain_list(inp, data_root)
+                names += n
+                paths += p
+                labels += lab
+                starts += s
+                totals += t
+            elif ext in VIDEO_EXTENSIONS:
+                names.append(inp)
+                paths.append(inp)
+                labels.append(-1)
+                starts.append(0)
+                totals.append(-1)
+            else:
+                raise ValueError(f"{inp}: neither a video ({', '.join(VIDEO_EXTENSIONS)}) nor a list file "
+                                 f"({', '.join(LIST_EXTENSIONS)})")
+        else:
+            raise FileNotFoundError(f"{inp}: no such file or folder")
+    seen: Dict[Tuple[str, int, int], int] = {}
+    keep = []
+    for i, key in enumerate(zip(paths, starts, totals)):
+        if key not in seen:
+            seen[key] = i
+            keep.append(i)
+    pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+    return VideoList(paths=np.array(pick(paths)), names=np.array(pick(names)),
+                     labels=np.array(pick(labels), dtype=np.int64), starts=np.array(pick(starts), dtype=np.int64),
+                     totals=np.array(pick(totals), dtype=np.int64), source=", ".join(inputs))
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def split_tool_args(args: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """`(overrides, inputs)` of the positional words of `tools/predict.py` / `extract_features.py`:
+    `checkpoint=...` and `key=value` words are overrides unless they name an existing path."""
+    overrides: List[str] = []
+    inputs: List[str] = []
+    for a in args:
+        (overrides if _OVERRIDE.match(a) and not os.path.exists(a) else inputs).append(a)
+    return overrides, inputs
+
+
+def read_class_names(path: str) -> List[str]:
+    """Class names in id order from `classes.txt` (one per line, as `tools/make_lists.py k400`
+    writes it) or from a JSON file: the SSv2 labels file `{name: id}` (ids as strings or ints,
+    `0..K-1` without gaps) or a list of names.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--classes {path}: no such file")
+    if path.lower().endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                obj = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--classes {path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if isinstance(obj, list):
+            names = [str(n) for n in obj]
+        elif isinstance(obj, dict):
+            try:
+                by_id = {int(v): str(k) for k, v in obj.items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"--classes {path}: expected the SSv2 labels JSON {{name: id}} with integer ids") from None
+            if sorted(by_id) != list(range(len(obj))):
+                raise ValueError(f"--classes {path}: class ids must be 0..{len(obj) - 1}, each once")
+            names = [by_id[i] for i in range(len(by_id))]
+        else:
+            raise ValueError(f"--classes {path}: expected a JSON object {{name: id}} or a list of names")
+    else:
+        with open(path, encoding="utf-8") as f:
+            names = [ln.strip() for ln in f.read().splitlines()]
+        while names and not names[-1]:
+            names.pop()
+        if any(not n for n in names):
+            raise ValueError(f"--classes {path}:{names.index('') + 1}: empty class name")
+    if not names:
+        raise ValueError(f"--classes {path}: no class names")
+    return names
+
+
+def find_run_config(checkpoint: str) -> Optional[str]:
+    """The `config.yaml` the engine saved in the run folder of `checkpoint` (a run folder,
+    `model_final.pth` in one, or `<run>/checkpoints/<tag>`), or None."""
+    p = os.path.abspath(checkpoint)
+    start = p if os.path.isdir(p) else os.path.dirname(p)
+    d = start
+    for _ in range(3):  # <run>, <run>/checkpoints, <run>/checkpoints/<tag>
+        cand = os.path.join(d, "config.yaml")
+        if os.path.isfile(cand):
+            return cand
+        d = os.path.dirname(d)
+    return None
+
+
+def resolve_class_names(cfg: Any, classes_file: Optional[str], num_classes: Optional[int]
+                        ) -> Tuple[Optional[List[str]], str]:
+    """`(names, source)`: `--classes` first, then the config's `data.class_names`; `(None, "ids")`
+    when neither is there. Raises ValueError when the count differs from the model's classes."""
+    names, source = None, "ids"
+    if classes_file:
+        names, source = read_class_names(classes_file), classes_file
+    elif cfg.data.get("class_names"):
+        names, source = [str(n) for n in cfg.data.class_names], "config data.class_names"
+    if names is not None and num_classes is not None and len(names) != int(num_classes):
+        raise ValueError(f"{'--classes ' + source if classes_file else source}: {len(names)} class names but the "
+                         f"model has {num_classes} classes")
+    return names, source
+
+
+def free_output_stem(output_dir: str, stem: str = "predictions", exts: Sequence[str] = (".csv", ".json")) -> str:
+    """`<output_dir>/<stem>` if none of its files exists, else the first free `<stem>-<n>`."""
+    n = 0
+    while True:
+        name = stem if n == 0 else f"{stem}-{n}"
+        base = os.path.join(output_dir, name)
+        if not any(os.path.exists(base + e) for e in exts):
+            return base
+        n += 1
+
+
+@dataclass
+class Answer:
+    """The prediction of one video: `top` = `[(class id, name or None, probability)]`, highest first
+    (empty when `status == "broken"`)."""
+
+    video: str
+    path: str
+    status: str
+    error: str = ""
+    label: Optional[int] = None
+    top: List[Tuple[int, Optional[str], float]] = field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"video": self.video, "path": self.path, "status": self.status, "error": self.error,
+                "label": self.label,
+                "top": [{"id": c, "name": n, "prob": p} for c, n, p in self.top]}
+
+
+def format_answer(a: Answer) -> str:
+    """One stdout line: `video: name 0.873 | name 0.101 | ...` or `video: BROKEN (...) — no prediction`."""
+    if a.status != "ok":
+        return f"{a.video}: BROKEN ({a.error or 'cannot be decoded'}) — no prediction"
+    return f"{a.video}: " + " | ".join(f"{n if n is not None else c} {p:.4f}" for c, n, p in a.top)
+
+
+def _num_outputs(net: Any) -> Optional[int]:
+    n = getattr(net, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    import torch
+
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    return int(linears[-1].out_features) if linears else None
+
+
+def _answers(preds: Any, videos: Any, names: Optional[List[str]], topk: int) -> List[Answer]:
+    k = min(int(topk), preds.probs.shape[1]) if preds.probs.ndim == 2 else 0
+    order = np.argsort(-preds.probs, axis=1, kind="stable")[:, :k] if k else np.zeros((len(preds), 0), int)
+    errors = preds.errors or [""] * len(preds)
+    out = []
+    for i in range(len(preds)):
+        idx = int(preds.index[i])
+        label = int(videos.labels[idx])
+        ok = bool(preds.ok[i])
+        top = [(int(c), names[int(c)] if names else None, float(preds.probs[i, c])) for c in order[i]] if ok else []
+        out.append(Answer(video=str(videos.names[idx]), path=str(videos.paths[idx]), status="ok" if ok else "broken",
+                          error="" if ok else (errors[i] or "cannot be decoded"), label=label if label >= 0 else None,
+                          top=top))
+    return out
+
+
+def _write_csv(answers: List[Answer], path: str, topk: int) -> None:
+    with open(path, "x", newline="", encoding="utf-8") as f:  # "x": never overwrite
+        w = csv.writer(f)
+        header = ["video", "status", "error", "label"]
+        for r in range(1, topk + 1):
+            header += [f"top{r}_id", f"top{r}_name", f"top{r}_prob"]
+        w.writerow(header)
+        for a in answers:
+            row: List[Any] = [a.video, a.status, a.error, "" if a.label is None else a.label]
+            for r in range(topk):
+                if r < len(a.top):
+                    c, n, p = a.top[r]
+                    row += [c, "" if n is None else n, f"{p:.6f}"]
+                else:
+                    row += ["", "", ""]
+            w.writerow(row)
+
+
+def run_predict(
+    cfg: Any,
+    checkpoint: str,
+    inputs: Sequence[str],
+    output_dir: str,
+    *,
+    topk: int = 5,
+    classes_file: Optional[str] = None,
+    data_root: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    ema: bool = False,
+    max_views_per_forward: Optional[int] = None,
+    print_lines: bool = True,
+) -> Dict[str, Any]:
+    """Predict the classes of `inputs` (see :func:`collect_videos`) with a fine-tuning /
+    linear-probing config and checkpoint (all ranks); rank 0 prints one line per video and writes
+    `predictions.csv` / `predictions.json` (or the next free `predictions-<n>.*`) into `output_dir`.
+
+    Args:
+        data_root: prefix of the relative paths in list files (default `data.data_root`).
+        topk: classes per video (capped at the number of classes).
+    Returns:
+        `{"answers": [Answer], "csv", "json", "num_videos", "num_broken", "class_names_source", ...}`
+        (the same answers on every rank; the file paths on rank 0 only).
+    Raises:
+        FileNotFoundError / ValueError naming the input, the class-name file or the checkpoint,
+        before anything is written.
+    """
+    from omegaconf import OmegaConf
+
+    from videohpm import distributed as vdist
+    from videohpm.data import build_collate, resolve
+    from videohpm.data.config import build_eval_dataset
+    from videohpm.evaluation.multiview import build_test_loader, gather_predictions, predict_multiview
+    from videohpm.evaluation.runner import _amp_dtype, load_classifier
+
+    if int(topk) < 1:
+        raise ValueError(f"--topk: must be >= 1, got {topk}")
+    data_cfg = resolve(OmegaConf.to_object(cfg.data))
+    if data_cfg.kind != "video":
+        raise ValueError(f"data.kind={data_cfg.kind!r}: tools/predict.py predicts videos; test images with tools/test.py")
+    videos = collect_videos(inputs, data_cfg.data_root if data_root is None else data_root)
+    if classes_file:
+        read_class_names(classes_file)  # a bad file fails before the model is built
+    device = vdist.init_distributed(cfg.train.dist_backend or None)
+    net = load_classifier(cfg, checkpoint, ema=ema).to(device)
+    names, names_source = resolve_class_names(cfg, classes_file, _num_outputs(net))
+    dataset = build_eval_dataset(data_cfg, videos, "test", require_labels=False)
+    loader = build_test_loader(dataset, batch_size=int(batch_size or cfg.train.batch_size),
+                               num_workers=int(data_cfg.num_workers), pin_memory=device.type == "cuda",
+                               collate_fn=build_collate(cfg.data, "test"))
+    clips, crops = int(data_cfg.test_num_clips), int(data_cfg.test_num_crops)
+    amp = _amp_dtype(str(cfg.train.precision), device)
+    log.info("predicting %d videos × %d clips × %d crops on %d rank(s), %s", len(dataset), clips, crops,
+             vdist.get_world_size(), amp or "fp32")
+    local = predict_multiview(net, loader, device, num_crops=crops, amp_dtype=amp,
+                              max_views_per_forward=max_views_per_forward)
+    preds = gather_predictions(local)
+    k = min(int(topk), int(preds.probs.shape[1])) if preds.probs.ndim == 2 and preds.probs.shape[1] else int(topk)
+    answers = _answers(preds, videos, names, k)
+    result: Dict[str, Any] = {
+        "answers": answers, "num_videos": len(answers), "num_broken": sum(a.status != "ok" for a in answers),
+        "class_names_source": names_source, "topk": k, "clips": clips, "crops": crops,
+        "world_size": vdist.get_world_size(), "checkpoint": os.path.abspath(checkpoint), "ema": ema,
+    }
+    if vdist.is_main_process():
+        os.makedirs(output_dir, exist_ok=True)
+        base = free_output_stem(output_dir)
+        _write_csv(answers, base + ".csv", k)
+        payload = {key: v for key, v in result.items() if key != "answers"}
+        payload.update(model=str(cfg.model.name), views=f"{clips}×{crops}",
+                       class_names=names, predictions=[a.as_dict() for a in answers])
+        with open(base + ".json", "x", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        result.update(csv=base + ".csv", json=base + ".json")
+        if print_lines:
+            for a in answers:
+                print(format_answer(a), flush=True)
+    vdist.barrier()
+    return result
