@@ -68,8 +68,16 @@ def test_smoke_demo_writes_report_with_real_numbers(smoke_demo):
         assert (out / "figures" / it["animation"]).read_bytes()[:6] in (b"GIF89a", b"GIF87a")
     # every stage timed, every tool's run folder complete
     assert set(summary["stages"]) == {"data", "video pre-training", "video fine-tuning", "video test",
-                                      "image pre-training", "image fine-tuning", "image test", "figures"}
+                                      "image pre-training", "image fine-tuning", "image test", "figures",
+                                      "video predict"}
     assert all(t["status"] == "ran" and t["seconds"] >= 0 for t in summary["stages"].values())
+    # the report ends with tools/predict.py on two demo videos: its command and one answer line each
+    tail = report[report.index("## Answers for two demo videos"):]
+    assert "$ python tools/predict.py checkpoint=" in tail and "## " not in tail[3:]
+    answers = json.loads((out / "video" / "predict" / "predictions.json").read_text())["predictions"]
+    assert len(answers) == 2 and all(len(a["top"]) == 3 for a in answers)
+    for a in answers:
+        assert f"{a['top'][0]['name']} {a['top'][0]['prob']:.4f} | " in tail
     for kind in ("video", "image"):
         for run in ("pretrain", "finetune"):
             assert (out / kind / run / "model_final.pth").is_file()

@@ -14,7 +14,8 @@ The demo (:func:`run_demo`, `tools/demo.py`) runs, each stage printing what it d
 5. **figures** — training curves from every run's `log.jsonl` and the Fig. 2-style maps (input /
    true loss / predicted loss / HPM mask / reconstruction) of a few validation videos and images;
 6. **report** — `<out>/REPORT.md` (accuracy table with the chance level, HPM's α_t and L_pred,
-   curves, figures, stage timings) and `<out>/summary.json` (the same numbers for machines).
+   curves, figures, stage timings, and at the end a `tools/predict.py` call on two validation
+   videos with its answers) and `<out>/summary.json` (the same numbers for machines).
 
 The ablation (:func:`run_ablation`, `tools/ablation.py`) runs five variants with the same budget
 (epochs, batch, lr, model) over several seeds and writes `<out>/ABLATION.md`, a table of
@@ -386,6 +387,32 @@ def _knn_stage(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], 
     return json.loads((knn_dir / "knn.json").read_text())
 
 
+def _predict_stage(runner: StageRunner, out: Path, meta: Dict[str, Any], ft_ckpt: Path) -> Dict[str, Any]:
+    """`tools/predict.py` of the fine-tuned video model on two validation videos of different
+    classes, names from the SSv2 labels JSON (the run's own config.yaml is used); returns the
+    command, the answer lines and the true classes for the report."""
+    from videohpm.evaluation.predict import format_answer, read_answers
+
+    videos = _pick_vis_videos(meta, 2)
+    labels = Path(meta["root"]) / "ssv2" / "annotations" / "something-something-v2-labels.json"
+    pred_dir = out / "video" / "predict"
+    args = [f"checkpoint={ft_ckpt}", *videos, "--classes", str(labels), "--topk", "3", "--output-dir", str(pred_dir)]
+    key = {"args": args, "checkpoint": [ft_ckpt.stat().st_mtime, ft_ckpt.stat().st_size]}
+    runner.stage("video predict", "top-3 answers for two demo videos (tools/predict.py)", pred_dir, key,
+                 lambda: runner.tool("video predict", "predict", args))
+    truth = {}
+    for line in open(meta["lists"]["ssv2"]["val"]):
+        parts = line.split()
+        if len(parts) >= 2:
+            truth[os.path.basename(parts[0])] = int(parts[1])
+    names = json.loads(labels.read_text())
+    names = {int(v): k for k, v in names.items()}
+    rel = lambda text: text.replace(str(REPO) + os.sep, "")  # noqa: E731  (as the stage logs show commands)
+    return {"command": rel(" ".join(["python tools/predict.py", *args])),
+            "lines": [rel(format_answer(a)) for a in read_answers(str(pred_dir / "predictions.json"))],
+            "truth": [names[truth[os.path.basename(v)]] for v in videos]}
+
+
 def _read_log(run_dir: Path) -> Tuple[Dict[str, Dict[int, float]], Dict[str, Dict[int, float]]]:
     from videohpm.evaluation.visualize import read_log
 
@@ -504,7 +531,7 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     out = Path(opts.out_dir).resolve()
     _prepare_out(out, opts.overwrite)
     kinds = ["video"] + (["image"] if opts.images else [])
-    runner = StageRunner(out, opts, total=1 + 3 * len(kinds) + 2)
+    runner = StageRunner(out, opts, total=1 + 3 * len(kinds) + 3)
     print(f"videohpm demo → {out}  ({'smoke' if opts.smoke else 'full'}; {opts.ranks} training rank(s); "
           f"{os.cpu_count()} CPU cores)", flush=True)
     meta = _data_stage(runner, out, opts)
@@ -547,10 +574,11 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     if opts.images:
         vis["image"] = _pick_vis_images(meta, max(1, opts.num_vis // 2))
     figures = _figures_stage(runner, out, opts, runs, vis, pre_cfgs, pre_over, progress=1.0)
+    predict = _predict_stage(runner, out, meta, runs["video_finetune"] / "model_final.pth")
 
     ablation_md = out / "ablation" / "ABLATION.md"  # written by tools/ablation.py, if it has run
     summary = {"results": results, "figures": figures, "stages": runner.timings, "smoke": opts.smoke,
-               "ablation": ablation_md.read_text() if ablation_md.is_file() else None,
+               "ablation": ablation_md.read_text() if ablation_md.is_file() else None, "predict": predict,
                "ranks": opts.ranks, "cpu_count": os.cpu_count(), "seed": opts.seed,
                "total_seconds": round(time.time() - t_start, 1), "out_dir": str(out)}
     runner._announce("report", "REPORT.md and summary.json")
@@ -629,6 +657,11 @@ def format_report(summary: Dict[str, Any]) -> str:
         note = "reused from an earlier run" if t["status"] == "reused" else ""
         lines.append(f"| {name} | {t['seconds']:.0f} | {note} |")
     lines += ["", "Timings are wall-clock seconds on a shared machine; they vary with its load.", ""]
+    if summary.get("predict"):
+        p = summary["predict"]
+        lines += ["## Answers for two demo videos (`tools/predict.py`)", "",
+                  "The fine-tuned video model, the test's 2 × 3 views, top-3 classes with their probabilities; "
+                  f"true classes: {', '.join(p['truth'])}.", "", "```", f"$ {p['command']}", *p["lines"], "```", ""]
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["VIDEO_EXTENSIONS", "LIST_EXTENSIONS", "collect_videos", "read_class_names", "find_run_config",
-           "resolve_class_names", "free_output_stem", "split_tool_args", "Answer", "run_predict", "format_answer"]
+           "resolve_class_names", "free_output_stem", "split_tool_args", "Answer", "run_predict", "format_answer", "read_answers"]
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,14 @@ def format_answer(a: Answer) -> str:
     if a.status != "ok":
         return f"{a.video}: BROKEN ({a.error or 'cannot be decoded'}) — no prediction"
     return f"{a.video}: " + " | ".join(f"{n if n is not None else c} {p:.4f}" for c, n, p in a.top)
+
+
+def read_answers(json_path: str) -> List[Answer]:
+    """The answers of a `predictions.json` written by :func:`run_predict`."""
+    with open(json_path, encoding="utf-8") as f:
+        payload = json.load(f)
+    return [Answer(video=p["video"], path=p["path"], status=p["status"], error=p["error"], label=p["label"],
+                   top=[(t["id"], t["name"], t["prob"]) for t in p["top"]]) for p in payload["predictions"]]
 
 
 def _num_outputs(net: Any) -> Optional[int]:
