@@ -44,6 +44,17 @@ def test_reconstruction_keeps_visible_and_inverts_norm_pix():
     assert torch.allclose(rec, pix.clamp(0, 1), atol=1e-4)
 
 
+def test_reconstruction_inverts_the_image_mode_per_patch_target():
+    model = tiny_autoencoder(loss_predictor=False, num_frames=1, tubelet_size=1, patch_size=8).eval()
+    x = torch.randn(1, 3, 1, 32, 32) * 0.3
+    mask = torch.zeros(1, 16, dtype=torch.bool)
+    mask[0, [2, 9, 15]] = True
+    target = model.target(x)[mask].view(1, 3, -1)  # MAE's jointly standardised patches
+    rec = reconstruct(model, x, mask, target)
+    pix = (x * torch.tensor(model.input_std).view(1, 3, 1, 1, 1) + torch.tensor(model.input_mean).view(1, 3, 1, 1, 1))
+    assert torch.allclose(rec, pix.clamp(0, 1), atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def vis():
     model = tiny_autoencoder()

@@ -107,7 +107,12 @@ def reconstruct(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, pred: tor
     patches = patchify(pixels, t, p)  # [B, N, t·p·p·C]
     b, n, d = patches.shape
     pr = pred.float().reshape(b, -1, t * p * p, c)
-    if getattr(model, "norm_pix_loss", False):
+    if getattr(model, "norm_pix_loss", False) and t == 1 and x.shape[2] == 1:
+        # images: MAE's target standardises each patch jointly, (v - μ) / sqrt(σ² + 1e-6)
+        mu = patches.mean(dim=-1, keepdim=True)[mask].view(b, -1, 1, 1)
+        var = patches.var(dim=-1, unbiased=True, keepdim=True)[mask].view(b, -1, 1, 1)
+        pr = pr * (var + 1e-6).sqrt() + mu
+    elif getattr(model, "norm_pix_loss", False):
         mu, sd = _patch_stats(pixels, t, p, c)
         sel = mask.unsqueeze(-1).unsqueeze(-1).expand_as(mu)
         mu_m = mu[sel].view(b, -1, 1, c)

@@ -5,7 +5,8 @@ from .classifier import VideoClassifier, param_groups_layer_decay
 from .cpu_kernels import set_cpu_kernels
 from .patches import IMAGENET_MEAN, IMAGENET_STD, mask_split, patchify, pixel_target, unpatchify
 from .registry import create_model, list_models, register_model
-from .vit import PatchEmbed3D, VisionTransformerEncoder, interpolate_pos_embed, sincos_table_1d
+from .export import timm_model_args, write_export
+from .vit import PatchEmbed3D, VisionTransformerEncoder, interpolate_pos_embed, sincos_table_1d, sincos_table_2d
 
 __all__ = [
     "MaskedAutoencoder",
@@ -22,6 +23,9 @@ __all__ = [
     "mask_split",
     "interpolate_pos_embed",
     "sincos_table_1d",
+    "sincos_table_2d",
+    "write_export",
+    "timm_model_args",
     "load_pretrained",
     "export_state_dict",
     "hf_config_from_model",

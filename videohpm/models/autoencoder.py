@@ -20,7 +20,7 @@ from torch import nn
 
 from .patches import IMAGENET_MEAN, IMAGENET_STD, mask_split, pixel_target
 from .vit import Block, Grid, Linear, VisionTransformerEncoder, init_vit_weights, interpolate_pos_embed, \
-    run_blocks, sincos_table_1d, token_grid
+    make_sincos_table, run_blocks, token_grid
 
 __all__ = ["MaskedDecoder", "MaskedAutoencoder"]
 
@@ -31,6 +31,11 @@ class MaskedDecoder(nn.Module):
     ``embed`` (encoder dim → decoder dim, no bias) → scatter into the grid with a learned
     ``mask_token`` at masked positions → add the fixed sin-cos table → ``blocks`` → ``norm`` →
     ``head`` (``out_dim`` = t·p·p·C for d_φ, 1 for d_ψ).
+
+    MAE's decoder differs in three switchable ways: ``embed_bias`` (MAE's ``decoder_embed`` has a
+    bias), ``sincos_table="2d"`` (its 2-D table, stored like MAE's ``decoder_pos_embed``) and the
+    encoder's [CLS] latent decoded along (``forward(..., cls=...)``). ``init_values``: layer scale
+    in the decoder blocks, as VideoMAE passes it to both stacks.
     """
 
     def __init__(
@@ -47,18 +52,23 @@ class MaskedDecoder(nn.Module):
         norm_eps: float = 1e-6,
         use_checkpoint: bool = False,
         torch_compile: bool = False,
+        init_values: Optional[float] = None,
+        sincos_table: str = "1d",
+        embed_bias: bool = False,
     ):
         super().__init__()
         self.default_grid: Grid = tuple(grid)  # type: ignore[assignment]
         self.num_patches = math.prod(grid)
         self.use_checkpoint = use_checkpoint
         self.torch_compile = torch_compile
-        self.embed = Linear(in_dim, embed_dim, bias=False)
+        self.embed = Linear(in_dim, embed_dim, bias=embed_bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos_embed", sincos_table_1d(self.num_patches, embed_dim), persistent=False)
+        self.register_buffer("pos_embed", make_sincos_table(sincos_table, self.default_grid, embed_dim),
+                             persistent=sincos_table == "2d")
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, 0.0, 0.0, dpr[i], norm_eps) for i in range(depth)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, 0.0, 0.0, dpr[i], norm_eps, init_values)
+            for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = Linear(embed_dim, out_dim)
@@ -66,7 +76,8 @@ class MaskedDecoder(nn.Module):
         trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, latent: torch.Tensor, ids_masked: Optional[torch.Tensor] = None,
-                ids_keep: Optional[torch.Tensor] = None, grid: Optional[Grid] = None) -> torch.Tensor:
+                ids_keep: Optional[torch.Tensor] = None, grid: Optional[Grid] = None,
+                cls: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Decode.
 
         Args:
@@ -75,6 +86,8 @@ class MaskedDecoder(nn.Module):
                 :func:`~videohpm.models.patches.mask_split`, or both None when ``latent`` covers
                 all tokens.
             grid: token grid (default grid when None).
+            cls: ``[B, 1, D_enc]`` the encoder's [CLS] latent, decoded along with the patch tokens
+                at a zero position and dropped before the head (MAE's ``forward_decoder``), or None.
         Returns:
             ``[B, M, out_dim]`` for the masked tokens in ascending index order, or
             ``[B, N, out_dim]`` for all tokens when no indices are given.
@@ -82,25 +95,36 @@ class MaskedDecoder(nn.Module):
         grid = self.default_grid if grid is None else tuple(grid)
         pos = interpolate_pos_embed(self.pos_embed, self.default_grid, grid).to(latent.dtype)[0]  # [N, Dd]
         x = self.embed(latent)
+        n_cls = 0 if cls is None else 1
         if ids_masked is None:
             if x.shape[1] != pos.shape[0]:
                 raise ValueError(f"latent has {x.shape[1]} tokens, expected all {pos.shape[0]} of grid {grid}")
-            x = run_blocks(self.blocks, x + pos, self.use_checkpoint, self.torch_compile)
-            return self.head(self.norm(x))
+            x = x + pos
+            if cls is not None:
+                x = torch.cat((self.embed(cls), x), dim=1)
+            x = run_blocks(self.blocks, x, self.use_checkpoint, self.torch_compile)
+            return self.head(self.norm(x[:, n_cls:]))
         b, n_vis, dd = x.shape
         # VideoMAE layout: [visible (ascending) | masked (ascending)], each with its position.
         # Attention is permutation-equivariant, so no unshuffle is needed; the masked outputs
         # are then simply the trailing slice, already in ascending index order.
         ids = torch.cat((ids_keep, ids_masked), dim=1)
         x = torch.cat((x, self.mask_token.expand(b, ids_masked.shape[1], dd)), dim=1) + pos[ids]
+        if cls is not None:
+            x = torch.cat((self.embed(cls), x), dim=1)
         x = run_blocks(self.blocks, x, self.use_checkpoint, self.torch_compile)
-        return self.head(self.norm(x[:, n_vis:]))
+        return self.head(self.norm(x[:, n_cls + n_vis:]))
 
 
 class MaskedAutoencoder(nn.Module):
     """VideoMAE/MAE-style masked autoencoder (encoder + d_φ [+ d_ψ]); API in docs/ARCHITECTURE.md.
 
-    Image mode is ``num_frames=1, tubelet_size=1``.
+    Image mode is ``num_frames=1, tubelet_size=1``. Its ``norm_pix_loss`` target is MAE's (each
+    patch standardised over all its p·p·C values, see :meth:`target`). MAE's own layout
+    (``mae_pretrain_vit_base.pth``: [CLS], 2-D sin-cos tables, a biased ``decoder_embed``) is
+    ``cls_token=True, sincos_table="2d", decoder_embed_bias=True``; its checkpoints then load
+    key for key (:mod:`videohpm.models.export`). ``init_values`` > 0: VideoMAE's layer scale
+    (``gamma_1``/``gamma_2``) in every encoder and decoder block.
     """
 
     def __init__(
@@ -129,6 +153,9 @@ class MaskedAutoencoder(nn.Module):
         input_mean: Optional[Sequence[float]] = IMAGENET_MEAN,
         input_std: Optional[Sequence[float]] = IMAGENET_STD,
         cls_token: bool = False,
+        init_values: Optional[float] = None,
+        sincos_table: str = "1d",
+        decoder_embed_bias: bool = False,
     ):
         super().__init__()
         self.embed_dim = embed_dim  # encoder width (also of the optional [CLS] token)
@@ -143,7 +170,7 @@ class MaskedAutoencoder(nn.Module):
             tubelet_size=tubelet_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate, norm_eps=norm_eps,
             final_norm=True, use_learnable_pos_emb=use_learnable_pos_emb, use_checkpoint=use_checkpoint,
-            torch_compile=torch_compile, cls_token=cls_token,
+            torch_compile=torch_compile, cls_token=cls_token, init_values=init_values, sincos_table=sincos_table,
         )
         self.patch_dim = tubelet_size * patch_size * patch_size * in_chans
 
@@ -152,7 +179,8 @@ class MaskedAutoencoder(nn.Module):
                 embed_dim, decoder_embed_dim, decoder_depth, decoder_num_heads, out_dim,
                 self.encoder.default_grid, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                 drop_path_rate=drop_path_rate, norm_eps=norm_eps, use_checkpoint=use_checkpoint,
-                torch_compile=torch_compile,
+                torch_compile=torch_compile, init_values=init_values, sincos_table=sincos_table,
+                embed_bias=decoder_embed_bias,
             )
 
         # d_φ; ``target_dim`` sizes its head for a feature target (videohpm.models.targets)
@@ -250,7 +278,8 @@ class MaskedAutoencoder(nn.Module):
         return _split_known(mask, int(num_visible))[0]
 
     def decode(self, latent: torch.Tensor, mask: Optional[torch.Tensor] = None, head: str = "pixel",
-               grid: Optional[Grid] = None, decode_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+               grid: Optional[Grid] = None, decode_ids: Optional[torch.Tensor] = None,
+               cls: bool = False) -> torch.Tensor:
         """``d_φ`` (``head="pixel"``) or ``d_ψ`` (``head="loss"``).
 
         Args:
@@ -262,6 +291,9 @@ class MaskedAutoencoder(nn.Module):
                 V2 decoder masking, :func:`videohpm.masking.decoder_token_ids`): the decoder
                 then gets the visible latents plus mask tokens at these K positions only, and
                 outputs are for these K tokens. None = all masked tokens.
+            cls: ``latent`` starts with the [CLS] token (``encode(..., cls=True)``), which is
+                then decoded along with the patch tokens at a zero position, as MAE's decoder
+                does, and gets no output.
         Returns:
             ``[B, N_mask, out_dim]`` (pixel; ``out_dim`` = t·p·p·C or ``target_dim``) /
             ``[B, N_mask, 1]`` (loss) for the masked tokens in ascending index order (``[B, K,
@@ -275,6 +307,11 @@ class MaskedAutoencoder(nn.Module):
             dec = self.loss_predictor
         else:
             raise ValueError(f"decode: unknown head {head!r}; expected 'pixel' or 'loss'")
+        cls_latent = None
+        if cls:
+            if not self.has_cls_token:
+                raise ValueError("decode(cls=True) needs a model built with cls_token=True")
+            cls_latent, latent = latent[:, :1], latent[:, 1:]
         if grid is None:
             n = latent.shape[1] if mask is None else mask.shape[1]
             if n != self.num_patches:
@@ -282,20 +319,22 @@ class MaskedAutoencoder(nn.Module):
                     f"decode: {n} tokens differ from the default grid {self.default_grid}; pass grid="
                 )
         if mask is None:
-            return dec(latent, grid=grid)
+            return dec(latent, grid=grid, cls=cls_latent)
         ids_keep, ids_masked = _split_known(mask, latent.shape[1])
         if decode_ids is not None:
             if decode_ids.dim() != 2 or decode_ids.shape[0] != mask.shape[0] or decode_ids.dtype != torch.long:
                 raise ValueError(f"decode_ids must be int64 [B, K] with B = {mask.shape[0]}, got "
                                  f"{decode_ids.dtype} {tuple(decode_ids.shape)}")
             ids_masked = decode_ids
-        return dec(latent, ids_masked, ids_keep, grid=grid)
+        return dec(latent, ids_masked, ids_keep, grid=grid, cls=cls_latent)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction target ``T(x)``: ``[B, N, t·p·p·C]`` (see :func:`pixel_target`).
 
         Inputs are un-normalized with ``input_mean``/``input_std`` (ImageNet by default) first,
-        as VideoMAE does; ``norm_pix_loss`` then standardizes each patch per channel.
+        as VideoMAE does; ``norm_pix_loss`` then standardizes each patch: per channel over its
+        t·p·p voxels for video (VideoMAE), jointly over its p·p·C values for images (T = 1, MAE
+        and the official HPM image code).
         """
         return pixel_target(x, self.tubelet_size, self.patch_size, self.norm_pix_loss,
                             self.input_mean, self.input_std)

@@ -27,6 +27,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .export import HF_COMMON_RULES as _HF_COMMON_RULES
+from .export import export_state_dict, hf_config_from_model, is_timm_layout, timm_to_ours
 from .vit import Grid, interpolate_pos_embed
 
 __all__ = [
@@ -129,7 +131,8 @@ def unwrap_state_dict(obj: Mapping[str, Any]) -> StateDict:
 
 
 def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
-    """``"hf"``, ``"videomae"`` or ``"videohpm"`` from the key names (raises if none fits)."""
+    """``"hf"``, ``"videomae"``, ``"timm"`` (timm ViT / MAE) or ``"videohpm"`` from the key names
+    (raises if none fits)."""
     keys = list(sd.keys())
     if any(".attention.attention.query." in k or k.startswith(("videomae.", "embeddings.patch_embeddings"))
            for k in keys):
@@ -140,6 +143,8 @@ def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
         # V1/V2 pre-training (encoder_to_decoder, mask_token) or an encoder-only dump of ours —
         # the encoder keys are the same in both.
         return "videomae" if any(k in ("encoder_to_decoder.weight", "mask_token") for k in keys) else "videohpm"
+    if is_timm_layout(sd):
+        return "timm"  # timm ViT / official MAE (fused qkv bias, 2-D patch conv, MAE's decoder_* names)
     if any(k.startswith(("blocks.", "patch_embed.")) for k in keys):
         return "videomae"  # V1/V2 fine-tuned ViT
     raise ValueError(f"unrecognised checkpoint layout (first keys: {keys[:8]})")
@@ -148,14 +153,7 @@ def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
 # ----------------------------------------------------------------------------------------------
 # Conversions to our key names
 # ----------------------------------------------------------------------------------------------
-# Per-layer HF names -> ours (prefix replacements inside one transformer layer).
-_HF_COMMON_RULES = (
-    ("attention.output.dense.", "attn.proj."),
-    ("layernorm_before.", "norm1."),
-    ("layernorm_after.", "norm2."),
-    ("intermediate.dense.", "mlp.fc1."),
-    ("output.dense.", "mlp.fc2."),
-)
+# Per-layer HF names -> ours: _HF_COMMON_RULES (videohpm.models.export, shared with the HF export).
 # q/v biases: transformers >= 5 modules call them query.bias / value.bias; files on the Hub (and
 # transformers < 5 modules) call them q_bias / v_bias (transformers 5 renames them on load).
 _HF_BIAS_RULES = (
@@ -230,105 +228,17 @@ def to_canonical(sd: Mapping[str, torch.Tensor], source_format: Optional[str] = 
         return _hf_to_ours(sd), fmt
     if fmt == "videomae":
         return _videomae_to_ours(sd), fmt
+    if fmt == "timm":
+        return timm_to_ours(sd), fmt
     if fmt == "videohpm":
         return dict(sd), fmt
-    raise ValueError(f"unknown source_format {fmt!r}; expected 'videohpm', 'videomae' or 'hf'")
+    raise ValueError(f"unknown source_format {fmt!r}; expected 'videohpm', 'videomae', 'timm' or 'hf'")
 
 
 # ----------------------------------------------------------------------------------------------
-# Export
+# Export: export_state_dict / hf_config_from_model live in videohpm.models.export (imported above,
+# still importable from here).
 # ----------------------------------------------------------------------------------------------
-def export_state_dict(model_or_sd: Union[nn.Module, Mapping[str, torch.Tensor]], fmt: str = "videomae") -> StateDict:
-    """Our weights in another layout: ``"videomae"`` (V1 key names), ``"hf"`` (the module names
-    of ``transformers`` ≥ 5: ``load_state_dict`` into ``VideoMAEForPreTraining`` /
-    ``VideoMAEForVideoClassification``) or ``"hf_file"`` (the names in Hub checkpoint files and
-    ``transformers`` < 5 modules: q/v biases as ``attention.attention.q_bias`` / ``v_bias``).
-
-    The loss predictor d_ψ has no slot in either layout and is left out (keep our own format to
-    keep it). A learned ``pos_embed`` cannot be expressed in HF's layout (HF always uses the
-    fixed table) — exporting one to ``"hf"`` raises.
-    """
-    sd = model_or_sd.state_dict() if isinstance(model_or_sd, nn.Module) else dict(model_or_sd)
-    sd = {k: v for k, v in sd.items() if not k.startswith("loss_predictor.")}
-    is_pretrain = any(k.startswith("decoder.") for k in sd)
-    if fmt == "videomae":
-        out: StateDict = {}
-        for k, v in sd.items():
-            if k == "decoder.embed.weight":
-                k = "encoder_to_decoder.weight"
-            elif k == "decoder.mask_token":
-                k = "mask_token"
-            elif not is_pretrain and k.startswith("encoder."):
-                k = k[len("encoder."):]
-            out[k] = v
-        return out
-    if fmt not in ("hf", "hf_file"):
-        raise ValueError(f"export_state_dict: unknown format {fmt!r}; expected 'videomae', 'hf' or 'hf_file'")
-    if "encoder.pos_embed" in sd:
-        raise ValueError("export to 'hf': a learned encoder.pos_embed has no place in HF VideoMAE")
-    out = {}
-    bias_names = {"q": "q_bias", "v": "v_bias"} if fmt == "hf_file" else {"q": "query.bias", "v": "value.bias"}
-    inv_rules = (("attn.q_bias", f"attention.attention.{bias_names['q']}"),
-                 ("attn.v_bias", f"attention.attention.{bias_names['v']}"),
-                 *((new, old) for old, new in _HF_COMMON_RULES))
-    for k, v in sd.items():
-        m = re.match(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$", k)
-        if m:
-            root = "videomae.encoder.layer." if m.group(1) == "encoder" else "decoder.decoder_layers."
-            base = f"{root}{m.group(2)}."
-            rest = m.group(3)
-            if rest == "attn.qkv.weight":
-                q, kk, vv = v.chunk(3, dim=0)
-                for name, t in (("query", q), ("key", kk), ("value", vv)):
-                    out[f"{base}attention.attention.{name}.weight"] = t.clone()
-                continue
-            for new, old in inv_rules:
-                if rest.startswith(new):
-                    out[base + old + rest[len(new):]] = v
-                    break
-            else:
-                raise ValueError(f"export to 'hf': no HF name for {k}")
-        elif k.startswith("encoder.patch_embed.proj."):
-            out["videomae.embeddings.patch_embeddings.projection." + k.rsplit(".", 1)[1]] = v
-        elif k.startswith("encoder.norm."):
-            out["videomae.layernorm." + k.rsplit(".", 1)[1]] = v
-        elif k == "decoder.embed.weight":
-            out["encoder_to_decoder.weight"] = v
-        elif k == "decoder.mask_token":
-            out["mask_token"] = v
-        elif k.startswith("head.") and not is_pretrain:
-            out["classifier." + k.split(".", 1)[1]] = v
-        else:  # decoder.norm/head, fc_norm
-            out[k] = v
-    return out
-
-
-def hf_config_from_model(model: nn.Module, **extra: Any):
-    """A ``transformers.VideoMAEConfig`` describing ``model`` (a MaskedAutoencoder or VideoClassifier)."""
-    from transformers import VideoMAEConfig
-
-    enc = model.encoder
-    blk = enc.blocks[0]
-    gt, gh, gw = enc.default_grid
-    cfg: dict[str, Any] = dict(
-        image_size=gh * enc.patch_size if gh == gw else [gh * enc.patch_size, gw * enc.patch_size],
-        patch_size=enc.patch_size, num_channels=enc.in_chans, num_frames=gt * enc.tubelet_size,
-        tubelet_size=enc.tubelet_size, hidden_size=enc.embed_dim, num_hidden_layers=len(enc.blocks),
-        num_attention_heads=blk.attn.num_heads, intermediate_size=blk.mlp.fc1.out_features,
-        qv_bias=blk.attn.q_bias is not None, layer_norm_eps=blk.norm1.eps, hidden_act="gelu",
-    )
-    dec = getattr(model, "decoder", None)
-    if dec is not None:
-        dblk = dec.blocks[0]
-        cfg.update(
-            use_mean_pooling=False, norm_pix_loss=model.norm_pix_loss,
-            decoder_hidden_size=dec.embed.out_features, decoder_num_hidden_layers=len(dec.blocks),
-            decoder_num_attention_heads=dblk.attn.num_heads, decoder_intermediate_size=dblk.mlp.fc1.out_features,
-        )
-    else:
-        cfg.update(use_mean_pooling=model.fc_norm is not None, num_labels=model.num_classes)
-    cfg.update(extra)
-    return VideoMAEConfig(**cfg)
 
 
 # ----------------------------------------------------------------------------------------------

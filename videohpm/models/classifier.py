@@ -4,6 +4,11 @@ Matches VideoMAE's ``vit_*_patch16_224`` (``use_mean_pooling=True``: the encoder
 replaced by ``fc_norm`` on the pooled feature; ``False``: final norm and the first token, as
 VideoMAE/HF do — there is no class token). The head is initialised with a truncated normal
 scaled by ``init_scale`` (VideoMAE uses 0.001 for fine-tuning).
+
+Options for other peers' checkpoints: ``init_values`` (VideoMAE's layer scale ``gamma_1/2``),
+``cls_token`` and ``sincos_table="2d"`` (MAE's image backbone: the [CLS] token takes part in the
+attention; mean pooling averages the patch tokens only, as MAE's ``global_pool``; without mean
+pooling the [CLS] output is the feature).
 """
 from __future__ import annotations
 
@@ -45,6 +50,9 @@ class VideoClassifier(nn.Module):
         use_checkpoint: bool = False,
         torch_compile: bool = False,
         norm_eps: float = 1e-6,
+        init_values: Optional[float] = None,
+        cls_token: bool = False,
+        sincos_table: str = "1d",
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -54,6 +62,7 @@ class VideoClassifier(nn.Module):
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, norm_eps=norm_eps, final_norm=not use_mean_pooling,
             use_learnable_pos_emb=use_learnable_pos_emb, use_checkpoint=use_checkpoint, torch_compile=torch_compile,
+            init_values=init_values, cls_token=cls_token, sincos_table=sincos_table,
         )
         self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if use_mean_pooling else None
         self.fc_dropout = nn.Dropout(fc_drop_rate)
@@ -80,6 +89,11 @@ class VideoClassifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``x: [B, C, T, H, W]`` -> pooled feature ``[B, D]`` (any T/H/W divisible by the patch
         sizes; the position table is interpolated when the grid differs from the default)."""
+        if self.encoder.cls_token is not None:
+            tokens = self.encoder.forward_cls(x)  # [B, 1 + N, D], [CLS] first
+            if self.fc_norm is not None:
+                return self.fc_norm(tokens[:, 1:].mean(dim=1))
+            return tokens[:, 0]
         tokens = self.encoder(x)
         if self.fc_norm is not None:
             return self.fc_norm(tokens.mean(dim=1))
@@ -91,13 +105,14 @@ class VideoClassifier(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Names to exclude from weight decay besides 1-D tensors (norms, biases, q/v biases)."""
-        return {"encoder.pos_embed"} if isinstance(self.encoder.pos_embed, nn.Parameter) else set()
+        names = {"encoder.pos_embed"} if isinstance(self.encoder.pos_embed, nn.Parameter) else set()
+        return names | ({"encoder.cls_token"} if self.encoder.cls_token is not None else set())
 
 
 def layer_id_for_vit(name: str, depth: int) -> int:
     """VideoMAE's ``get_num_layer_for_vit``: patch embed / pos table → 0, ``encoder.blocks.i`` →
     ``i + 1``, everything after the blocks (final norm, fc_norm, head) → ``depth + 1``."""
-    if name.startswith(("encoder.patch_embed.", "encoder.pos_embed")):
+    if name.startswith(("encoder.patch_embed.", "encoder.pos_embed", "encoder.cls_token")):
         return 0
     m = re.match(r"encoder\.blocks\.(\d+)\.", name)
     return int(m.group(1)) + 1 if m else depth + 1

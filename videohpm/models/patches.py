@@ -69,17 +69,27 @@ def pixel_target(
     mean: Optional[Sequence[float]] = IMAGENET_MEAN,
     std: Optional[Sequence[float]] = IMAGENET_STD,
     eps: float = 1e-6,
+    per_patch: Optional[bool] = None,
 ) -> torch.Tensor:
-    """VideoMAE's pixel reconstruction target ``T(x)`` (seed 000 Eq. 3).
+    """The pixel reconstruction target ``T(x)`` (HPM Eq. 3) of VideoMAE (video) and MAE (images).
 
     The model input is normalized with ``mean``/``std`` (ImageNet by default); VideoMAE first
     undoes that normalization so the target lives in ``[0, 1]`` pixel space, then, with
-    ``normalize``, standardizes every patch *per channel* over its ``t·p·p`` voxels:
-    ``(v - mean) / (sqrt(var_unbiased) + eps)``. ``mean``/``std`` = None skips the
-    un-normalization (inputs already in pixel space, or non-RGB inputs).
+    ``normalize``:
+
+    - video (VideoMAE): every patch is standardized *per channel* over its ``t·p·p`` voxels,
+      ``(v - mean) / (sqrt(var_unbiased) + eps)``;
+    - images (``T = 1`` with ``t = 1``; MAE's ``forward_loss`` and the official HPM image code):
+      every patch is standardized *jointly* over all its ``p·p·C`` values,
+      ``(v - mean) / sqrt(var_unbiased + eps)``.
+
+    ``mean``/``std`` = None skips the un-normalization (inputs already in pixel space, or
+    non-RGB inputs).
 
     Args:
         x: ``[B, C, T, H, W]`` model input.
+        per_patch: force the joint (MAE) standardization (True) or the per-channel (VideoMAE)
+            one (False); None picks by the input, joint exactly when ``T = t = 1``.
     Returns:
         ``[B, N, t·p·p·C]`` float32 (computed without grad), ordered like :func:`patchify`.
     """
@@ -98,6 +108,12 @@ def pixel_target(
         if not normalize:
             return patches
         b, n, _ = patches.shape
+        if per_patch is None:
+            per_patch = t == 1 and x.shape[2] == 1
+        if per_patch:
+            mu = patches.mean(dim=-1, keepdim=True)
+            var = patches.var(dim=-1, unbiased=True, keepdim=True)
+            return (patches - mu) / (var + eps).sqrt()
         v = patches.view(b, n, t * p * p, c)
         mu = v.mean(dim=2, keepdim=True)
         sd = v.var(dim=2, unbiased=True, keepdim=True).sqrt()

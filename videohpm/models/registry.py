@@ -33,7 +33,7 @@ from torch import nn
 from .autoencoder import MaskedAutoencoder
 from .classifier import VideoClassifier
 
-__all__ = ["register_model", "create_model", "list_models", "MODEL_SIZES", "VIDEO_DECODERS"]
+__all__ = ["register_model", "create_model", "list_models", "MODEL_SIZES", "VIDEO_DECODERS", "FOREIGN_KWARGS"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -83,14 +83,51 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return _REGISTRY[name](**overrides)
 
 
+# Keyword arguments of the peers' model code (VideoMAE V1/V2, MAE, timm) -> our (VideoMAE V1)
+# name for the same thing. They are refused with a "did you mean" naming ours, as timm refuses
+# an unknown kwarg, rather than accepted under two names: a config then has one spelling per
+# setting, so two runs of the same model never differ in their saved config (and resume digest)
+# by a synonym alone, and nothing of the peers' meaning is silently reinterpreted.
+FOREIGN_KWARGS: dict[str, str] = {
+    "with_cp": "use_checkpoint",              # VideoMAE V2
+    "grad_checkpointing": "use_checkpoint",   # timm
+    "head_drop_rate": "fc_drop_rate",         # VideoMAE V2
+    "all_frames": "num_frames",               # VideoMAE V1/V2 fine-tuning
+    "encoder_embed_dim": "embed_dim",         # VideoMAE pre-training (PretrainVisionTransformer)
+    "encoder_depth": "depth",
+    "encoder_num_heads": "num_heads",
+    "encoder_in_chans": "in_chans",
+    "decoder_num_classes": "target_dim",
+    "drop_path": "drop_path_rate",
+    "proj_drop_rate": "drop_rate",            # timm
+    "layer_scale_init_value": "init_values",  # BEiT / ConvNeXt spelling of layer scale
+    "layer_scale_init_values": "init_values",
+    "layerscale_init": "init_values",
+    "init_value": "init_values",
+    "class_token": "cls_token",               # timm
+    "use_cls_token": "cls_token",
+    "global_pool": "use_mean_pooling",        # timm: 'avg' is use_mean_pooling=True
+    "use_abs_pos_emb": "use_learnable_pos_emb",
+    "norm_pix": "norm_pix_loss",
+}
+
+
 def _build(cls: type, name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> nn.Module:
     params = inspect.signature(cls.__init__).parameters
     valid = [p for p in params if p != "self"]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        hints = {u: difflib.get_close_matches(u, valid, n=1) for u in unknown}
-        hint = "; ".join(f"{u!r} (did you mean {h[0]!r}?)" if h else repr(u) for u, h in hints.items())
-        raise TypeError(f"{name}: unknown argument(s) {hint}. Valid: {valid}")
+        hints = {}
+        for u in unknown:
+            ours = FOREIGN_KWARGS.get(u)
+            if ours is not None and ours in valid:
+                hints[u] = f"{u!r} (did you mean {ours!r}? that is the VideoMAE name used here)"
+            elif ours is not None:
+                hints[u] = f"{u!r} (another code base's name for {ours!r}, which {cls.__name__} does not take)"
+            else:
+                close = difflib.get_close_matches(u, valid, n=1)
+                hints[u] = f"{u!r} (did you mean {close[0]!r}?)" if close else repr(u)
+        raise TypeError(f"{name}: unknown argument(s) {'; '.join(hints[u] for u in unknown)}. Valid: {valid}")
     return cls(**{**defaults, **overrides})
 
 

@@ -27,6 +27,9 @@ __all__ = [
     "Grid",
     "Linear",
     "sincos_table_1d",
+    "sincos_table_2d",
+    "SINCOS_TABLES",
+    "make_sincos_table",
     "interpolate_pos_embed",
     "token_grid",
     "PatchEmbed3D",
@@ -81,6 +84,47 @@ def sincos_table_1d(num_positions: int, dim: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(angle[:, 0::2])
     table[:, 1::2] = torch.cos(angle[:, 1::2])
     return table.to(torch.float32).unsqueeze(0)
+
+
+def sincos_table_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos table (``get_2d_sincos_pos_embed``, without the [CLS] row).
+
+    The first ``dim/2`` channels encode the token's *column* ``w`` and the last ``dim/2`` its row
+    ``h`` (MAE's ``meshgrid(grid_w, grid_h)`` puts ``w`` first), each as ``[sin(pos·ω) | cos(pos·ω)]``
+    (halves, not interleaved) with ``ω_k = 10000^(-k/(dim/4))``, ``k < dim/4``. Tokens are
+    row-major (``index = h·W + w``). Computed in float64 like MAE's numpy code and returned as
+    float32, so it equals the ``pos_embed[:, 1:]`` stored in MAE checkpoints.
+
+    Returns ``[1, grid_h·grid_w, dim]``.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_table_2d: dim {dim} must be divisible by 4")
+    omega = 1.0 / 10000.0 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4.0))  # [D/4]
+    hh, ww = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
+                            indexing="ij")
+
+    def one_d(pos: torch.Tensor) -> torch.Tensor:
+        out = pos.reshape(-1, 1) * omega  # [M, D/4]
+        return torch.cat((out.sin(), out.cos()), dim=1)  # [M, D/2]
+
+    return torch.cat((one_d(ww), one_d(hh)), dim=1).to(torch.float32).unsqueeze(0)
+
+
+SINCOS_TABLES = ("1d", "2d")
+
+
+def make_sincos_table(kind: str, grid: Sequence[int], dim: int) -> torch.Tensor:
+    """The fixed table ``[1, N, dim]`` of ``kind`` for a ``(T', H', W')`` grid: ``"1d"`` VideoMAE's
+    over the flattened grid, ``"2d"`` MAE's image table (needs ``T' = 1``)."""
+    gt, gh, gw = (int(g) for g in grid)
+    if kind == "1d":
+        return sincos_table_1d(gt * gh * gw, dim)
+    if kind == "2d":
+        if gt != 1:
+            raise ValueError(f"sincos_table='2d' is MAE's image table and needs one time slice (T' = 1), got grid "
+                             f"{tuple(grid)}; video models use VideoMAE's '1d' table")
+        return sincos_table_2d(gh, gw, dim)
+    raise ValueError(f"sincos_table={kind!r}: expected one of {SINCOS_TABLES}")
 
 
 def interpolate_pos_embed(pos: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int]) -> torch.Tensor:
@@ -236,20 +280,35 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block (``norm1 → attn → +``, ``norm2 → mlp → +``) with DropPath."""
+    """Pre-norm transformer block (``norm1 → attn → +``, ``norm2 → mlp → +``) with DropPath.
+
+    ``init_values > 0`` adds VideoMAE's layer scale (CaiT's LayerScale): learned per-channel
+    ``gamma_1``/``gamma_2`` (initialised to ``init_values``) multiply the attention and MLP branches,
+    ``x + drop_path(γ₁ ⊙ attn(norm1(x)))``, with VideoMAE's parameter names so that such
+    checkpoints load one to one. ``None``/``0`` (the default, as VideoMAE's) adds no parameter.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6):
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
+                 init_values: Optional[float] = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        if init_values:
+            self.gamma_1 = nn.Parameter(torch.full((dim,), float(init_values)))
+            self.gamma_2 = nn.Parameter(torch.full((dim,), float(init_values)))
+        else:
+            self.gamma_1 = self.gamma_2 = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.gamma_1 is None:
+            x = x + self.drop_path(self.attn(self.norm1(x)))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
+        return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
 
 
 def _run_blocks_eager(blocks: nn.ModuleList, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
@@ -297,9 +356,11 @@ class VisionTransformerEncoder(nn.Module):
     """ViT encoder over tubelet tokens (shared by the autoencoder and the classifier).
 
     ``pos_embed`` is VideoMAE's fixed 1-D sin-cos table over the default grid (a non-persistent
-    buffer: it is a function of the sizes, not a weight) or, with ``use_learnable_pos_emb``, a
-    learned parameter. Inputs of another T/H/W get the table interpolated on the fly
-    (:func:`interpolate_pos_embed`).
+    buffer: it is a function of the sizes, not a weight), with ``sincos_table="2d"`` MAE's fixed
+    2-D image table (a *persistent* buffer, because MAE checkpoints store it: they then load key for
+    key and a model of the other table refuses them) or, with ``use_learnable_pos_emb``, a learned
+    parameter. Inputs of another T/H/W get the table interpolated on the fly
+    (:func:`interpolate_pos_embed`). ``init_values`` turns on layer scale (:class:`Block`).
     """
 
     def __init__(
@@ -323,6 +384,8 @@ class VisionTransformerEncoder(nn.Module):
         use_checkpoint: bool = False,
         torch_compile: bool = False,
         cls_token: bool = False,
+        init_values: Optional[float] = None,
+        sincos_table: str = "1d",
     ):
         super().__init__()
         if num_frames % tubelet_size or img_size % patch_size:
@@ -338,17 +401,20 @@ class VisionTransformerEncoder(nn.Module):
         self.num_patches = math.prod(self.default_grid)
         self.use_checkpoint = use_checkpoint
         self.torch_compile = torch_compile
+        self.sincos_table = sincos_table
+        self.init_values = float(init_values) if init_values else None
 
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
+        table = make_sincos_table(sincos_table, self.default_grid, embed_dim)  # checks the kind in any case
         if use_learnable_pos_emb:
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
             trunc_normal_(self.pos_embed, std=0.02)
         else:
-            self.register_buffer("pos_embed", sincos_table_1d(self.num_patches, embed_dim), persistent=False)
+            self.register_buffer("pos_embed", table, persistent=sincos_table == "2d")
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps, init_values)
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Export a checkpoint for other libraries: Hugging Face transformers, VideoMAE V1, timm.
+
+    # Hugging Face folder (config.json + model.safetensors) for VideoMAEForPreTraining /
+    # VideoMAEForVideoClassification.from_pretrained(DIR); class names fill id2label
+    python tools/export.py --format hf checkpoint=outputs/ft/model_final.pth --out exports/ft-hf --classes classes.txt
+    # VideoMAE V1 layout ({"model": state_dict}), loadable with strict=True by the official
+    # PretrainVisionTransformer / VisionTransformer of the same sizes
+    python tools/export.py --format videomae checkpoint=outputs/pre --out exports/pre-v1.pth
+    # an image-mode encoder as a timm ViT backbone (ViTDet / UperNet pipelines):
+    # timm.create_model("local-dir:exports/img-timm", pretrained=True); pytorch_model.bin is the state dict
+    python tools/export.py --format timm checkpoint=outputs/demo/image/pretrain --out exports/img-timm
+    # HPM's EMA teacher instead of the student
+    python tools/export.py --format hf checkpoint=outputs/pre --teacher --out exports/pre-teacher-hf
+
+`checkpoint=` takes what `tools/test.py` takes (`model_final.pth`, a run folder, a DeepSpeed
+checkpoint folder); the weights are loaded into the config's model with every key checked
+before anything is written. `--config` defaults to the `config.yaml` saved in the checkpoint's
+run folder; other `key=value` words override it. `--out` must not exist: the export never
+overwrites, and it is assembled aside and renamed into place. Parts a format cannot hold are
+refused with their names (layer scale or a [CLS] token to HF, a video model to timm); HPM's loss
+predictor d_ψ has a slot in none of them and is left out.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+
+FORMATS = ("hf", "videomae", "timm")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--format", required=True, choices=FORMATS, help="hf | videomae | timm")
+    p.add_argument("--out", required=True, help="output folder (hf, timm) or file (videomae); must not exist")
+    p.add_argument("--config", default=None,
+                   help="the model's YAML config (default: config.yaml of the checkpoint's run folder)")
+    p.add_argument("--teacher", action="store_true", help="export the EMA teacher saved with the checkpoint (HPM)")
+    p.add_argument("--classes", default=None, help="hf: classes.txt or SSv2 labels JSON for id2label")
+    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if os.path.lexists(args.out):  # before any work
+        print(f"error: --out {args.out}: already exists; the export never overwrites, pick a new path",
+              file=sys.stderr)
+        return 2
+    from videohpm.evaluation.predict import find_run_config, resolve_class_names
+
+    try:
+        config = args.config
+        ckpts = [a.split("=", 1)[1] for a in args.overrides if a.startswith("checkpoint=")]
+        if config is None and len(ckpts) == 1 and os.path.exists(ckpts[0]):
+            config = find_run_config(ckpts[0])
+            if config is None:
+                print(f"error: no config.yaml in the run folder of checkpoint={ckpts[0]}: give --config",
+                      file=sys.stderr)
+                return 2
+        cfg, checkpoint = load_tool_config(config or "-", args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from videohpm.evaluation.export import load_for_export
+    from videohpm.models.export import write_export
+
+    try:
+        model = load_for_export(cfg, checkpoint, teacher=args.teacher)
+        names = None
+        if args.classes is not None or cfg.data.get("class_names"):
+            if not hasattr(model, "decoder"):
+                names, _ = resolve_class_names(cfg, args.classes, model.num_classes)
+            elif args.classes is not None:
+                raise ValueError("--classes: a pre-training model has no classes")
+        files = write_export(model, args.format, args.out, class_names=names)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {'the EMA teacher of ' if args.teacher else ''}{checkpoint} as {args.format} → {args.out}")
+    for f in files:
+        print(f"  {f}")
+    hint = {"hf": f"transformers: VideoMAEFor{'PreTraining' if hasattr(model, 'decoder') else 'VideoClassification'}"
+                  f".from_pretrained({args.out!r})",
+            "videomae": f"VideoMAE: model.load_state_dict(torch.load({args.out!r})['model'], strict=True)",
+            "timm": f"timm: timm.create_model('local-dir:{args.out}', pretrained=True)"}[args.format]
+    print(f"load with {hint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

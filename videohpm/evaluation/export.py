@@ -1,0 +1,54 @@
+"""The work behind `tools/export.py`: a checkpoint's weights in the model of a run config, every
+key checked, ready for `videohpm.models.export.write_export`."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Mapping
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from videohpm.evaluation.runner import read_checkpoint
+
+__all__ = ["load_for_export"]
+
+log = logging.getLogger(__name__)
+
+
+def _strip_recipe_prefix(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Recipe-level keys of a DeepSpeed checkpoint (`model.encoder...`) to model-level ones."""
+    if sd and all(k.startswith("model.") for k in sd):
+        return {k[len("model."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def load_for_export(cfg: DictConfig, checkpoint: str, teacher: bool = False) -> nn.Module:
+    """The model of `cfg` with the weights of `checkpoint` (the student, or with `teacher` the
+    EMA teacher), in eval mode.
+
+    Every model key must come from the checkpoint and every checkpoint key must land in the
+    model (an export of half-random weights would be worse than none); a linear probe's
+    recipe-level weights (its BatchNorm + head live outside the model) are refused.
+
+    Raises:
+        ValueError naming `checkpoint=` and the keys.
+    """
+    from videohpm.engine.build import build_model
+    from videohpm.models import load_pretrained
+
+    weights = read_checkpoint(checkpoint)
+    sd = weights.teacher if teacher else weights.model
+    if sd is None:
+        raise ValueError(f"checkpoint={weights.source}: no EMA teacher saved (an HPM or ema_features run has one)")
+    if str(cfg.method.name) == "linear_probe":
+        raise ValueError("method.name=linear_probe: its BatchNorm + head live outside the model and have no slot "
+                         "in the export formats; export the pre-trained encoder instead")
+    model = build_model(cfg)
+    try:
+        report = load_pretrained(model, _strip_recipe_prefix(sd), strict=True)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"checkpoint={weights.source}: does not fit model {cfg.model.name} "
+                         f"(model.kwargs as in the run's config?):\n{e}") from None
+    log.info("loaded %s into %s (%d tensors)", weights.source, cfg.model.name, len(report.loaded))
+    return model.eval()

@@ -1,0 +1,426 @@
+"""Our weights in the peers' layouts, and the timm / MAE layout read back (``tools/export.py``).
+
+Formats written:
+
+- ``"videomae"``: VideoMAE V1 key names (``PretrainVisionTransformer`` of ``modeling_pretrain.py``
+  for a pre-training model: ``encoder.*``, ``encoder_to_decoder.weight``, ``mask_token``,
+  ``decoder.*``; ``VisionTransformer`` of ``modeling_finetune.py`` for a classifier:
+  ``patch_embed``, ``blocks``, ``fc_norm``/``norm``, ``head``), layer scale as ``gamma_1``/``gamma_2``;
+  loads with ``strict=True`` into the official classes built with the same sizes.
+- ``"hf"`` / ``"hf_file"``: ``transformers`` ``VideoMAEForPreTraining`` /
+  ``VideoMAEForVideoClassification`` (module names of transformers ≥ 5 / the names of Hub files
+  and transformers < 5: q/v biases as ``q_bias``/``v_bias``); :func:`hf_config_from_model` gives
+  the matching ``VideoMAEConfig``.
+- ``"timm"``: a timm ``VisionTransformer`` backbone (``vit_base_patch16_224``-style names: ``cls_token``,
+  ``pos_embed`` with the [CLS] row, 2-D ``patch_embed.proj``, ``blocks.N.attn.qkv.{weight,bias}``,
+  ``ls1/ls2.gamma``, ``norm``/``fc_norm``) of an image-mode model, with the ``timm.create_model``
+  arguments that rebuild it (:func:`timm_model_args`): the format ViTDet / UperNet pipelines load.
+
+Read back: :func:`timm_to_ours` converts timm ViT and official MAE checkpoints
+(``mae_pretrain_vit_base.pth``: ``cls_token``, ``pos_embed`` ``[1, 1+N, D]``, ``patch_embed.proj``
+``[D, 3, p, p]``, ``blocks.N.*``, ``norm``, ``decoder_embed``, ``mask_token``, ``decoder_pos_embed``,
+``decoder_blocks.N.*``, ``decoder_norm``, ``decoder_pred``) to our names, for
+:func:`videohpm.models.load_pretrained` (format ``"timm"``).
+
+Every format has a part the other side cannot hold; exporting such a model raises a
+``ValueError`` naming the part (e.g. layer scale or a [CLS] token to HF VideoMAE), never a file
+that loads but computes something else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "export_state_dict",
+    "hf_config_from_model",
+    "timm_model_args",
+    "timm_to_ours",
+    "is_timm_layout",
+    "write_export",
+]
+
+StateDict = dict[str, torch.Tensor]
+
+# Formats of write_export (tools/export.py --format).
+EXPORT_FORMATS = ("hf", "videomae", "timm")
+
+# Per-layer HF names -> ours (prefix replacements inside one transformer layer); shared with
+# the HF reader of videohpm.models.checkpoint.
+HF_COMMON_RULES = (
+    ("attention.output.dense.", "attn.proj."),
+    ("layernorm_before.", "norm1."),
+    ("layernorm_after.", "norm2."),
+    ("intermediate.dense.", "mlp.fc1."),
+    ("output.dense.", "mlp.fc2."),
+)
+
+
+def _is_pretrain(sd: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("decoder.") for k in sd)
+
+
+def _check_exportable(sd: Mapping[str, torch.Tensor], model: Optional[nn.Module], fmt: str) -> None:
+    """Refuse (ValueError naming the parts) what ``fmt`` cannot express."""
+    problems = []
+    pretrain = _is_pretrain(sd)
+    if fmt in ("hf", "hf_file", "videomae"):
+        name = "HF VideoMAE" if fmt != "videomae" else "VideoMAE V1"
+        if "encoder.cls_token" in sd:
+            problems.append(f"a [CLS] token (encoder.cls_token): {name} has none")
+        if "decoder.embed.bias" in sd:
+            problems.append(f"a decoder embedding bias (decoder.embed.bias, MAE's decoder_embed): {name}'s "
+                            "encoder_to_decoder has none")
+        if "decoder.pos_embed" in sd:
+            problems.append(f"a stored decoder position table (decoder.pos_embed, MAE's 2-D table): {name} "
+                            "always uses its fixed 1-D table")
+        if "encoder.pos_embed" in sd and (fmt != "videomae" or pretrain):
+            problems.append(f"a learned or 2-D encoder position table (encoder.pos_embed): {name}"
+                            f"{' pre-training' if fmt == 'videomae' else ''} uses its fixed 1-D table")
+        if fmt != "videomae" and any(k.endswith((".gamma_1", ".gamma_2")) for k in sd):
+            problems.append("layer scale (blocks.N.gamma_1/gamma_2, init_values): HF VideoMAE has none; "
+                            "export --format videomae keeps it")
+    if fmt == "timm":
+        enc = getattr(model, "encoder", None)
+        if enc is None:
+            problems.append("timm export needs the model (to read its grid and options), not a state dict")
+        else:
+            if enc.default_grid[0] != 1 or enc.tubelet_size != 1:
+                problems.append(f"a video model (token grid {enc.default_grid}, tubelet {enc.tubelet_size}): "
+                                "timm's ViT is an image model; export image-mode models (num_frames=1, "
+                                "tubelet_size=1), or video models as --format hf / videomae")
+            eps = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
+            if eps != {1e-6}:
+                problems.append(f"LayerNorm eps {sorted(eps)}: timm's ViT uses 1e-6")
+    if problems:
+        raise ValueError(f"cannot export to {fmt!r}: " + "; ".join(problems))
+
+
+def export_state_dict(model_or_sd: Union[nn.Module, Mapping[str, torch.Tensor]], fmt: str = "videomae") -> StateDict:
+    """Our weights in another layout: ``"videomae"`` (V1 key names), ``"hf"`` (the module names
+    of ``transformers`` ≥ 5: ``load_state_dict`` into ``VideoMAEForPreTraining`` /
+    ``VideoMAEForVideoClassification``), ``"hf_file"`` (the names in Hub checkpoint files and
+    ``transformers`` < 5 modules: q/v biases as ``attention.attention.q_bias`` / ``v_bias``) or
+    ``"timm"`` (an image-mode model's encoder as a timm ``VisionTransformer`` backbone; needs the
+    module, see :func:`timm_model_args`).
+
+    The loss predictor d_ψ has no slot in these layouts and is left out (keep our own format to
+    keep it). Parts a layout cannot express (see the module docstring) raise ``ValueError``.
+    """
+    model = model_or_sd if isinstance(model_or_sd, nn.Module) else None
+    sd = model.state_dict() if model is not None else dict(model_or_sd)
+    sd = {k: v for k, v in sd.items() if not k.startswith("loss_predictor.")}
+    if fmt not in ("videomae", "hf", "hf_file", "timm"):
+        raise ValueError(f"export_state_dict: unknown format {fmt!r}; expected 'videomae', 'hf', 'hf_file' or 'timm'")
+    _check_exportable(sd, model, fmt)
+    is_pretrain = _is_pretrain(sd)
+    if fmt == "timm":
+        return _export_timm(model, sd)
+    if fmt == "videomae":
+        out: StateDict = {}
+        for k, v in sd.items():
+            if k == "decoder.embed.weight":
+                k = "encoder_to_decoder.weight"
+            elif k == "decoder.mask_token":
+                k = "mask_token"
+            elif not is_pretrain and k.startswith("encoder."):
+                k = k[len("encoder."):]
+            out[k] = v
+        return out
+    out = {}
+    bias_names = {"q": "q_bias", "v": "v_bias"} if fmt == "hf_file" else {"q": "query.bias", "v": "value.bias"}
+    inv_rules = (("attn.q_bias", f"attention.attention.{bias_names['q']}"),
+                 ("attn.v_bias", f"attention.attention.{bias_names['v']}"),
+                 *((new, old) for old, new in HF_COMMON_RULES))
+    for k, v in sd.items():
+        m = re.match(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$", k)
+        if m:
+            root = "videomae.encoder.layer." if m.group(1) == "encoder" else "decoder.decoder_layers."
+            base = f"{root}{m.group(2)}."
+            rest = m.group(3)
+            if rest == "attn.qkv.weight":
+                q, kk, vv = v.chunk(3, dim=0)
+                for name, t in (("query", q), ("key", kk), ("value", vv)):
+                    out[f"{base}attention.attention.{name}.weight"] = t.clone()
+                continue
+            for new, old in inv_rules:
+                if rest.startswith(new):
+                    out[base + old + rest[len(new):]] = v
+                    break
+            else:
+                raise ValueError(f"export to 'hf': no HF name for {k}")
+        elif k.startswith("encoder.patch_embed.proj."):
+            out["videomae.embeddings.patch_embeddings.projection." + k.rsplit(".", 1)[1]] = v
+        elif k.startswith("encoder.norm."):
+            out["videomae.layernorm." + k.rsplit(".", 1)[1]] = v
+        elif k == "decoder.embed.weight":
+            out["encoder_to_decoder.weight"] = v
+        elif k == "decoder.mask_token":
+            out["mask_token"] = v
+        elif k.startswith("head.") and not is_pretrain:
+            out["classifier." + k.split(".", 1)[1]] = v
+        else:  # decoder.norm/head, fc_norm
+            out[k] = v
+    return out
+
+
+def hf_config_from_model(model: nn.Module, **extra: Any):
+    """A ``transformers.VideoMAEConfig`` describing ``model`` (a MaskedAutoencoder or VideoClassifier).
+
+    ``layer_norm_eps`` is the model's (1e-6, VideoMAE's); HF applies it to every encoder and
+    decoder block and the final encoder norm, but builds the decoder's final norm and the
+    classifier's ``fc_norm`` with LayerNorm's default 1e-5, which no config key changes: outputs
+    agree to ~1e-5, not bit for bit.
+    """
+    from transformers import VideoMAEConfig
+
+    enc = model.encoder
+    blk = enc.blocks[0]
+    gt, gh, gw = enc.default_grid
+    cfg: dict[str, Any] = dict(
+        image_size=gh * enc.patch_size if gh == gw else [gh * enc.patch_size, gw * enc.patch_size],
+        patch_size=enc.patch_size, num_channels=enc.in_chans, num_frames=gt * enc.tubelet_size,
+        tubelet_size=enc.tubelet_size, hidden_size=enc.embed_dim, num_hidden_layers=len(enc.blocks),
+        num_attention_heads=blk.attn.num_heads, intermediate_size=blk.mlp.fc1.out_features,
+        qv_bias=blk.attn.q_bias is not None, layer_norm_eps=blk.norm1.eps, hidden_act="gelu",
+    )
+    dec = getattr(model, "decoder", None)
+    if dec is not None:
+        dblk = dec.blocks[0]
+        cfg.update(
+            use_mean_pooling=False, norm_pix_loss=model.norm_pix_loss,
+            decoder_hidden_size=dec.embed.out_features, decoder_num_hidden_layers=len(dec.blocks),
+            decoder_num_attention_heads=dblk.attn.num_heads, decoder_intermediate_size=dblk.mlp.fc1.out_features,
+        )
+    else:
+        cfg.update(use_mean_pooling=model.fc_norm is not None, num_labels=model.num_classes)
+    cfg.update(extra)
+    return VideoMAEConfig(**cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# timm
+# ----------------------------------------------------------------------------------------------
+_TIMM_SIZES = {(192, 12, 3): "vit_tiny_patch16_224", (384, 12, 6): "vit_small_patch16_224",
+               (768, 12, 12): "vit_base_patch16_224", (1024, 24, 16): "vit_large_patch16_224"}
+
+
+def timm_model_args(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    """``(architecture, kwargs)`` such that ``timm.create_model(architecture, **kwargs)`` builds the
+    backbone that :func:`export_state_dict` (``"timm"``) loads into with ``strict=True``.
+
+    ``num_classes=0`` (a backbone); ``class_token`` as the model; ``global_pool="avg"`` with
+    ``fc_norm`` for a mean-pooling classifier (our ``fc_norm``), ``global_pool="avg"`` with the
+    final ``norm`` for a pre-training encoder, ``"token"`` for a classifier that reads the
+    [CLS] output. timm's ``model(x)`` is then our pooled feature, ``forward_features(x)`` our tokens.
+    """
+    enc = model.encoder
+    blk = enc.blocks[0]
+    has_cls = enc.cls_token is not None
+    fc_norm = getattr(model, "fc_norm", None) is not None
+    if fc_norm:
+        global_pool = "avg"
+    elif not hasattr(model, "decoder") and has_cls:
+        global_pool = "token"
+    else:
+        global_pool = "avg"
+    dim, depth, heads = enc.embed_dim, len(enc.blocks), blk.attn.num_heads
+    arch = _TIMM_SIZES.get((dim, depth, heads), "vit_base_patch16_224")
+    _, gh, gw = enc.default_grid
+    kwargs = dict(
+        img_size=[gh * enc.patch_size, gw * enc.patch_size] if gh != gw else gh * enc.patch_size,
+        patch_size=enc.patch_size, in_chans=enc.in_chans, embed_dim=dim, depth=depth, num_heads=heads,
+        mlp_ratio=blk.mlp.fc1.out_features / dim, qkv_bias=blk.attn.q_bias is not None,
+        class_token=has_cls, global_pool=global_pool, fc_norm=fc_norm,
+        init_values=enc.init_values, num_classes=0,
+    )
+    return arch, kwargs
+
+
+def _export_timm(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> StateDict:
+    enc = model.encoder
+    out: StateDict = {}
+    pos = enc.pos_embed.detach().reshape(1, -1, enc.embed_dim)
+    if enc.cls_token is not None:
+        out["cls_token"] = sd["encoder.cls_token"]
+        pos = torch.cat((pos.new_zeros(1, 1, pos.shape[-1]), pos), dim=1)  # our [CLS] has a zero position
+    out["pos_embed"] = pos.clone()
+    for k, v in sd.items():
+        if not k.startswith("encoder.") or k in ("encoder.cls_token", "encoder.pos_embed"):
+            if k.startswith("fc_norm."):
+                out[k] = v
+            continue  # decoders, classifier head: not part of the backbone
+        name = k[len("encoder."):]
+        if name == "patch_embed.proj.weight":
+            out[name] = v[:, :, 0].clone()  # [D, C, 1, p, p] -> timm's Conv2d [D, C, p, p]
+            continue
+        m = re.match(r"^blocks\.(\d+)\.(.+)$", name)
+        if m:
+            base, rest = f"blocks.{m.group(1)}.", m.group(2)
+            if rest == "attn.q_bias":
+                q, v_b = v, sd[f"encoder.{base}attn.v_bias"]
+                out[base + "attn.qkv.bias"] = torch.cat((q, torch.zeros_like(q), v_b))  # VideoMAE's zero k-bias
+                continue
+            if rest == "attn.v_bias":
+                continue
+            if rest in ("gamma_1", "gamma_2"):
+                out[base + ("ls1.gamma" if rest == "gamma_1" else "ls2.gamma")] = v
+                continue
+        out[name] = v
+    return out
+
+
+def is_timm_layout(sd: Mapping[str, torch.Tensor]) -> bool:
+    """A timm ViT / MAE checkpoint (as opposed to VideoMAE's): fused qkv biases, timm's layer
+    scale, MAE's decoder names, or a 2-D patch embedding."""
+    for k, v in sd.items():
+        if k.endswith("attn.qkv.bias") or ".ls1.gamma" in k or k.startswith(("decoder_embed.", "decoder_blocks.",
+                                                                              "decoder_pred.", "decoder_pos_embed")):
+            return True
+        if k == "patch_embed.proj.weight" and v.dim() == 4:
+            return True
+    return False
+
+
+def timm_to_ours(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """A timm ViT or official MAE state dict in our key names (format ``"timm"``).
+
+    - ``patch_embed.proj.weight [D, C, p, p]`` becomes our tubelet conv with ``t = 1``
+      (``[D, C, 1, p, p]``).
+    - ``attn.qkv.bias [3D]`` becomes ``q_bias``/``v_bias``; the key bias is dropped: it adds
+      ``q·b_k`` to every logit of a query's row, which the softmax cancels, so outputs are unchanged.
+    - ``pos_embed [1, 1+N, D]`` (timm / MAE, [CLS] row first): rows ``1:`` become
+      ``encoder.pos_embed`` (MAE's fixed 2-D table loads into a ``sincos_table="2d"`` model's
+      stored table, a learned one into ``use_learnable_pos_emb``), and the [CLS] row is folded
+      into the token: ``cls_token + pos[:, :1]``, which is all the model ever adds (our [CLS]
+      position is zero), so this is exact. ``decoder_pos_embed`` likewise, its [CLS] row must be
+      zero (MAE's is).
+    - ``ls1/ls2.gamma`` → ``gamma_1/2``; ``decoder_embed`` → ``decoder.embed``, ``mask_token`` →
+      ``decoder.mask_token``, ``decoder_blocks`` → ``decoder.blocks``, ``decoder_norm`` →
+      ``decoder.norm``, ``decoder_pred`` → ``decoder.head``; ``fc_norm``/``head`` keep their names.
+    """
+    src = dict(sd)
+    n_prefix = 1 if "cls_token" in src else 0
+    out: StateDict = {}
+    for k, v in src.items():
+        m = re.match(r"^(blocks|decoder_blocks)\.(\d+)\.(.+)$", k)
+        if m:
+            base = ("encoder.blocks." if m.group(1) == "blocks" else "decoder.blocks.") + m.group(2) + "."
+            rest = m.group(3)
+            if rest == "attn.qkv.bias":
+                q, _, vb = v.chunk(3)
+                out[base + "attn.q_bias"], out[base + "attn.v_bias"] = q.clone(), vb.clone()
+            elif rest in ("ls1.gamma", "ls2.gamma"):
+                out[base + ("gamma_1" if rest.startswith("ls1") else "gamma_2")] = v
+            else:
+                out[base + rest] = v
+            continue
+        if k == "patch_embed.proj.weight":
+            out["encoder.patch_embed.proj.weight"] = v.unsqueeze(2) if v.dim() == 4 else v
+        elif k.startswith(("patch_embed.", "norm.")):
+            out["encoder." + k] = v
+        elif k == "cls_token":
+            pos = src.get("pos_embed")
+            out["encoder.cls_token"] = v + pos[:, :1] if pos is not None and pos.shape[1] > 1 else v
+        elif k == "pos_embed":
+            out["encoder.pos_embed"] = v[:, n_prefix:]
+        elif k == "decoder_pos_embed":
+            if n_prefix and v[:, :1].abs().max() > 0:
+                raise ValueError("timm/MAE checkpoint: decoder_pos_embed has a non-zero [CLS] row, which our "
+                                 "decoder (a zero [CLS] position) cannot hold")
+            out["decoder.pos_embed"] = v[:, n_prefix:]
+        elif k.startswith("decoder_embed."):
+            out["decoder.embed." + k.split(".", 1)[1]] = v
+        elif k == "mask_token":
+            out["decoder.mask_token"] = v
+        elif k.startswith("decoder_norm."):
+            out["decoder.norm." + k.split(".", 1)[1]] = v
+        elif k.startswith("decoder_pred."):
+            out["decoder.head." + k.split(".", 1)[1]] = v
+        else:  # fc_norm, head, anything else (surfaces as unexpected)
+            out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing an export
+# ----------------------------------------------------------------------------------------------
+def _hf_class(model: nn.Module):
+    from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification
+
+    return VideoMAEForPreTraining if hasattr(model, "decoder") else VideoMAEForVideoClassification
+
+
+def write_export(model: nn.Module, fmt: str, out: Union[str, os.PathLike],
+                 class_names: Optional[Sequence[str]] = None) -> list[str]:
+    """Write ``model`` in format ``fmt`` to ``out`` (refusing an existing path) and return the
+    files written.
+
+    - ``"hf"``: a folder ``config.json`` + ``model.safetensors``, written by transformers' own
+      ``save_pretrained`` from a ``VideoMAEForPreTraining`` / ``VideoMAEForVideoClassification``
+      that the export has just loaded with ``strict=True``; ``class_names`` fill ``id2label``.
+    - ``"videomae"``: one file ``{"model": state_dict}`` (VideoMAE's ``utils.save_model`` layout,
+      which its ``--finetune`` / ``load_state_dict`` read).
+    - ``"timm"``: a folder ``config.json`` + ``model.safetensors`` + ``pytorch_model.bin`` written
+      by timm's ``save_for_hf`` from the timm backbone the export has just loaded with
+      ``strict=True``: ``timm.create_model("local-dir:<out>", pretrained=True)`` rebuilds it, and
+      ``pytorch_model.bin`` is the plain state dict that detectron2's ViTDet and mmseg/mmdet load.
+
+    The output is assembled next to ``out`` and renamed into place, so a failed export leaves
+    nothing behind.
+    """
+    out = os.fspath(out)
+    if os.path.lexists(out):
+        raise FileExistsError(f"--out {out}: already exists; the export never overwrites, pick a new path")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"--format {fmt!r}: expected one of {EXPORT_FORMATS}")
+    sd = export_state_dict(model, "hf" if fmt == "hf" else fmt)  # refuses what fmt cannot express
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        if fmt == "videomae":
+            target = os.path.join(tmp, "weights.pth")
+            torch.save({"model": {k: v.detach().contiguous().clone() for k, v in sd.items()}}, target)
+            os.replace(target, out)
+            return [out]
+        if fmt == "hf":
+            extra: dict[str, Any] = {}
+            if class_names is not None and not hasattr(model, "decoder"):
+                if len(class_names) != model.num_classes:
+                    raise ValueError(f"{len(class_names)} class names for a {model.num_classes}-class model")
+                extra.update(id2label=dict(enumerate(class_names)),
+                             label2id={n: i for i, n in enumerate(class_names)})
+            hf = _hf_class(model)(hf_config_from_model(model, **extra))
+            hf.load_state_dict(sd, strict=True)
+            hf.save_pretrained(tmp, safe_serialization=True)
+        else:
+            import timm
+            from timm.models import save_for_hf
+
+            arch, kwargs = timm_model_args(model)
+            net = timm.create_model(arch, pretrained=False, **kwargs)
+            net.load_state_dict(sd, strict=True)
+            mean = getattr(model, "input_mean", None) or (0.485, 0.456, 0.406)
+            std = getattr(model, "input_std", None) or (0.229, 0.224, 0.225)
+            size = kwargs["img_size"] if isinstance(kwargs["img_size"], list) else [kwargs["img_size"]] * 2
+            save_for_hf(net, tmp, model_args=kwargs, safe_serialization="both",
+                        data_config=dict(mean=tuple(mean), std=tuple(std), input_size=(kwargs["in_chans"], *size),
+                                         crop_pct=1.0))
+            with open(os.path.join(tmp, "videohpm_export.json"), "w") as f:
+                json.dump({"architecture": arch, "model_args": kwargs,
+                           "load": f"timm.create_model('local-dir:{out}', pretrained=True)"}, f, indent=2)
+        os.replace(tmp, out)
+        tmp = None
+        return sorted(os.path.join(out, n) for n in os.listdir(out))
+    finally:
+        if tmp is not None and os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
