@@ -13,7 +13,8 @@
 its ℓ2 normalization); `time`: `[T', D]`, the mean per time slice in temporal order; `tokens`:
 `[N, D]`, all tokens (time-major). One centre clip and crop per video (the validation transform,
 as tools/knn.py). Inputs: video files, folders (recursive) and list files, as tools/predict.py.
-`--config` defaults to the `config.yaml` of the checkpoint's run folder. Writes
+`--config` defaults to the `config.yaml` of the checkpoint's run folder (else the config stored
+in the checkpoint). Writes
 `features-r<rank>-<k>.npy`, `index.csv` (video, path, status, error, label, shard, row) and
 `features.json` into `--output-dir` (which must not hold features already); broken videos get
 `status=broken` and no row. Read them back with `videohpm.evaluation.features.load_features`.
@@ -26,7 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+from videohpm.config import ConfigError  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,21 +51,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    from videohpm.evaluation.predict import find_run_config, split_tool_args
+    from videohpm.evaluation.predict import split_tool_args, tool_config
 
     overrides, inputs = split_tool_args(args.args)
+    if args.random_init and args.config is None:
+        print("error: --random-init needs --config", file=sys.stderr)
+        return 2
     try:
-        config = args.config
-        ckpts = [a.split("=", 1)[1] for a in overrides if a.startswith("checkpoint=")]
-        if config is None and len(ckpts) == 1 and os.path.exists(ckpts[0]):
-            config = find_run_config(ckpts[0])
-            if config is None:
-                print(f"error: no config.yaml in the run folder of checkpoint={ckpts[0]}: give --config", file=sys.stderr)
-                return 2
-        if config is None and args.random_init:
-            print("error: --random-init needs --config", file=sys.stderr)
-            return 2
-        cfg, checkpoint = load_tool_config(config or "-", overrides, require_checkpoint=not args.random_init)
+        cfg, checkpoint = tool_config(args.config, overrides, require_checkpoint=not args.random_init)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,8 @@ cannot be decoded gets a `BROKEN` line (status `broken` in the files), never a g
 
 Class names: `--classes` (classes.txt, one per line in id order, or the SSv2 labels JSON
 `{name: id}`), else `data.class_names` of the config, else class ids. `--config` defaults to the
-`config.yaml` saved in the checkpoint's run folder. Writes `predictions.csv` and
+`config.yaml` saved in the checkpoint's run folder, else to the config stored in the checkpoint
+(`model_final.pth` holds it). Writes `predictions.csv` and
 `predictions.json` into `--output-dir` (default `<train.output_dir>/predict`); existing files are
 never overwritten (the next free `predictions-<n>.*` is used). Other `key=value` override the config.
 """
@@ -30,7 +31,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+from videohpm.config import ConfigError  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,18 +54,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    from videohpm.evaluation.predict import find_run_config, split_tool_args
+    from videohpm.evaluation.predict import split_tool_args, tool_config
 
     overrides, inputs = split_tool_args(args.args)
     try:
-        config = args.config
-        if config is None:
-            ckpts = [a.split("=", 1)[1] for a in overrides if a.startswith("checkpoint=")]
-            config = find_run_config(ckpts[0]) if len(ckpts) == 1 and os.path.exists(ckpts[0]) else None
-            if config is None and len(ckpts) == 1 and os.path.exists(ckpts[0]):
-                print(f"error: no config.yaml in the run folder of checkpoint={ckpts[0]}: give --config", file=sys.stderr)
-                return 2
-        cfg, checkpoint = load_tool_config(config or "-", overrides)  # no config: the checkpoint= error first
+        cfg, checkpoint = tool_config(args.config, overrides)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,9 @@ import csv
 import importlib.util
 import json
 import os
+import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,8 +68,13 @@ def demo(tmp_path_factory):
     teacher = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in student.state_dict().items()}
     torch.save({"model": student.state_dict(), "teacher": teacher, "config": OmegaConf.to_container(pre_cfg),
                 "global_step": 1}, root / "pre.pth")
+    pre_run = root / "pre_run"  # a pre-training run folder: model_final.pth + config.yaml
+    pre_run.mkdir()
+    (pre_run / "model_final.pth").write_bytes((root / "pre.pth").read_bytes())
+    save_config(load_config(PRE, [f"data.data_root={vids}", f"train.output_dir={pre_run}"]), str(pre_run / "config.yaml"))
     return {"root": str(root), "videos": vids, "test": test_list, "lists": d.lists["k400"], "classes": d.classes,
-            "run": str(run), "pre": str(root / "pre.pth"), "n": len(lines)}
+            "run": str(run), "pre": str(root / "pre.pth"), "pre_run": str(pre_run), "n": len(lines),
+            "classes_txt": os.path.join(str(root), "k400", "classes.txt")}
 
 
 def _read_csv(path):
@@ -128,6 +136,14 @@ def test_predict_gives_tools_test_probabilities(demo, tmp_path, capsys):
     for p in again["predictions"]:
         assert [t["id"] for t in p["top"]] == [t["id"] for t in by_name[os.path.basename(p["video"])]["top"][:2]]
         assert [t["name"] for t in p["top"]] == [rev[t["id"]] for t in p["top"]]
+    # model_final.pth alone (no config.yaml next to it): the config stored inside, with its class names
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model_final.pth").write_bytes(open(os.path.join(demo["run"], "model_final.pth"), "rb").read())
+    assert _tool("predict").main([f"checkpoint={alone / 'model_final.pth'}", os.path.join(demo["videos"], some[0]),
+                                  "--output-dir", str(alone / "p")]) == 0
+    solo = json.load(open(alone / "p" / "predictions.json"))["predictions"][0]
+    assert [(t["id"], t["name"]) for t in solo["top"]] == [(t["id"], t["name"]) for t in by_name[some[0]]["top"]]
 
 
 def test_collect_videos_and_class_names(tmp_path):
@@ -175,8 +191,12 @@ def test_predict_errors_before_work(demo, tmp_path, capsys):
     assert "three.txt: 3 class names but the model has 8 classes" in capsys.readouterr().err
     assert tool.main([f"checkpoint={demo['run']}", str(tmp_path / "missing.mp4"), "--output-dir", str(out)]) == 2
     assert "missing.mp4: no such file" in capsys.readouterr().err
-    assert tool.main([f"checkpoint={demo['pre']}", video, "--output-dir", str(out)]) == 2  # no run config.yaml
-    assert "give --config" in capsys.readouterr().err
+    assert tool.main([f"checkpoint={demo['pre']}", video, "--output-dir", str(out)]) == 2  # its stored config:
+    assert "method.name" in capsys.readouterr().err  # a pre-training config is not a classifier
+    bare = tmp_path / "bare.pth"  # a plain state dict: no run folder, no config inside
+    torch.save(torch.load(os.path.join(demo["run"], "model_final.pth"), weights_only=True)["model"], bare)
+    assert tool.main([f"checkpoint={bare}", video, "--output-dir", str(out)]) == 2
+    assert "no config inside: give --config" in capsys.readouterr().err
     assert tool.main(["--config", PRE, f"checkpoint={demo['pre']}", video, "--output-dir", str(out)]) == 2
     assert "method.name" in capsys.readouterr().err  # a pre-training config is not a classifier
     assert not out.exists()
@@ -311,3 +331,47 @@ def test_two_ranks_match_one_rank(demo, tmp_path):
     assert meta["world_size"] == 2 and {s.split("-")[1] for s in meta["shards"]} == {"r000", "r001"}
     assert [r["video"] for r in r2] == [r["video"] for r in r1] and len(r2) == 4
     np.testing.assert_allclose(f2, f1, atol=1e-6)
+
+
+def _readme_commands(first: str, last: str):
+    """The `python tools/...` lines of the README between two headings (continuations joined)."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text[text.index(first):text.index(last)]
+    cmds = []
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line.startswith("python tools/"):
+                cmds.append(line)
+    return cmds
+
+
+def test_readme_commands(demo, tmp_path):
+    """The README's predict / extract_features lines, run as written (paths substituted)."""
+    new = tmp_path / "new_videos"
+    (new / "sub").mkdir(parents=True)
+    vids = sorted(v for v in os.listdir(demo["videos"]) if v.startswith("demo"))
+    shutil.copy(os.path.join(demo["videos"], vids[0]), new / "a.MP4")
+    shutil.copy(os.path.join(demo["videos"], vids[1]), new / "sub" / "b.mp4")
+    (tmp_path / "more_videos.txt").write_text(f"{vids[2]}\n{vids[3]}\n")  # relative to data.data_root
+    subs = {"outputs/ft": demo["run"], "outputs/pre": demo["pre_run"], "/data/new_videos": str(new),
+            "clip.mp4": os.path.join(demo["videos"], vids[4]), "more_videos.txt": str(tmp_path / "more_videos.txt"),
+            "data_lists/k400/classes.txt": demo["classes_txt"], "data_lists/ssv2/val.csv": demo["lists"]["val"],
+            "outputs/features": str(tmp_path / "features")}
+    cmds = _readme_commands("## Predicting new videos", "## Visualization")
+    assert [c.split()[1] for c in cmds] == ["tools/predict.py", "tools/extract_features.py", "tools/extract_features.py"]
+    for c in cmds:
+        for a, b in subs.items():
+            c = c.replace(a, b)
+        argv = shlex.split(c)
+        assert _tool(os.path.splitext(os.path.basename(argv[1]))[0]).main(argv[2:]) == 0, c
+    pred = json.load(open(os.path.join(demo["run"], "predict", "predictions.json")))
+    assert [os.path.basename(p["video"]) for p in pred["predictions"]] == ["a.MP4", "b.mp4", vids[4], vids[2], vids[3]]
+    assert pred["class_names"] == demo["classes"] and all(len(p["top"]) == 5 for p in pred["predictions"])
+    from videohpm.evaluation.features import load_features
+
+    val, rows = load_features(str(tmp_path / "features" / "val"))
+    assert val.shape == (8, 64) and sorted(int(r["label"]) for r in rows) == list(range(8))
+    time, rows = load_features(str(tmp_path / "features" / "time"))
+    assert time.shape == (2, 2, 64) and all(r["label"] == "" for r in rows)
+    assert json.load(open(tmp_path / "features" / "time" / "features.json"))["teacher"] is True

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["VIDEO_EXTENSIONS", "LIST_EXTENSIONS", "collect_videos", "read_class_names", "find_run_config",
-           "resolve_class_names", "free_output_stem", "split_tool_args", "Answer", "run_predict", "format_answer", "read_answers"]
+           "resolve_class_names", "free_output_stem", "split_tool_args", "tool_config", "Answer", "run_predict", "format_answer", "read_answers"]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,40 @@ def find_run_config(checkpoint: str) -> Optional[str]:
             return cand
         d = os.path.dirname(d)
     return None
+
+
+def tool_config(config: Optional[str], args: Sequence[str], require_checkpoint: bool = True):
+    """`(cfg, checkpoint)` of `tools/predict.py` / `extract_features.py`: `--config` when given,
+    else the run's saved `config.yaml` (:func:`find_run_config`), else the config stored inside
+    the checkpoint file (`model_final.pth` holds it; read by the one safe reader,
+    `videohpm.models.checkpoint.read_checkpoint_file`, tensors on the meta device). `args` holds
+    `checkpoint=` and the `key=value` overrides, as for `load_tool_config`.
+
+    Raises:
+        ValueError / FileNotFoundError / ConfigError as `videohpm.config.load_tool_config`, and a
+        ValueError asking for `--config` when none can be found.
+    """
+    from videohpm.config import config_from_dict, load_tool_config
+
+    if config:
+        return load_tool_config(config, args, require_checkpoint=require_checkpoint)
+    ckpts = [a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")]
+    if len(ckpts) != 1 or not ckpts[0] or not os.path.exists(ckpts[0]):
+        load_tool_config("-", args, require_checkpoint=True)  # raises the checkpoint= error
+        raise ValueError("give --config")  # pragma: no cover (load_tool_config raised)
+    found = find_run_config(ckpts[0])
+    if found:
+        return load_tool_config(found, args)
+    stored = None
+    if os.path.isfile(ckpts[0]):
+        from videohpm.models.checkpoint import read_checkpoint_file
+
+        obj = read_checkpoint_file(ckpts[0], map_location="meta")
+        stored = obj.get("config") if isinstance(obj, dict) else None
+    if not isinstance(stored, dict):
+        raise ValueError(f"checkpoint={ckpts[0]}: no config.yaml in its run folder and no config inside: give --config")
+    overrides = ["model.pretrained=null"] + [a for a in args if not a.startswith("checkpoint=")]
+    return config_from_dict(stored, overrides, source=f"checkpoint={ckpts[0]} (its config)"), ckpts[0]
 
 
 def resolve_class_names(cfg: Any, classes_file: Optional[str], num_classes: Optional[int]
