@@ -48,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.classes is not None and args.format != "hf":
+        print(f"error: --classes: only --format hf stores class names (id2label), not {args.format}", file=sys.stderr)
+        return 2
     if os.path.lexists(args.out):  # before any work
         print(f"error: --out {args.out}: already exists; the export never overwrites, pick a new path",
               file=sys.stderr)
