@@ -16,7 +16,7 @@
 `checkpoint=` takes what `tools/test.py` takes (`model_final.pth`, a run folder, a DeepSpeed
 checkpoint folder); the weights are loaded into the config's model with every key checked
 before anything is written. `--config` defaults to the `config.yaml` saved in the checkpoint's
-run folder; other `key=value` words override it. `--out` must not exist: the export never
+run folder, else the config stored in `model_final.pth`; other `key=value` words override it. `--out` must not exist: the export never
 overwrites, and it is assembled aside and renamed into place. Parts a format cannot hold are
 refused with their names (layer scale or a [CLS] token to HF, a video model to timm); HPM's loss
 predictor d_ψ has a slot in none of them and is left out.
@@ -29,7 +29,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+from videohpm.config import ConfigError  # noqa: E402
 
 FORMATS = ("hf", "videomae", "timm")
 
@@ -55,18 +55,10 @@ def main(argv=None) -> int:
         print(f"error: --out {args.out}: already exists; the export never overwrites, pick a new path",
               file=sys.stderr)
         return 2
-    from videohpm.evaluation.predict import find_run_config, resolve_class_names
+    from videohpm.evaluation.predict import resolve_class_names, tool_config
 
     try:
-        config = args.config
-        ckpts = [a.split("=", 1)[1] for a in args.overrides if a.startswith("checkpoint=")]
-        if config is None and len(ckpts) == 1 and os.path.exists(ckpts[0]):
-            config = find_run_config(ckpts[0])
-            if config is None:
-                print(f"error: no config.yaml in the run folder of checkpoint={ckpts[0]}: give --config",
-                      file=sys.stderr)
-                return 2
-        cfg, checkpoint = load_tool_config(config or "-", args.overrides)
+        cfg, checkpoint = tool_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
