@@ -6,8 +6,10 @@ and read once (the only host-device sync logging needs).
 
 JSON lines (`<output_dir>/log.jsonl`): one object per log point
 `{"type": "step", "step": global optimizer step, "epoch", "progress", "loss", <parts>, "lr", "wd",
-"clips_per_s", "time"}` and one per epoch `{"type": "epoch", ...}` (train averages, validation
-top-1/top-5, skipped steps, broken videos). Appending keeps the history across resumes; a reader
+"clips_per_s", "data_wait_s", "compute_s", "data_wait_frac", "peak_mem_mb", "mem_kind", "time"}`
+and one per epoch `{"type": "epoch", ...}` (train averages, validation top-1/top-5, skipped
+steps, broken videos, `data_wait_frac`: the share of the time the loader starved the step; see
+`videohpm.engine.diagnostics`). Appending keeps the history across resumes; a reader
 takes the last record of each step.
 """
 from __future__ import annotations
@@ -60,6 +62,11 @@ class StepAverager:
         self._sums.clear()
         self._count = 0
         return dict(zip(keys, values))
+
+
+# Shown in the tqdm postfix besides the loss parts: schedule, throughput and the run diagnostics
+# of `engine.diagnostics` (data wait / compute seconds per step, peak memory in MiB).
+_BAR_KEYS = ("lr", "alpha", "clips_per_s", "acc", "data_wait_s", "compute_s", "peak_mem_mb")
 
 
 def _fmt(v: float) -> str:
@@ -126,7 +133,7 @@ class MetricLogger:
                     self.writer.add_scalar(f"train/{k}", v, step)
         if self.bar is not None:
             show = {k: _fmt(float(v)) for k, v in values.items()
-                    if isinstance(v, (int, float)) and (k.startswith("loss") or k in ("lr", "alpha", "clips_per_s", "acc"))}
+                    if isinstance(v, (int, float)) and (k.startswith("loss") or k in _BAR_KEYS)}
             self.bar.set_postfix(show, refresh=False)
 
     def log_epoch(self, epoch: int, step: int, values: Mapping[str, Any]) -> None:

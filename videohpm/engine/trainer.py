@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from videohpm import distributed as vdist
 from videohpm.config import ConfigError, repo_root, save_config
 from videohpm.engine import checkpoint as ckpt
+from videohpm.engine import elastic
 from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config, check_buildable
 from videohpm.engine.data import ResumableDistributedSampler, build_knn_loaders, build_loader
 from videohpm.engine.deepspeed_setup import (
@@ -43,6 +44,7 @@ from videohpm.engine.deepspeed_setup import (
     gathered_parameters,
     resolve_deepspeed_dict,
 )
+from videohpm.engine.diagnostics import LoopDiagnostics
 from videohpm.engine.metrics import MetricLogger, StepAverager
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
 from videohpm.engine.schedules import CosineSchedule
@@ -191,6 +193,13 @@ class Trainer:
                                          base_dir=repo_root())
         self.ds_config = build_deepspeed_config(ds_dict, self.micro_clips, a, self.world, self.precision, o.clip_grad,
                                                 optimizer=str(o.name))
+        # Resuming on another rank count: checked here, before DeepSpeed is built (engine.elastic).
+        self.resume_plan = elastic.plan_resume(
+            t.resume, self.ckpt_root, world=self.world, batch_size=b, accum_steps=a, num_sample=self.num_sample,
+            steps_per_epoch=self.steps_per_epoch, train_split=self.train_split,
+            zero_stage=int(ds_dict["zero_optimization"]["stage"])) if t.resume else None
+        if self.resume_plan is not None and self.resume_plan.universal:
+            self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
         import deepspeed
 
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=optimizer,
@@ -215,6 +224,7 @@ class Trainer:
         self._last_saved: Optional[Tuple[int, int, int, bool]] = None
         self._last_saved_path = ""
         self.logger = MetricLogger(self.out, tensorboard=t.tensorboard, progress_bar=t.progress_bar)
+        self.diag = LoopDiagnostics(self.device)  # data wait / compute / peak memory (engine.diagnostics)
         if t.resume:
             self._resume(t.resume)
 
@@ -274,6 +284,7 @@ class Trainer:
                 return
         else:
             info = ckpt.checkpoint_info(spec)
+        info = elastic.prepare_load(self.resume_plan, info, self.ckpt_root)  # universal copy if ranks changed
         state = ckpt.load_checkpoint(self.engine, info)
         if hasattr(self.recipe, "load_teacher_state_dict"):
             self.recipe.load_teacher_state_dict(state.get("teacher"))
@@ -284,7 +295,11 @@ class Trainer:
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.nonfinite_run = int(state.get("nonfinite_run", 0))
         self.history = dict(state.get("history", {}))
-        if state.get("micro_per_epoch") not in (None, self.micro_per_epoch):
+        if self.resume_plan is not None:  # another rank count, same global batch (checked by plan_resume)
+            self.micro = self.resume_plan.micro
+            log.warning("resuming a %d-rank checkpoint on %d rank(s): position %d micro-steps into epoch %d",
+                        self.resume_plan.saved_world, self.world, self.micro, self.epoch)
+        elif state.get("micro_per_epoch") not in (None, self.micro_per_epoch):
             raise RuntimeError(
                 f"checkpoint {info.path} has {state['micro_per_epoch']} micro-steps per epoch, this run "
                 f"{self.micro_per_epoch}: the data list, batch size, accumulation or world size changed")
@@ -479,12 +494,13 @@ class Trainer:
             epoch = self.epoch
             self.sampler.set_epoch(epoch, start=self.micro * int(t.batch_size))
             self.logger.start_epoch(epoch, epochs, self.steps_per_epoch, initial=self.micro // a)
+            self.diag.start_epoch(self.global_step)
             window, epoch_avg = StepAverager(), StepAverager()
             broken = torch.zeros((), device=self.device)
             skipped_epoch = 0
             t_log, clips_since = time.time(), 0
             t_epoch = time.time()
-            for batch in self.loader:
+            for batch in self.diag.timed(self.loader):
                 if self.micro >= self.micro_per_epoch:
                     break
                 batch = _to_device(batch, self.device, self.input_dtype)
@@ -517,6 +533,7 @@ class Trainer:
                 if self.global_step % t.log_every == 0:
                     now = time.time()
                     vals = window.pop(self.device)
+                    vals.update(self.diag.step_values(self.global_step))  # after pop's sync
                     vals.update(epoch=epoch, progress=progress, lr=self.lr_schedule(self.global_step - 1),
                                 wd=self.wd_schedule(self.global_step - 1),
                                 clips_per_s=clips_since * self.world / max(now - t_log, 1e-9))
@@ -535,7 +552,8 @@ class Trainer:
                     break
                 if t.save_every_steps and self.global_step % t.save_every_steps == 0 and \
                         self.micro < self.micro_per_epoch:
-                    self.save(milestone=False)
+                    with self.diag.excluded():
+                        self.save(milestone=False)
             self.logger.close_bar()
             if self.micro < self.micro_per_epoch:  # stopped by max_steps mid-epoch
                 self.save(milestone=False)
@@ -546,6 +564,7 @@ class Trainer:
             record["skipped_nonfinite"] = skipped_epoch  # the same on every rank (global decision)
             record["broken_videos"] = float(vdist.all_reduce(broken, "sum").item())
             record["epoch_time_s"] = time.time() - t_epoch
+            record.update(self.diag.epoch_values())  # data_wait_frac: how much the loader starved the step
             if self.val_loader is not None and (self.epoch % t.eval_every == 0 or self.epoch == epochs):
                 record.update(self.evaluate())
                 for k, v in record.items():
