@@ -70,6 +70,10 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not m["num_videos"]:  # every video broken: there is no result, whatever metrics.json says
+        print(f"error: no video could be evaluated ({m['num_broken']} broken, listed in {out}/metrics.json); "
+              "check data.data_root and the list", file=sys.stderr)
+        return 1
     if vdist.is_main_process():
         print(f"top-1 {m['top1']:.2f}  top-5 {m['top5']:.2f}  mean class {m['mean_class_acc']:.2f}  "
               f"({m['num_videos']} videos, {m['num_broken']} broken, {m['cost']['views']} GFLOPs×views)  → {out}")

@@ -60,13 +60,16 @@ def main(argv=None) -> int:
 
         print(OmegaConf.to_yaml(cfg))
         return 0
-    from videohpm.engine import train
+    from videohpm.engine import NonFiniteLossError, train
 
     try:
         train(cfg)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:  # the run failed; its checkpoints stay
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -50,6 +50,8 @@ __all__ = [
     "validate_config",
     "save_config",
     "repo_root",
+    "check_data_against_model",
+    "check_labels",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -65,11 +67,19 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     """`create_model(name, **kwargs)`; `pretrained`: weights to start from (ours, VideoMAE V1/V2
-    or Hugging Face layout, loaded with `videohpm.models.load_pretrained`)."""
+    or Hugging Face layout, loaded with `videohpm.models.load_pretrained`).
+
+    `pretrained_strict` (default true): the run stops before any work when a pre-trained key is
+    unexpected, of another shape, or missing outside the model's new parts (a classifier's
+    `fc_norm`/`head`; a pre-training model's decoders / loss predictor); the pre-training parts a
+    classifier has no use for (decoder, `mask_token`, loss predictor, teacher) are ignored.
+    `false`: load what fits and go on, with a WARNING that lists the rest. A checkpoint of which
+    not one tensor fits is always an error."""
 
     name: str = MISSING
     kwargs: Dict[str, Any] = field(default_factory=dict)
     pretrained: Optional[str] = None
+    pretrained_strict: bool = True
 
 
 @dataclass
@@ -144,12 +154,21 @@ class TrainConfig:
             (0 = at epoch ends only).
         keep_latest: how many rolling `latest-*` checkpoints to keep (>= 1).
         eval_every: validate every N epochs (recipes with a validation split); 0 = never.
-        resume: "" (fresh), "auto" (newest complete checkpoint in output_dir, if any) or a
-            checkpoint folder.
+        resume: "" (a new run), "auto" (continue the newest complete checkpoint in output_dir,
+            if any — only if written with the same config, see `videohpm.engine.runs`) or a
+            checkpoint folder. A new run refuses a folder that holds another run's checkpoints or
+            model_final.pth.
+        resume_force: with resume=auto, continue a checkpoint whose config differs (the keys are
+            logged) instead of stopping.
+        overwrite: a new run (resume="") in a folder that holds another run replaces that run's
+            outputs (checkpoints, model_final.pth, logs) instead of stopping.
         seed: base seed (model init uses it as is; per-rank streams use seed + rank).
         precision: "auto" (bf16 on GPUs that support it, fp32 otherwise), "fp32", "bf16",
             "fp16" (DeepSpeed dynamic loss scaling).
         max_nonfinite: abort after this many non-finite losses in a row (each is skipped).
+        max_nonfinite_fraction: a run that skipped more than this fraction of its micro-steps
+            (non-finite losses, counted over the whole run) fails at its end: the final
+            `log.jsonl` record says so, model_final.pth is not written, tools/train.py exits 1.
         check_nonfinite: test every loss for NaN/Inf before backward (one host sync per
             micro-step; the only way to skip the step). false = no check.
         log_every: optimizer steps between log points (the only host syncs of the loop).
@@ -180,9 +199,12 @@ class TrainConfig:
     keep_latest: int = 1
     eval_every: int = 1
     resume: str = ""
+    resume_force: bool = False
+    overwrite: bool = False
     seed: int = 0
     precision: str = "auto"
     max_nonfinite: int = 10
+    max_nonfinite_fraction: float = 0.1
     check_nonfinite: bool = True
     log_every: int = 20
     pin_memory: bool = True
@@ -236,11 +258,17 @@ def load_yaml_with_bases(path: str, _seen: Optional[List[str]] = None) -> DictCo
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
-        node = OmegaConf.load(path)
-    except Exception as e:  # yaml.YAMLError and friends
-        raise ConfigError(f"{path}: cannot parse YAML: {e}") from e
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            top = yaml.safe_load(f)
+        node = OmegaConf.load(path) if isinstance(top, dict) else None
+    except Exception as e:  # yaml.YAMLError, a binary file, OmegaConf's own errors
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: not a readable YAML config ({first})") from None
     if not isinstance(node, DictConfig):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+        raise ConfigError(f"{path}: not a YAML config (the top level must be a mapping of sections, "
+                          f"got {type(top).__name__})")
     bases = node.pop("_base_", None)
     if bases is None:
         return node
@@ -250,6 +278,8 @@ def load_yaml_with_bases(path: str, _seen: Optional[List[str]] = None) -> DictCo
         raise ConfigError(f"{path}: _base_ must be a path or a list of paths")
     merged = OmegaConf.create({})
     for b in bases:
+        if not isinstance(b, str) or not b.lower().endswith((".yaml", ".yml")):
+            raise ConfigError(f"{path}: _base_ {str(b)[:200]!r} is not a YAML config file (.yaml / .yml)")
         bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
         merged = OmegaConf.merge(merged, load_yaml_with_bases(bpath, seen + [path]))
     _apply_replace_markers(merged, node)
@@ -381,6 +411,11 @@ def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
     _check(t.eval_every >= 0, source, "train.eval_every", f"must be >= 0, got {t.eval_every}")
     _check(t.precision in PRECISIONS, source, "train.precision", f"must be one of {PRECISIONS}, got {t.precision!r}")
     _check(t.max_nonfinite >= 1, source, "train.max_nonfinite", f"must be >= 1, got {t.max_nonfinite}")
+    _check(0.0 <= t.max_nonfinite_fraction <= 1.0, source, "train.max_nonfinite_fraction",
+           f"must be in [0, 1], got {t.max_nonfinite_fraction}")
+    _check(not (t.overwrite and t.resume), source, "train.overwrite",
+           f"true starts a new run, but train.resume={t.resume!r} continues one: set train.resume='' to replace "
+           "the folder's run")
     _check(t.log_every >= 1, source, "train.log_every", f"must be >= 1, got {t.log_every}")
     _check(t.max_steps >= 0, source, "train.max_steps", f"must be >= 0, got {t.max_steps}")
     _check(t.check_replicas_every >= 0, source, "train.check_replicas_every", f"must be >= 0, got {t.check_replicas_every}")
@@ -414,6 +449,56 @@ def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
                                base_dir=repo_root())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{source}: {e}") from e
+
+
+def check_data_against_model(cfg: DictConfig, model: Any) -> None:
+    """The data geometry of `cfg` against a built model (before any work): frames a multiple of
+    the tubelet, crop side a multiple of the patch, and the crop side the model's `img_size`
+    unless `data.allow_resolution_change` (the position table is then interpolated).
+
+    Raises:
+        ConfigError naming `data.num_frames` / `data.input_size` / `data.kind` and the model's key.
+    """
+    enc = model.encoder
+    p, t = int(enc.patch_size), int(enc.tubelet_size)
+    d = cfg.data
+    name = cfg.model.name
+    if d.kind == "image":
+        if t != 1:
+            raise ConfigError(f"data.kind: image clips have 1 frame, but model {name} has tubelet_size={t} "
+                              "(set model.kwargs.tubelet_size=1 and num_frames=1)")
+    elif int(d.num_frames) % t:
+        raise ConfigError(f"data.num_frames: {d.num_frames} frames are not a multiple of the tubelet size {t} of "
+                          f"model {name} (model.kwargs.tubelet_size)")
+    size = int(d.input_size)
+    if size % p:
+        raise ConfigError(f"data.input_size: {size} is not a multiple of the patch size {p} of model {name} "
+                          "(model.kwargs.patch_size)")
+    built = int(enc.default_grid[1]) * p
+    if size != built and not d.allow_resolution_change:
+        raise ConfigError(
+            f"data.input_size: {size}, but model {name} is built for {built} (model.kwargs.img_size). Set "
+            f"model.kwargs.img_size={size}, or data.allow_resolution_change=true to run it at {size} with an "
+            "interpolated position table")
+
+
+def check_labels(lists: Dict[str, Any], num_classes: int, classes_key: str) -> None:
+    """Every label of every list below the model's class count (before any work).
+
+    Args:
+        lists: `{config key: labels}` (e.g. `{"data.train": array}`; `-1` = unlabelled).
+        num_classes: the classifier's outputs; `classes_key` names the key that sets it.
+    Raises:
+        ConfigError naming the list, the first offending label and both keys.
+    """
+    import numpy as np
+
+    for key, labels in lists.items():
+        labels = np.asarray(labels)
+        if labels.size and int(labels.max()) >= num_classes:
+            raise ConfigError(
+                f"{key}: label {int(labels.max())} (of {int((labels >= num_classes).sum())} entries) does not fit "
+                f"a {num_classes}-class model ({classes_key}={num_classes}); labels must lie in [0, {num_classes})")
 
 
 def repo_root() -> str:

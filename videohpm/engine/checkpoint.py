@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from videohpm import distributed as vdist
+from videohpm.models.checkpoint import read_checkpoint_file, weights_only_loads
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -46,6 +47,8 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "load_checkpoint",
+    "read_trainer_state",
+    "deepspeed_safe_globals",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,9 +126,12 @@ def find_latest(root: str) -> Optional[CheckpointInfo]:
 # --------------------------------------------------------------------------- RNG
 def capture_rng_state() -> Dict[str, Any]:
     """This process's generator states: Python, NumPy, torch CPU and (if any) all CUDA devices."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state: Dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # NumPy's key as a tensor: the file then needs no NumPy global to read back with
+        # torch.load(weights_only=True).
+        "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -136,7 +142,8 @@ def capture_rng_state() -> Dict[str, Any]:
 def restore_rng_state(state: Dict[str, Any]) -> None:
     """Inverse of `capture_rng_state` (CUDA states are restored only if the device count matches)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -200,6 +207,9 @@ def save_checkpoint(
     if rank == 0:
         marker = {"global_step": int(trainer_state["global_step"]), "epoch": int(trainer_state["epoch"]),
                   "world_size": vdist.get_world_size()}
+        for key in ("config_digest", "run_id"):  # which run wrote it (train.resume=auto compares)
+            if trainer_state.get(key):
+                marker[key] = trainer_state[key]
         _write_atomic_text(os.path.join(partial, COMPLETE_MARKER), json.dumps(marker))
         _fsync_dir(partial)
         if os.path.exists(final):  # same tag written again after a resume: swap it out
@@ -223,23 +233,39 @@ def save_checkpoint(
     return final
 
 
+def deepspeed_safe_globals() -> List[Any]:
+    """The classes DeepSpeed pickles into its optimizer-state files (ZeRO 1–3, loss scaling)
+    besides tensors and plain containers: allowed, with nothing else, when the engine resumes."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def read_trainer_state(folder: str) -> Dict[str, Any]:
+    """`trainer_state.pt` of a checkpoint folder (weights_only: plain containers and tensors)."""
+    return read_checkpoint_file(os.path.join(folder, TRAINER_STATE))
+
+
 def load_checkpoint(engine: Any, info: CheckpointInfo, restore_rng: bool = True) -> Dict[str, Any]:
     """Load `info` into `engine` (module + optimizer) and return the trainer state.
 
     Restores this rank's RNG states when the checkpoint was written with the same world size;
     otherwise (elastic resume) generators keep their fresh seeds and a warning says so.
     """
-    load_path, _ = engine.load_checkpoint(
-        os.path.dirname(info.path), tag=info.tag, load_optimizer_states=True, load_lr_scheduler_states=False
-    )
+    with weights_only_loads(deepspeed_safe_globals()):  # DeepSpeed's reader would unpickle
+        load_path, _ = engine.load_checkpoint(
+            os.path.dirname(info.path), tag=info.tag, load_optimizer_states=True, load_lr_scheduler_states=False
+        )
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {info.path}")
-    state = torch.load(os.path.join(info.path, TRAINER_STATE), map_location="cpu", weights_only=False)
+    state = read_trainer_state(info.path)
     rng_file = os.path.join(info.path, f"rng_rank{vdist.get_rank()}.pt")
     marker = _read_marker(info.path) or {}
     if restore_rng:
         if marker.get("world_size", vdist.get_world_size()) == vdist.get_world_size() and os.path.isfile(rng_file):
-            restore_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+            restore_rng_state(read_checkpoint_file(rng_file))
         else:
             log.warning("checkpoint %s was written by %s ranks, now %d: RNG states not restored",
                         info.path, marker.get("world_size"), vdist.get_world_size())

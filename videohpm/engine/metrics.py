@@ -82,10 +82,14 @@ class MetricLogger:
         output_dir: run folder; `log.jsonl` and `tb/` go there.
         tensorboard: create a `SummaryWriter` under `<output_dir>/tb`.
         progress_bar: show a tqdm bar (rank 0).
+        run_id: written into every JSON line as `"run_id"`, so that the records of two runs
+            appended to one `log.jsonl` can be told apart (`videohpm.engine.runs`).
     """
 
-    def __init__(self, output_dir: str, tensorboard: bool = True, progress_bar: bool = True) -> None:
+    def __init__(self, output_dir: str, tensorboard: bool = True, progress_bar: bool = True,
+                 run_id: str = "") -> None:
         self.main = vdist.is_main_process()
+        self.run_id = run_id
         self.output_dir = output_dir
         self.bar = None
         self.writer = None
@@ -155,7 +159,7 @@ class MetricLogger:
 
     def _write(self, record: Dict[str, Any]) -> None:
         assert self._jsonl is not None
-        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.write(json.dumps({**record, "run_id": self.run_id} if self.run_id else record) + "\n")
 
     def close(self) -> None:
         self.close_bar()

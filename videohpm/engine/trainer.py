@@ -33,7 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from videohpm import distributed as vdist
-from videohpm.config import ConfigError, repo_root, save_config
+from videohpm.config import ConfigError, check_data_against_model, check_labels, repo_root
 from videohpm.engine import checkpoint as ckpt
 from videohpm.engine import elastic
 from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config, check_buildable
@@ -46,6 +46,7 @@ from videohpm.engine.deepspeed_setup import (
 )
 from videohpm.engine.diagnostics import LoopDiagnostics
 from videohpm.engine.metrics import MetricLogger, StepAverager
+from videohpm.engine.runs import plan_run, prepare_run_folder
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
 from videohpm.engine.schedules import CosineSchedule
 
@@ -57,7 +58,8 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many non-finite losses in a row (`train.max_nonfinite`)."""
+    """Too many non-finite losses: in a row (`train.max_nonfinite`), or in all at the end of the run
+    (`train.max_nonfinite_fraction`)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -112,12 +114,11 @@ class Trainer:
         self.rank, self.world = vdist.get_rank(), vdist.get_world_size()
         self.out = os.path.abspath(t.output_dir)
         self.ckpt_root = os.path.join(self.out, "checkpoints")
-        if self.rank == 0:
-            os.makedirs(self.out, exist_ok=True)
-        vdist.barrier()
-        vdist.setup_logging(os.path.join(self.out, "train.log"))
-        if self.rank == 0:
-            save_config(cfg, os.path.join(self.out, "config.yaml"))
+        # Nothing is written into the run folder before every check of this launch has passed
+        # (engine.runs): the run the folder holds, the weights, the data against the model.
+        vdist.setup_logging(None)
+        self.run = plan_run(cfg)
+        self.run_id = self.run.run_id
         self.precision = resolve_precision(t.precision, self.device)
         if self.precision == "fp16" and self.device.type == "cpu":
             raise ConfigError("train.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use fp32 or bf16")
@@ -132,6 +133,7 @@ class Trainer:
         # ---- model: identical initialisation on every rank (same seed), then per-rank streams.
         _seed_all(t.seed)
         self.model = build_model(cfg)
+        check_data_against_model(cfg, self.model)
         self.pretrained_report = None
         if cfg.model.pretrained:
             self._load_pretrained(cfg.model.pretrained)
@@ -143,7 +145,7 @@ class Trainer:
         from videohpm.data import build_dataset
 
         self.train_split = getattr(self.recipe, "train_split", "pretrain")
-        self.dataset = build_dataset(cfg.data, self.train_split)
+        self.dataset = _checked_dataset(build_dataset, cfg.data, self.train_split)
         self.num_sample = int(cfg.data.num_sample) if self.train_split in ("pretrain", "train") else 1
         self.sampler = ResumableDistributedSampler(self.dataset, self.world, self.rank, shuffle=True, seed=t.seed,
                                                    drop_last=True)
@@ -164,7 +166,7 @@ class Trainer:
             if getattr(cfg.data, eval_split, None):
                 from torch.utils.data import DistributedSampler
 
-                val_set = build_dataset(cfg.data, eval_split)
+                val_set = _checked_dataset(build_dataset, cfg.data, eval_split)
                 self.val_size = len(val_set)
                 vs = DistributedSampler(val_set, self.world, self.rank, shuffle=False, drop_last=False)
                 self.val_loader = build_loader(val_set, b, vs, int(cfg.data.num_workers), drop_last=False,
@@ -172,6 +174,7 @@ class Trainer:
             else:
                 log.warning("no data.%s list: validation is skipped", eval_split)
         self.knn_loaders = self._build_knn_loaders(pin) if t.knn_every > 0 else None
+        self._check_labels(self.val_loader.dataset if self.val_loader is not None else None)
 
         # ---- optimizer, schedules, DeepSpeed
         self.micro_clips = b * self.num_sample
@@ -200,6 +203,8 @@ class Trainer:
             zero_stage=int(ds_dict["zero_optimization"]["stage"])) if t.resume else None
         if self.resume_plan is not None and self.resume_plan.universal:
             self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
+        prepare_run_folder(self.run, cfg)  # every check passed: config.yaml, train.log
+        self._write_pretrained_report()
         import deepspeed
 
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=optimizer,
@@ -223,29 +228,64 @@ class Trainer:
         self.history: Dict[str, Any] = {}
         self._last_saved: Optional[Tuple[int, int, int, bool]] = None
         self._last_saved_path = ""
-        self.logger = MetricLogger(self.out, tensorboard=t.tensorboard, progress_bar=t.progress_bar)
+        self.micro_total = 0  # micro-steps run (skipped ones included), for train.max_nonfinite_fraction
+        self.logger = MetricLogger(self.out, tensorboard=t.tensorboard, progress_bar=t.progress_bar,
+                                   run_id=self.run_id)
         self.diag = LoopDiagnostics(self.device)  # data wait / compute / peak memory (engine.diagnostics)
         if t.resume:
             self._resume(t.resume)
 
     # ------------------------------------------------------------------ building helpers
     def _load_pretrained(self, path: str) -> None:
-        from videohpm.models import load_pretrained
+        """`model.pretrained` into the model, strictly unless `model.pretrained_strict=false`
+        (`videohpm.models.load_pretrained(strict="parts")`); every refusal is a `ConfigError`
+        naming the keys, raised before anything is written."""
+        from videohpm.models.checkpoint import PretrainedMismatchError, load_pretrained
 
         if not os.path.exists(path):
             raise ConfigError(f"model.pretrained: no such file {path!r}")
-        report = load_pretrained(self.model, path)
+        strict = bool(self.cfg.model.pretrained_strict)
+        try:
+            report = load_pretrained(self.model, path, strict="parts" if strict else False)
+        except PretrainedMismatchError as e:
+            way = ("To start anyway, with those weights at their initialisation: model.pretrained_strict=false"
+                   if strict else "Check model.name / model.kwargs against the checkpoint's model")
+            raise ConfigError(f"model.pretrained: {path}: {e}\n{way}") from e
+        except (ValueError, FileNotFoundError) as e:  # refused file (CheckpointRefusedError), unknown layout
+            raise ConfigError(f"model.pretrained: {e}") from e
         self.pretrained_report = report
         log.info("loaded pre-trained weights from %s\n%s", path, report)
-        if report.missing and self.rank == 0:
+        if report.problem_keys() and self.rank == 0:
+            log.warning("model.pretrained_strict=false: %s does not fit the model, going on:\n%s", path,
+                        report.problems())
+        elif report.missing and self.rank == 0:
             log.warning("%d parameters were not in %s and keep their initialisation: %s", len(report.missing), path,
                         ", ".join(report.missing[:10]))
-        if self.rank == 0:
-            with open(os.path.join(self.out, "pretrained_report.json"), "w") as f:
-                json.dump({"path": os.path.abspath(path), "format": report.source_format,
-                           "loaded": len(report.loaded), "missing": report.missing, "unexpected": report.unexpected,
-                           "ignored": report.ignored, "mismatched": [list(map(str, m)) for m in report.mismatched],
-                           "interpolated": report.interpolated}, f, indent=1)
+
+    def _write_pretrained_report(self) -> None:
+        report = self.pretrained_report
+        if report is None or self.rank != 0:
+            return
+        with open(os.path.join(self.out, "pretrained_report.json"), "w") as f:
+            json.dump({"path": os.path.abspath(self.cfg.model.pretrained), "format": report.source_format,
+                       "loaded": len(report.loaded), "missing": report.missing, "unexpected": report.unexpected,
+                       "ignored": report.ignored, "mismatched": [list(map(str, m)) for m in report.mismatched],
+                       "interpolated": report.interpolated, "strict": bool(self.cfg.model.pretrained_strict)},
+                      f, indent=1)
+
+    def _check_labels(self, val_set: Any) -> None:
+        """Labels of the training and validation lists against the classifier's class count."""
+        classes = getattr(self.recipe, "num_classes", None)
+        if self.train_split == "pretrain" or not classes:
+            return
+        key = "method.kwargs.num_classes" if self.cfg.method.name == "linear_probe" else "model.kwargs.num_classes"
+        n_data = self.cfg.data.num_classes
+        if n_data is not None and int(n_data) > int(classes):
+            raise ConfigError(f"data.num_classes: {n_data}, but the model has {classes} outputs ({key}={classes})")
+        lists = {"data.train": _labels_of(self.dataset)}
+        if val_set is not None:
+            lists["data.val"] = _labels_of(val_set)
+        check_labels(lists, int(classes), key)
 
     def _build_knn_loaders(self, pin: bool) -> Tuple[Any, Any]:
         """Deterministic train (memory bank) / val (queries) loaders for the k-NN health metric
@@ -253,7 +293,7 @@ class Trainer:
         cfg = self.cfg
         try:
             loaders = build_knn_loaders(cfg.data, int(cfg.train.batch_size), self.world, self.rank, pin)
-        except ValueError as e:
+        except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"{e} (train.knn_every)") from e
         log.info("k-NN health metric every %d epoch(s): %d train / %d val samples, k = %s, T = %g",
                  cfg.train.knn_every, len(loaders[0].dataset), len(loaders[1].dataset), list(cfg.train.knn_k),
@@ -277,13 +317,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume / save
     def _resume(self, spec: str) -> None:
-        if spec == "auto":
-            info = ckpt.find_latest(self.ckpt_root)
-            if info is None:
-                log.info("train.resume=auto: no complete checkpoint in %s, starting from scratch", self.ckpt_root)
-                return
-        else:
-            info = ckpt.checkpoint_info(spec)
+        info = self.run.resume  # found, and its config compared, by engine.runs.plan_run
+        if info is None:
+            log.info("train.resume=%s: no complete checkpoint in %s, starting from scratch", spec, self.ckpt_root)
+            return
         info = elastic.prepare_load(self.resume_plan, info, self.ckpt_root)  # universal copy if ranks changed
         state = ckpt.load_checkpoint(self.engine, info)
         if hasattr(self.recipe, "load_teacher_state_dict"):
@@ -294,6 +331,8 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.nonfinite_run = int(state.get("nonfinite_run", 0))
+        self.micro_total = int(state.get("micro_total", self.global_step * int(self.cfg.train.accum_steps)
+                                         + self.nonfinite_total))
         self.history = dict(state.get("history", {}))
         if self.resume_plan is not None:  # another rank count, same global batch (checked by plan_resume)
             self.micro = self.resume_plan.micro
@@ -325,6 +364,9 @@ class Trainer:
             "micro_per_epoch": self.micro_per_epoch,
             "nonfinite_total": self.nonfinite_total,
             "nonfinite_run": self.nonfinite_run,
+            "micro_total": self.micro_total,
+            "run_id": self.run_id,
+            "config_digest": self.run.digest,
             "lr_schedule": self.lr_schedule.state_dict(),
             "wd_schedule": self.wd_schedule.state_dict(),
             "teacher": self.recipe.teacher_state_dict() if hasattr(self.recipe, "teacher_state_dict") else None,
@@ -511,6 +553,7 @@ class Trainer:
                     out = self.engine(batch, progress)
                 loss = out["loss"]
                 self.micro += 1
+                self.micro_total += 1
                 if t.check_nonfinite and self._nonfinite(loss):
                     self._on_nonfinite(loss, epoch)
                     skipped_epoch += 1
@@ -580,9 +623,28 @@ class Trainer:
             last = record
             milestone = self.epoch == epochs or (t.save_every > 0 and self.epoch % t.save_every == 0)
             self.save(milestone=milestone)
+        self._check_nonfinite_fraction()
         if self.epoch >= epochs:
             self.export()
         return last
+
+    def _check_nonfinite_fraction(self) -> None:
+        """The run's final record: how many micro-steps were skipped (non-finite loss). More than
+        `train.max_nonfinite_fraction` of them fails the run (no model_final.pth; the checkpoints
+        stay), since its weights saw too little of the data to be trusted."""
+        limit = float(self.cfg.train.max_nonfinite_fraction)
+        frac = self.nonfinite_total / max(self.micro_total, 1)
+        failed = self.nonfinite_total > 0 and frac > limit
+        msg = (f"{self.nonfinite_total} of {self.micro_total} micro-steps ({100 * frac:.1f} %) were skipped for a "
+               f"non-finite loss, more than train.max_nonfinite_fraction={limit:g}")
+        self.logger.log_event("final", step=self.global_step, epoch=self.epoch, micro_steps=self.micro_total,
+                              skipped_nonfinite=self.nonfinite_total, nonfinite_fraction=frac,
+                              max_nonfinite_fraction=limit, status=f"failed: {msg}" if failed else "ok")
+        if failed:
+            raise NonFiniteLossError(
+                f"{msg}: the run is failed and model_final.pth is not written (its checkpoints are in "
+                f"{self.ckpt_root}). Lower optim.base_lr, set optim.clip_grad, or prefer train.precision=bf16 "
+                "over fp16")
 
     def _on_nonfinite(self, loss: torch.Tensor, epoch: int) -> None:
         self.nonfinite_total += 1
@@ -602,6 +664,22 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def _checked_dataset(build: Any, data_cfg: Any, split: str) -> Any:
+    """`build_dataset(data_cfg, split)` with list errors (malformed line, label out of range,
+    empty list, missing file) as `ConfigError`: tools/train.py's exit 2, before any folder."""
+    try:
+        return build(data_cfg, split)
+    except (ValueError, FileNotFoundError) as e:  # ListFormatError is a ValueError
+        raise e if isinstance(e, ConfigError) else ConfigError(str(e)) from e
+
+
+def _labels_of(dataset: Any) -> Any:
+    """Class labels of a built dataset (list entries, or an image folder's samples)."""
+    if hasattr(dataset, "videos"):
+        return dataset.videos.labels
+    return [c for _, c in dataset.folder.samples]
 
 
 def train(cfg: DictConfig) -> Dict[str, Any]:

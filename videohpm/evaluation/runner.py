@@ -23,6 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from videohpm.engine.checkpoint import deepspeed_safe_globals
+from videohpm.models.checkpoint import read_checkpoint_file, resolve_checkpoint_path, weights_only_loads
+
 __all__ = ["CheckpointWeights", "read_checkpoint", "load_classifier", "run_test", "load_encoder", "run_knn",
            "load_clip", "run_visualize"]
 
@@ -41,11 +44,10 @@ class CheckpointWeights:
 
 
 def _torch_load(path: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # DeepSpeed / trainer files pickle small Python objects; they are our own outputs
-        log.info("%s needs a full unpickle (weights_only=False)", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+    """The one checkpoint reader (`videohpm.models.checkpoint.read_checkpoint_file`): weights_only,
+    never a full unpickle — a refused file raises `CheckpointRefusedError` (a ValueError) that says
+    what it holds."""
+    return read_checkpoint_file(path)
 
 
 def _tensors(d: Any) -> Dict[str, torch.Tensor]:
@@ -62,7 +64,8 @@ def _deepspeed_folder(folder: str) -> CheckpointWeights:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         parent, tag = os.path.split(os.path.abspath(folder))
-        sd = dict(get_fp32_state_dict_from_zero_checkpoint(parent, tag=tag))
+        with weights_only_loads(deepspeed_safe_globals()):  # zero_to_fp32 would unpickle the shards
+            sd = dict(get_fp32_state_dict_from_zero_checkpoint(parent, tag=tag))
         source = f"{folder} (ZeRO-3 shards)"
     else:
         raise FileNotFoundError(f"checkpoint={folder}: no mp_rank_00_model_states.pt or ZeRO shards in this folder")
@@ -101,9 +104,13 @@ def read_checkpoint(path: str, prefer_full_recipe: bool = False) -> CheckpointWe
         if os.path.isfile(os.path.join(path, "mp_rank_00_model_states.pt")) or glob.glob(
                 os.path.join(path, "zero_pp_rank_*")):
             return _deepspeed_folder(path)
-        from videohpm.models.checkpoint import _read  # Hugging Face save_pretrained() folder
-
-        return CheckpointWeights(dict(_read(path)), None, path)
+        # a Hugging Face save_pretrained() folder, or a DeepSpeed save root / tag folder of
+        # another code base (VideoMAE's `checkpoint-N/`): the one reader resolves them
+        source = resolve_checkpoint_path(path)
+        obj = read_checkpoint_file(source)
+        if source.endswith("mp_rank_00_model_states.pt") and isinstance(obj, Mapping) and isinstance(obj.get("module"), Mapping):
+            obj = obj["module"]
+        return CheckpointWeights(dict(obj), None, source)
     obj = _torch_load(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and "config" in obj:
         return CheckpointWeights(_tensors(obj["model"]), _tensors(obj.get("teacher")) or None, path,

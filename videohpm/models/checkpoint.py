@@ -18,11 +18,14 @@ interpolated to the target grid when the sizes differ.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import math
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -33,6 +36,12 @@ from .vit import Grid, interpolate_pos_embed
 
 __all__ = [
     "LoadReport",
+    "SAFE_GLOBALS",
+    "CheckpointRefusedError",
+    "PretrainedMismatchError",
+    "read_checkpoint_file",
+    "resolve_checkpoint_path",
+    "weights_only_loads",
     "unwrap_state_dict",
     "detect_format",
     "to_canonical",
@@ -55,10 +64,36 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)  # parts the target model has no use for
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     interpolated: list[str] = field(default_factory=list)
+    expected_missing: list[str] = field(default_factory=list)  # the model's new parts (a new head)
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
+
+    def problem_keys(self) -> list[str]:
+        """Keys that make a fine-tuning start wrong: unexpected, mismatched, and missing outside
+        the model's new parts (``expected_missing``)."""
+        mism = [m[0] for m in self.mismatched]
+        return self.unexpected + mism + [k for k in self.missing if k not in self.expected_missing and k not in mism]
+
+    def problems(self, limit: int = 12) -> str:
+        """The unexpected, mismatched (checkpoint → model shape) and unexplained missing keys,
+        one category a line."""
+        def fmt(keys: Sequence[str]) -> str:
+            keys = list(keys)
+            return ", ".join(keys[:limit]) + (f" … (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+        mism = [m[0] for m in self.mismatched]
+        missing = [k for k in self.missing if k not in self.expected_missing and k not in mism]
+        lines = [f"  loaded {len(self.loaded)} tensors (format {self.source_format})"]
+        if self.unexpected:
+            lines.append(f"  unexpected ({len(self.unexpected)}, not in the model): {fmt(self.unexpected)}")
+        if self.mismatched:
+            lines.append(f"  mismatched ({len(self.mismatched)}, checkpoint shape -> model shape, kept at their "
+                         f"initialisation): " + fmt([f"{k} {tuple(a)} -> {tuple(b)}" for k, a, b in self.mismatched]))
+        if missing:
+            lines.append(f"  missing ({len(missing)}, not in the checkpoint): {fmt(missing)}")
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         def fmt(keys: Sequence[Any], limit: int = 8) -> str:
@@ -81,27 +116,134 @@ _WRAPPER_KEYS = ("model", "module", "state_dict", "model_state", "model_state_di
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
-def _read(path: Union[str, os.PathLike]) -> Mapping[str, Any]:
+# The only globals a checkpoint file may pickle besides tensors and plain containers (dict, list,
+# tuple, set, str, numbers, None, OrderedDict, torch.Size ...): the `args` entry of the official
+# VideoMAE / VideoMAE V2 `utils.save_model` files, an `argparse.Namespace` of the run's options.
+SAFE_GLOBALS: tuple = (argparse.Namespace,)
+_DEEPSPEED_MODEL_STATES = "mp_rank_00_model_states.pt"
+
+
+class PretrainedMismatchError(ValueError, RuntimeError):
+    """Pre-trained weights do not fit the model (:func:`load_pretrained`); ``report`` is the
+    :class:`LoadReport` and the message lists the keys."""
+
+    def __init__(self, message: str, report: "LoadReport") -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class CheckpointRefusedError(ValueError):
+    """A checkpoint file holds something other than tensors, plain containers and
+    ``argparse.Namespace`` (or is no checkpoint at all); the message says what and what to do."""
+
+
+def resolve_checkpoint_path(path: Union[str, os.PathLike]) -> str:
+    """The file that holds the weights of ``path``: the path itself for a file; in a folder, a
+    Hugging Face ``save_pretrained()`` file (``model.safetensors`` / ``pytorch_model.bin``), a
+    DeepSpeed tag folder's ``mp_rank_00_model_states.pt`` (VideoMAE's ``checkpoint-N/``), or the
+    tag named by the folder's ``latest`` file (DeepSpeed's save root).
+
+    Raises:
+        FileNotFoundError: nothing of the above.
+    """
     path = os.fspath(path)
-    if os.path.isdir(path):  # a Hugging Face save_pretrained() folder
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            if os.path.exists(os.path.join(path, name)):
-                return _read(os.path.join(path, name))
-        raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not os.path.isdir(path):
+        return path
+    for name in ("model.safetensors", "pytorch_model.bin", _DEEPSPEED_MODEL_STATES):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    latest = os.path.join(path, "latest")
+    if os.path.isfile(latest):
+        with open(latest) as f:
+            tag = f.read().strip()
+        tagged = os.path.join(path, tag)
+        if tag and os.path.isfile(os.path.join(tagged, _DEEPSPEED_MODEL_STATES)):
+            return os.path.join(tagged, _DEEPSPEED_MODEL_STATES)
+        raise FileNotFoundError(f"{path}: its 'latest' file names {tag!r}, but {tagged} holds no "
+                                f"{_DEEPSPEED_MODEL_STATES}")
+    raise FileNotFoundError(f"{path}: a folder without weights (no model.safetensors, pytorch_model.bin, "
+                            f"{_DEEPSPEED_MODEL_STATES} or DeepSpeed 'latest' file)")
+
+
+def _refusal(path: str, err: Exception) -> CheckpointRefusedError:
+    m = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if m is None:
+        why = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+        reason = why.group(1) if why else (str(err).splitlines() or [type(err).__name__])[0]
+        if "Unsupported operand" in reason or "load key" in reason:  # not a pickle at all
+            reason = f"not a torch.save file: {reason}"
+        return CheckpointRefusedError(
+            f"{path}: not a readable PyTorch checkpoint ({reason[:200]}). Pass a .pth/.pt file written by "
+            "torch.save, a .safetensors file, or a checkpoint folder.")
+    what = m.group(1)
+    return CheckpointRefusedError(
+        f"{path}: refused — the file pickles the Python object {what!r}. Checkpoints are read with "
+        "torch.load(weights_only=True) only (tensors, plain containers and argparse.Namespace), because "
+        "unpickling any other object can run arbitrary code on this machine. If you made this file and "
+        "trust it, save its weights alone and pass that file instead: python -c \"import torch; "
+        f"ck = torch.load({path!r}, weights_only=False); torch.save(ck.get('model', ck), 'weights.pth')\"")
+
+
+_TORCH_LOAD = torch.load  # the real one, also while `weights_only_loads` replaces torch.load
+
+
+def read_checkpoint_file(path: Union[str, os.PathLike], extra_safe_globals: Sequence[Any] = (),
+                         map_location: Any = "cpu") -> Any:
+    """Read a checkpoint safely: the one reader of every tool and the engine.
+
+    ``.safetensors`` files through ``safetensors``; anything else with
+    ``torch.load(weights_only=True)`` and :data:`SAFE_GLOBALS` allowed (the official VideoMAE /
+    VideoMAE V2 files: ``{"model", "optimizer", "epoch", "scaler", "args": Namespace}``) — never
+    a full unpickle. Folders are resolved by :func:`resolve_checkpoint_path` (Hugging Face and
+    DeepSpeed folders).
+
+    Args:
+        extra_safe_globals: more classes to allow (the engine passes DeepSpeed's optimizer-state
+            classes when it resumes its own checkpoints).
+        map_location: as ``torch.load``'s (CPU by default).
+    Raises:
+        FileNotFoundError: no such file, or a folder without weights.
+        CheckpointRefusedError: the file needs another global (named in the message) or is no
+            checkpoint.
+    """
+    path = resolve_checkpoint_path(path)
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path, device="cpu")
+        try:
+            return load_file(path, device="cpu")
+        except Exception as err:  # safetensors raises its own SafetensorError for a damaged file
+            raise CheckpointRefusedError(f"{path}: not a readable .safetensors file ({err})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickled extras (argparse.Namespace 'args' …) need a full unpickle
-        raise RuntimeError(
-            f"{path}: could not be read with torch.load(weights_only=True) ({err}). If you trust the "
-            "file, load it yourself with torch.load(..., weights_only=False) and pass the dict."
-        ) from err
+        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_safe_globals]):
+            return _TORCH_LOAD(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as err:
+        if isinstance(err, (FileNotFoundError, IsADirectoryError)):
+            raise
+        raise _refusal(path, err) from None
 
+
+
+@contextlib.contextmanager
+def weights_only_loads(extra_safe_globals: Sequence[Any] = ()) -> Iterator[None]:
+    """Inside, every ``torch.load(path, ...)`` is :func:`read_checkpoint_file` (``weights_only=True``,
+    :data:`SAFE_GLOBALS` + ``extra_safe_globals``), whatever its caller asks for: for the
+    third-party readers that unpickle on their own — DeepSpeed's checkpoint engine
+    (``engine.load_checkpoint``) and ``zero_to_fp32``. Not thread-safe (it swaps ``torch.load``)."""
+    def load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(f, (str, os.PathLike)):
+            return read_checkpoint_file(f, extra_safe_globals, map_location=map_location)
+        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_safe_globals]):
+            return _TORCH_LOAD(f, map_location=map_location, weights_only=True)
+
+    saved = torch.load
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = saved
 
 def unwrap_state_dict(obj: Mapping[str, Any]) -> StateDict:
     """Find the tensor dict inside a checkpoint and strip ``module.`` / ``_orig_mod.`` prefixes."""
@@ -119,9 +261,14 @@ def unwrap_state_dict(obj: Mapping[str, Any]) -> StateDict:
         top = list(obj.keys())[:10] if isinstance(obj, Mapping) else type(obj).__name__
         raise ValueError(f"no state dict of tensors found in checkpoint (top-level keys: {top})")
     out: StateDict = {}
+    # a recipe-level state dict (a DeepSpeed checkpoint of the engine: the recipe wraps `model`)
+    recipe_level = all(k.startswith(("model.", "module.model.")) for k, v in sd.items() if isinstance(v, torch.Tensor))
     for k, v in sd.items():
         if not isinstance(v, torch.Tensor):
             continue
+        if recipe_level:
+            k = k[len("module."):] if k.startswith("module.") else k
+            k = k[len("model."):]
         for prefix in _STRIP_PREFIXES:
             while k.startswith(prefix):
                 k = k[len(prefix):]
@@ -255,33 +402,52 @@ def _infer_src_grid(n_src: int, dst: Grid) -> Grid:
     raise ValueError(f"cannot infer the grid of a {n_src}-token pos_embed for target grid {dst}; pass src_grid=")
 
 
+def _new_part_prefixes(model: nn.Module) -> tuple:
+    """Parts of ``model`` that a pre-trained checkpoint is not expected to hold: the new
+    classifier head (``fc_norm``, ``head``) when fine-tuning; the loss predictor d_ψ (VideoMAE
+    has none) and the decoders (an encoder-only checkpoint) of a pre-training model."""
+    if hasattr(model, "decoder"):
+        return ("decoder.", "loss_predictor.")
+    return ("fc_norm.", "head.")
+
+
 def load_pretrained(
     model: nn.Module,
     path_or_state_dict: Union[str, os.PathLike, Mapping[str, Any]],
-    strict: bool = False,
+    strict: Union[bool, str] = False,
     source_format: Optional[str] = None,
     src_grid: Optional[Grid] = None,
 ) -> LoadReport:
     """Load weights of any supported layout into a MaskedAutoencoder or VideoClassifier.
 
-    Keys are converted to our names; tensors whose shape differs (e.g. another class count) are
-    skipped and reported as ``mismatched``; a learned ``pos_embed`` is interpolated in time and
-    space to the model's grid (``src_grid`` overrides the inferred source grid). Parts the target
-    has no use for (pre-training decoders in a classifier, a classifier head or the final norm
-    replaced by mean pooling) are reported as ``ignored``.
+    Keys are converted to our names; tensors whose shape differs (e.g. another class count, another
+    tubelet) are skipped, reported as ``mismatched`` *and* counted as ``missing`` (the model keeps
+    its initialisation there); a learned ``pos_embed`` is interpolated in time and space to the
+    model's grid (``src_grid`` overrides the inferred source grid). Parts the target has no use
+    for are reported as ``ignored``: pre-training decoders, ``mask_token`` and the loss predictor
+    in a classifier, the final norm a mean-pooling classifier replaces, a ccMIM ``cls_token``, a
+    ``teacher.*`` copy, a classifier head in a pre-training model.
 
     Args:
-        strict: raise ``RuntimeError`` (with the report) if anything is missing, unexpected or
-            mismatched.
+        strict: ``False``: load what fits and report the rest. ``"parts"`` (what fine-tuning
+            uses): raise :class:`PretrainedMismatchError` if any key is unexpected or mismatched,
+            or missing outside the model's new parts (``fc_norm``/``head`` of a classifier,
+            ``decoder``/``loss_predictor`` of a pre-training model). ``True``: raise unless
+            every key fits (``report.ok``). The model is left untouched when it raises.
+    Raises:
+        PretrainedMismatchError: as ``strict`` says, and always when not one tensor fits (another
+            model's checkpoint: training would silently start from scratch).
     """
-    obj = _read(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else path_or_state_dict
+    if strict not in (False, True, "parts"):
+        raise ValueError(f"load_pretrained: strict must be False, True or 'parts', got {strict!r}")
+    obj = read_checkpoint_file(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else path_or_state_dict
     sd, fmt = to_canonical(unwrap_state_dict(obj), source_format)
     report = LoadReport(source_format=fmt)
     own = model.state_dict()
     is_classifier = not hasattr(model, "decoder")
 
     def is_ignored(k: str) -> bool:
-        if k == "encoder.cls_token":  # a ccMIM [CLS] token: unused by a model without one
+        if k == "encoder.cls_token" or k.startswith("teacher."):  # ccMIM [CLS]; an EMA copy
             return True
         if is_classifier:
             if k.startswith(("decoder.", "loss_predictor.")):
@@ -306,8 +472,18 @@ def load_pretrained(
             continue
         to_load[k] = v
     report.loaded = sorted(to_load)
-    report.missing = sorted(k for k in own if k not in to_load and not any(k == m[0] for m in report.mismatched))
-    if strict and not report.ok:
-        raise RuntimeError(f"load_pretrained(strict=True) failed:\n{report}")
+    report.missing = sorted(k for k in own if k not in to_load)  # mismatched ones included
+    new_parts = _new_part_prefixes(model)
+    report.expected_missing = [k for k in report.missing if k.startswith(new_parts)
+                               and not any(k == m[0] for m in report.mismatched)]
+    if not report.loaded:
+        raise PretrainedMismatchError(
+            f"not one tensor of the checkpoint fits this model (another width, depth or patch size?):\n"
+            f"{report.problems()}", report)
+    if strict is True and not report.ok:
+        raise PretrainedMismatchError(f"load_pretrained(strict=True): the checkpoint does not fit the model:\n{report}",
+                                      report)
+    if strict == "parts" and report.problem_keys():
+        raise PretrainedMismatchError(f"the checkpoint does not fit the model:\n{report.problems()}", report)
     model.load_state_dict(to_load, strict=False)
     return report

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import _read, load_pretrained, unwrap_state_dict
+from .checkpoint import load_pretrained, read_checkpoint_file, unwrap_state_dict
 from .patches import IMAGENET_MEAN, IMAGENET_STD
 from .registry import create_model, list_models
 from .vit import token_grid
@@ -237,7 +237,7 @@ def load_feature_teacher(
     net = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
     if not isinstance(net, VisionTransformer):
         raise ValueError(f"{key}.model: {model!r} is a {type(net).__name__}; a timm VisionTransformer is needed")
-    sd = unwrap_state_dict(_read(path))
+    sd = unwrap_state_dict(read_checkpoint_file(path))
     sd = checkpoint_filter_fn(sd, net)
     sd = {k: v for k, v in sd.items() if not k.startswith("head.")}  # a classifier head is unused
     result = net.load_state_dict(sd, strict=False)
