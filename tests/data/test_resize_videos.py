@@ -110,6 +110,11 @@ def test_convert_webm_to_mp4_keeps_frames_and_v2_fields(tmp_path):
     assert (tmp_path / "o" / "pre.csv").read_text() == "idx.mp4 4 30\n"  # V2 start/total kept
     w, h, fps, n, _ = _info(tmp_path / "o" / "idx.mp4")
     assert (w, h, fps, n) == (42, 32, 16, 40)  # 64·32/48 = 42.7 -> even 42
+    # default: the container is kept (VP9 .webm), in worker processes
+    rep = resize_list(root / "pre.csv", tmp_path / "w", short_side=32, workers=2, data_root=str(root), progress=False)
+    assert rep.count("done") == 1 and (tmp_path / "w" / "pre.csv").read_text() == "idx.webm 4 30\n"
+    w, h, fps, n, d = _info(tmp_path / "w" / "idx.webm")
+    assert (w, h, fps, n) == (42, 32, 16, 40) and d == pytest.approx(39 / 16, abs=2e-3)  # webm: ms stamps
 
 
 def test_refusals_before_any_work(source, tmp_path, capsys):
