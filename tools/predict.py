@@ -17,7 +17,8 @@ softmax is averaged over the views: the probabilities `tools/test.py` reports. A
 cannot be decoded gets a `BROKEN` line (status `broken` in the files), never a guess.
 
 Class names: `--classes` (classes.txt, one per line in id order, or the SSv2 labels JSON
-`{name: id}`), else `data.class_names` of the config, else class ids. `--config` defaults to the
+`{name: id}`), else `data.class_names` of the config, else the `classes.txt` beside the config's
+`data.train` list (tools/make_lists.py writes one), else class ids. `--config` defaults to the
 `config.yaml` saved in the checkpoint's run folder, else to the config stored in the checkpoint
 (`model_final.pth` holds it). Writes `predictions.csv` and
 `predictions.json` into `--output-dir` (default `<train.output_dir>/predict`); existing files are

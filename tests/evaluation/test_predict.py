@@ -202,6 +202,25 @@ def test_predict_errors_before_work(demo, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_class_names_beside_the_training_list(demo, tmp_path):
+    """No --classes, no data.class_names: the classes.txt next to data.train (tools/make_lists.py
+    writes one) names the answers; one with another count is not used (class ids)."""
+    tool = _tool("predict")
+    video = os.path.join(demo["videos"], sorted(v for v in os.listdir(demo["videos"]) if v.startswith("demo"))[0])
+    common = ["--config", FT, f"checkpoint={demo['run']}", video, "data.test_num_clips=1", "data.test_num_crops=1"]
+    assert tool.main([*common, f"data.train={demo['lists']['train']}", "--output-dir", str(tmp_path / "a")]) == 0
+    a = json.load(open(tmp_path / "a" / "predictions.json"))
+    assert a["class_names"] == demo["classes"] and a["class_names_source"] == demo["classes_txt"]
+    (tmp_path / "lists").mkdir()
+    shutil.copy(demo["lists"]["train"], tmp_path / "lists" / "train.csv")
+    (tmp_path / "lists" / "classes.txt").write_text("one\ntwo\n")
+    assert tool.main([*common, f"data.train={tmp_path / 'lists' / 'train.csv'}", "--output-dir", str(tmp_path / "b")]) == 0
+    b = json.load(open(tmp_path / "b" / "predictions.json"))
+    assert b["class_names"] is None and b["class_names_source"] == "ids"
+    assert [t["name"] for t in b["predictions"][0]["top"]] == [None] * 5
+    assert [t["id"] for t in b["predictions"][0]["top"]] == [t["id"] for t in a["predictions"][0]["top"]]
+
+
 def _encoder_forward(cfg, checkpoint, videos, teacher):
     """Reference: runner.load_encoder + build_eval_dataset's clip + a direct encode()."""
     from videohpm.data import resolve

@@ -10,6 +10,10 @@
 
 - :mod:`.runner` — the work behind `tools/test.py` / `tools/visualize.py` (checkpoint reading,
   config → classifier, output files); imported on demand, it pulls in the engine.
+- :mod:`.predict` — `tools/predict.py`: top-k class names of unlabelled videos (files, folders,
+  lists) with the multi-view test's protocol; broken videos reported, never guessed.
+- :mod:`.features` — `tools/extract_features.py`: frozen encoder features (`mean` / `time` /
+  `tokens`) as `.npy` shards + `index.csv`, and `load_features` to read them back.
 
 Linear probing is a training recipe: :mod:`videohpm.methods.linear_probe`.
 """

@@ -12,7 +12,8 @@ gathered and de-duplicated — so the probabilities are the ones `tools/test.py`
 A video that cannot be decoded gets a row with `status=broken` and the decoder's reason, never
 a guessed class. Class names come from `--classes` (a `classes.txt`, one name per line in id
 order, or the Something-Something v2 labels JSON `{name: id}`), else from the run's config
-(`data.class_names`), else the answers are class ids.
+(`data.class_names`), else from the `classes.txt` beside the run's training list, else the
+answers are class ids.
 
 Outputs (rank 0): one line per video on stdout, `predictions.csv` and `predictions.json` in the
 output folder; an existing file is never overwritten: the next free `predictions-<n>.*` is used.
@@ -245,13 +246,27 @@ def tool_config(config: Optional[str], args: Sequence[str], require_checkpoint: 
 
 def resolve_class_names(cfg: Any, classes_file: Optional[str], num_classes: Optional[int]
                         ) -> Tuple[Optional[List[str]], str]:
-    """`(names, source)`: `--classes` first, then the config's `data.class_names`; `(None, "ids")`
-    when neither is there. Raises ValueError when the count differs from the model's classes."""
+    """`(names, source)`: `--classes` first, then the config's `data.class_names`, then the
+    `classes.txt` next to the config's `data.train` list (where `tools/make_lists.py` writes it;
+    used only when its count fits); `(None, "ids")` when none is there. Raises ValueError when an
+    explicit source's count differs from the model's classes."""
     names, source = None, "ids"
     if classes_file:
         names, source = read_class_names(classes_file), classes_file
     elif cfg.data.get("class_names"):
         names, source = [str(n) for n in cfg.data.class_names], "config data.class_names"
+    elif cfg.data.get("train") and cfg.data.get("kind", "video") == "video":
+        beside = os.path.join(os.path.dirname(os.path.abspath(str(cfg.data.train))), "classes.txt")
+        if os.path.isfile(beside):
+            try:
+                found = read_class_names(beside)
+            except ValueError as e:
+                log.warning("class names: %s is not usable (%s); answering with class ids", beside, e)
+            else:
+                if num_classes is None or len(found) == int(num_classes):
+                    return found, beside
+                log.warning("class names: %s has %d names, the model %s classes; answering with class ids",
+                            beside, len(found), num_classes)
     if names is not None and num_classes is not None and len(names) != int(num_classes):
         raise ValueError(f"{'--classes ' + source if classes_file else source}: {len(names)} class names but the "
                          f"model has {num_classes} classes")
