@@ -7,6 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# DeepSpeed JIT-builds its CPU comm op (shm) on the first multi-rank run: build it in the project's
+# own cache, not the shared ~/.cache/torch_extensions, where another ninja (system vs venv) treats
+# the build log as invalid and rebuilds it every time (issue 12).
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: test test-all demo demo-ablation setup clean
 

@@ -4,6 +4,8 @@ import torch
 
 from videohpm.masking import make_mask_generator
 from videohpm.methods import HPM, build_recipe
+from videohpm.methods import hpm as hpm_module
+from videohpm.models import cpu_kernels
 
 
 def hpm(model, **kw):
@@ -126,9 +128,12 @@ def test_teacher_precision_auto_follows_the_student(tiny_model):
     assert all(p.dtype == torch.float32 for p in recipe.teacher.parameters())
 
 
-def test_bf16_teacher_runs_in_bf16_and_ranks_like_the_fp32_teacher(tiny_model, clip):
-    """`teacher_precision=bf16`: the teacher's GEMMs run in bf16, its scores come back fp32 and
-    close to the fp32 teacher's, and the mask keeps the exact per-slice counts (Eq. 8)."""
+def test_bf16_teacher_runs_in_bf16_and_ranks_like_the_fp32_teacher(tiny_model, clip, monkeypatch):
+    """`teacher_precision=bf16` on a native-bf16 CPU: the teacher's GEMMs run in bf16, its scores
+    come back fp32 and close to the fp32 teacher's, and the mask keeps the exact per-slice counts
+    (Eq. 8). The native-bf16 branch is forced so that it is tested on every CPU (the tiny model's
+    64 tokens take ATen's bf16 kernels, which exist everywhere)."""
+    monkeypatch.setattr(cpu_kernels, "cpu_bf16_is_fast", lambda: True)
     torch.manual_seed(0)
     model = tiny_model(loss_predictor=True)
     recipe = hpm(model, alpha_0=1.0, alpha_T=1.0, teacher_precision="bf16")
@@ -145,6 +150,32 @@ def test_bf16_teacher_runs_in_bf16_and_ranks_like_the_fp32_teacher(tiny_model, c
     out = recipe({"video": clip}, progress=1.0)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and all(p.dtype == torch.float32 for p in recipe.parameters())
+
+
+def test_bf16_teacher_runs_in_fp32_where_bf16_is_only_emulated(tiny_model, clip, monkeypatch, caplog):
+    """No native bf16 (an AVX2-only CPU, or ISA caps): `teacher_precision=bf16` neither crashes
+    nor runs emulated bf16; the teacher runs in fp32 — the same scores as `fp32` — and says so once."""
+    monkeypatch.setattr(cpu_kernels, "cpu_bf16_is_fast", lambda: False)
+    hpm_module._warn_bf16_emulated.cache_clear()
+    torch.manual_seed(0)
+    recipe = hpm(tiny_model(loss_predictor=True), alpha_0=1.0, alpha_T=1.0, teacher_precision="bf16")
+    assert recipe.teacher_dtype() == torch.bfloat16  # the setting; the device decides what runs
+    assert recipe.teacher_dtype(clip.device) == torch.float32
+    dtypes = []
+    hook = recipe.teacher.encoder.blocks[0].mlp.fc1.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    with caplog.at_level("WARNING", logger="videohpm.methods.hpm"):
+        _, scores = recipe._teacher_forward(clip)
+        _, again = recipe._teacher_forward(clip)
+    hook.remove()
+    assert dtypes == [torch.float32, torch.float32]
+    assert sum("emulated" in r.getMessage() for r in caplog.records) == 1
+    recipe.teacher_precision = "fp32"
+    _, ref = recipe._teacher_forward(clip)
+    torch.testing.assert_close(scores, ref, rtol=0, atol=0)
+    recipe.teacher_precision = "bf16"
+    out = recipe({"video": clip}, progress=1.0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videohpm.models import PatchEmbed3D, VisionTransformerEncoder, cpu_kernels, interpolate_pos_embed, sincos_table_1d
+from videohpm.models import PatchEmbed3D, VisionTransformerEncoder, interpolate_pos_embed, sincos_table_1d
 
 from .helpers import clip
 
@@ -83,50 +83,3 @@ def test_encoder_interpolates_for_other_input_sizes():
     enc = VisionTransformerEncoder(img_size=32, patch_size=8, num_frames=4, tubelet_size=2, embed_dim=32,
                                    depth=1, num_heads=2)
     assert enc(clip(t=8, hw=48)).shape == (2, 4 * 6 * 6, 32)
-
-
-def _sdpa_reference(qkv: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, three_d = qkv.shape
-    q, k, v = qkv.view(b, n, 3, heads, three_d // 3 // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, three_d // 3)
-
-
-@pytest.mark.skipif(not cpu_kernels._AVAILABLE, reason="oneDNN not available")
-def test_onednn_attention_matches_sdpa_values_and_grads():
-    torch.manual_seed(0)
-    qkv = torch.randn(2, 520, 3 * 16, requires_grad=True)  # >= 512 tokens: the oneDNN path
-    grad = torch.randn(2, 520, 16)
-    ref = _sdpa_reference(qkv, 2)
-    (g_ref,) = torch.autograd.grad(ref, qkv, grad)
-    out = cpu_kernels.attention(qkv, 2)
-    assert "onednn_attention_train" in type(out.grad_fn).__name__
-    (g_out,) = torch.autograd.grad(out, qkv, grad)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(g_out, g_ref, rtol=1e-4, atol=1e-5)
-    with torch.inference_mode():  # forward-only kernel (HPM teacher)
-        torch.testing.assert_close(cpu_kernels.attention(qkv.detach(), 2), ref.detach(), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(torch.ops.videohpm.onednn_attention(qkv.detach(), 2), ref.detach(),
-                                   rtol=1e-5, atol=1e-5)
-        # bf16 (a teacher under bf16 autocast): bf16 GEMMs, softmax accumulated in fp32
-        low = cpu_kernels.attention(qkv.detach().bfloat16(), 2)
-        assert low.dtype == torch.bfloat16
-        torch.testing.assert_close(low.float(), ref.detach(), rtol=0.05, atol=0.02)
-
-
-@pytest.mark.skipif(not cpu_kernels._AVAILABLE, reason="oneDNN not available")
-def test_onednn_linear_matches_f_linear_values_and_grads():
-    torch.manual_seed(0)
-    x = torch.randn(3, 7, 24, requires_grad=True)
-    w = torch.randn(10, 24, requires_grad=True)
-    b = torch.randn(10, requires_grad=True)
-    g = torch.randn(3, 7, 10)
-    ref = F.linear(x, w, b)
-    out = cpu_kernels.linear(x, w, b)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    for a, r in zip(torch.autograd.grad(out, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
-    cpu_kernels.set_cpu_kernels("aten")
-    try:
-        assert cpu_kernels.linear(x, w, b).grad_fn.name() == F.linear(x, w, b).grad_fn.name()
-    finally:
-        cpu_kernels.set_cpu_kernels("onednn")

@@ -39,7 +39,7 @@ from videohpm.models import create_model, export_state_dict, hf_config_from_mode
 from videohpm.models import cpu_kernels
 
 
-VARIANTS = ("hf", "plain_aten", "plain", "plain_decmask", "plain_compiled", "hpm", "hpm_decmask",
+VARIANTS = ("hf", "plain_aten", "plain_onednn", "plain", "plain_decmask", "plain_compiled", "hpm", "hpm_decmask",
             "hpm_teacher_bf16", "hpm_compiled")
 
 
@@ -56,11 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--variants", default="hf,plain,hpm",
                    help="comma list of: hf, plain, hpm, plain_aten (ours with F.linear + SDPA kernels), "
+                        "plain_onednn (ours with the oneDNN fp32 kernels forced on), "
                         "plain_compiled, hpm_compiled (transformer stacks through torch.compile), "
                         "hpm_teacher_bf16 (method.teacher_precision=bf16; `hpm` pins fp32), "
                         "plain_decmask, hpm_decmask (VideoMAE V2 running-cell decoder masking)")
-    p.add_argument("--cpu-kernels", choices=("onednn", "aten"), default="onednn",
-                   help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels)")
+    p.add_argument("--cpu-kernels", choices=cpu_kernels.SETTINGS, default="auto",
+                   help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels; "
+                        "default auto: chosen by the CPU's capability, as in training)")
     p.add_argument("--progress", type=float, default=0.5, help="training progress for HPM's α_t")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.5,
                    help="running-cell decoder mask ratio of the *_decmask variants (VideoMAE V2)")
@@ -201,7 +203,7 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
 
         variants.append(_Variant("hf", hf_forward, list(hf.parameters()), device, kernels=args.cpu_kernels))
 
-    plain_like = {"plain": (args.cpu_kernels, False), "plain_aten": ("aten", False),
+    plain_like = {"plain": (args.cpu_kernels, False), "plain_aten": ("aten", False), "plain_onednn": ("onednn", False),
                   "plain_compiled": (args.cpu_kernels, True), "plain_decmask": (args.cpu_kernels, False)}
 
     def decmask(name: str) -> Dict[str, Any]:
@@ -247,6 +249,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             v.step(record=i >= args.warmup)
     cpu_kernels.set_cpu_kernels(args.cpu_kernels)
     wall = time.perf_counter() - t_build
+    kernels = cpu_kernels.chosen_kernels()
+    capability = kernels.pop("cpu")
 
     res: Dict[str, Any] = {
         "config": dict(model=args.model, batch_size=args.batch_size, num_frames=args.num_frames,
@@ -254,6 +258,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                        warmup=args.warmup, iters=args.iters, device=str(device), cpu_kernels=args.cpu_kernels,
                        torch=torch.__version__, machine=platform.processor() or platform.machine()),
         "wall_s": wall,
+        # what the CPU offers under the ISA caps in the environment, and what the default chose
+        "cpu_capability": capability,
+        "kernels": kernels,
     }
     b = args.batch_size
     for v in variants:
@@ -276,8 +283,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         res["plain_vs_hf"] = res["hf_step_s"] / res["plain_step_s"]
         res["plain_vs_hf_min"] = res["hf_step_min_s"] / res["plain_step_min_s"]
         res["plain_vs_hf_cpu"] = res["hf_cpu_s"] / res["plain_cpu_s"]
-    if "hf_step_s" in res and "plain_aten_step_s" in res:
-        res["plain_aten_vs_hf"] = res["hf_step_s"] / res["plain_aten_step_s"]
+    for name in ("plain_aten", "plain_onednn"):
+        if "hf_step_s" in res and f"{name}_step_s" in res:
+            res[f"{name}_vs_hf"] = res["hf_step_s"] / res[f"{name}_step_s"]
     for base in ("plain", "hpm"):  # decoder masking's saving, per recipe
         if f"{base}_decmask_step_s" in res and f"{base}_step_s" in res:
             res[f"{base}_decmask_vs_{base}_time"] = res[f"{base}_decmask_step_s"] / res[f"{base}_step_s"]
@@ -306,6 +314,10 @@ def _report(res: Dict[str, Any]) -> str:
         f"model={c['model']} batch={c['batch_size']} clip={c['num_frames']}x{c['img_size']}^2 "
         f"mask={c['mask_ratio']} threads={c['threads']} device={c['device']} cpu_kernels={c['cpu_kernels']} "
         f"torch={c['torch']} (median of {c['iters']} timed steps after {c['warmup']} warm-up, round robin)",
+        f"CPU: ATen {res['cpu_capability']['aten']}, AVX-512 for oneDNN {res['cpu_capability']['onednn_avx512']}, "
+        f"native bf16 {res['cpu_capability']['bf16_fast']}, AMX {res['cpu_capability']['amx']}"
+        f"{', caps ' + str(res['cpu_capability']['caps']) if res['cpu_capability']['caps'] else ''}; "
+        f"default kernels: fp32 {res['kernels']['fp32']}, bf16 {res['kernels']['bf16']}",
         f"{'variant':<16}{'step s':>9}{'clips/s':>10}{'min s':>9}{'cpu s':>9}   all steps (s)",
     ]
     for name in VARIANTS:
@@ -318,6 +330,7 @@ def _report(res: Dict[str, Any]) -> str:
                       ("plain_vs_hf_min", "plain vs HF on the fastest step of each: {:.2f}x"),
                       ("plain_vs_hf_cpu", "plain vs HF on process CPU time: {:.2f}x"),
                       ("plain_aten_vs_hf", "plain with F.linear + SDPA (no oneDNN kernels) vs HF: {:.2f}x"),
+                      ("plain_onednn_vs_hf", "plain with the oneDNN kernels forced on vs HF: {:.2f}x"),
                       ("plain_compiled_vs_hf", "plain compiled vs HF: {:.2f}x faster"),
                       ("hpm_vs_plain_time", "HPM step time / plain step time: {:.2f}x"),
                       ("hpm_vs_plain_time_min", "HPM / plain on the fastest step of each: {:.2f}x"),
