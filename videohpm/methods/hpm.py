@@ -36,6 +36,8 @@ it still scores all N tokens (mask=None), since the mask must be chosen among al
 """
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -48,6 +50,17 @@ from videohpm.objectives.loss_prediction import absolute_loss_prediction, relati
 
 LOSS_PRED_KINDS = ("relative", "absolute", "none")
 TEACHER_PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_bf16_emulated() -> None:
+    """Said once per process (see `HPM.teacher_dtype`)."""
+    log.warning("teacher_precision=bf16: this CPU has no native bf16 (AVX512-BF16 / AMX; "
+                "videohpm.models.cpu_kernels.cpu_bf16_is_fast() is False), bf16 would only be emulated "
+                "and run slower than fp32 — the HPM teacher runs in fp32 instead")
+
 
 
 class HPM(TargetMixin, nn.Module):
@@ -146,7 +159,7 @@ class HPM(TargetMixin, nn.Module):
         teacher = self.teacher
         if next(teacher.parameters()).device != x.device:
             teacher.to(x.device)
-        dtype = self.teacher_dtype()
+        dtype = self.teacher_dtype(x.device)
         with torch.inference_mode(), torch.autocast(
             device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32
         ):
@@ -156,12 +169,26 @@ class HPM(TargetMixin, nn.Module):
         feats = latent.float().clone() if self.target == "ema_features" else None  # no copy if unused
         return feats, (None if pred is None else pred.float().clone())
 
-    def teacher_dtype(self) -> torch.dtype:
-        """The autocast dtype of the teacher's forward (`teacher_precision`)."""
+    def teacher_dtype(self, device: Optional[torch.device] = None) -> torch.dtype:
+        """The autocast dtype of the teacher's forward (`teacher_precision`) on `device`.
+
+        bf16 on a CPU without native bf16 (`cpu_kernels.cpu_bf16_is_fast()` is False: no
+        AVX512-BF16 / AMX, or capped by `ONEDNN_MAX_CPU_ISA` / `ATEN_CPU_CAPABILITY`) would only
+        be emulated — 2–3.5× slower than fp32 for the ViT-S teacher on an AVX2 Zen 3 core, and
+        oneDNN has no bf16 kernel there at all — so the teacher runs in fp32 instead (the faster
+        path, and exact), said once per process."""
         if self.teacher_precision != "auto":
-            return TEACHER_PRECISIONS[self.teacher_precision]
-        student = next(self.model.parameters()).dtype
-        return student if student in (torch.float16, torch.bfloat16) else torch.float32
+            dtype = TEACHER_PRECISIONS[self.teacher_precision]
+        else:
+            student = next(self.model.parameters()).dtype
+            dtype = student if student in (torch.float16, torch.bfloat16) else torch.float32
+        if dtype == torch.bfloat16 and device is not None and torch.device(device).type == "cpu":
+            from videohpm.models.cpu_kernels import cpu_bf16_is_fast
+
+            if not cpu_bf16_is_fast():
+                _warn_bf16_emulated()
+                return torch.float32
+        return dtype
 
     def current_momentum(self) -> float:
         if self.momentum_end is None:
