@@ -270,6 +270,30 @@ def test_extract_features_are_the_encoder_output(demo, tmp_path):
         run_extract(cfg, demo["pre"], videos, str(tmp_path / "mean-False"))
 
 
+def test_extract_features_of_a_fine_tuned_classifier(demo, tmp_path):
+    """A fine-tuning run: `tokens` are its encoder's tokens, `mean` the fc_norm-ed pooled feature
+    its head reads (what tools/knn.py uses for a classifier)."""
+    from videohpm.data import resolve
+    from videohpm.data.config import build_eval_dataset
+    from videohpm.evaluation.features import load_features
+    from videohpm.evaluation.predict import collect_videos
+    from videohpm.evaluation.runner import load_encoder
+
+    video = os.path.join(demo["videos"], sorted(v for v in os.listdir(demo["videos"]) if v.startswith("demo"))[0])
+    tool = _tool("extract_features")
+    for pool in ("tokens", "mean"):
+        assert tool.main([f"checkpoint={demo['run']}", video, "--pool", pool, "--output-dir", str(tmp_path / pool)]) == 0
+    cfg = load_config(os.path.join(demo["run"], "config.yaml"), ["model.pretrained=null"])
+    model = load_encoder(cfg, demo["run"])
+    x = build_eval_dataset(resolve(OmegaConf.to_object(cfg.data)), collect_videos([video]), "val",
+                           require_labels=False)[0]["video"][None]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(load_features(str(tmp_path / "tokens"))[0]), model.encoder(x),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(torch.from_numpy(load_features(str(tmp_path / "mean"))[0]), model.forward_features(x),
+                                   rtol=0, atol=0)
+
+
 def test_knn_on_extracted_features_matches_tools_knn(demo, tmp_path):
     from videohpm.evaluation.features import load_features
     from videohpm.evaluation.knn import knn_classify
