@@ -199,3 +199,22 @@ def test_knn_needs_labelled_lists_and_sgd_is_accepted():
         load_config(TINY, ["train.knn_every=2", "data.train=a.csv", "data.val=b.csv"])  # ... nor labels
     cfg = load_config(TINY, ["train.knn_every=2", "data.train=a.csv", "data.val=b.csv", "data.num_classes=8"])
     assert cfg.train.knn_every == 2
+
+
+def test_base_that_is_not_a_yaml_config_gives_a_short_error(tmp_path):
+    """`_base_:` naming a list file (it parses as one YAML string) or any other non-YAML file:
+    one short line naming the file, never its content."""
+    lst = tmp_path / "train.csv"
+    lst.write_text("".join(f"video_{i:05d}.webm {i % 8}\n" for i in range(200)))
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    for target in (lst, readme):
+        child = tmp_path / "child.yaml"
+        child.write_text(f"_base_: {target}\n")
+        with pytest.raises(ConfigError) as e:
+            load_config(str(child))
+        msg = str(e.value)
+        assert "_base_" in msg and str(target) in msg and "not a YAML config" in msg
+        assert "video_00001.webm" not in msg and len(msg) < 400
+    with pytest.raises(ConfigError, match="not a YAML config") as e:  # the list given as --config itself
+        load_config(str(lst))
+    assert "video_00001.webm" not in str(e.value)

@@ -138,3 +138,18 @@ def test_tools_visualize_py(demo, tmp_path):
     log.write_text(json.dumps({"type": "step", "step": 1, "loss": 1.0, "lr": 0.1, "alpha": 0.2}) + "\n")
     assert tool.main(["--log", str(log), "--out", str(tmp_path / "curves.png")]) == 0
     assert Image.open(tmp_path / "curves.png").size == (700, 3 * 220)
+
+
+def test_tools_test_py_fails_when_no_video_could_be_evaluated(demo, tmp_path, capsys):
+    cfg = load_config(FT)
+    _save_final(cfg, tmp_path / "model_final.pth")
+    only_broken = tmp_path / "broken_only.csv"
+    only_broken.write_text("broken.mp4 3\n")
+    out = tmp_path / "test"
+    rc = _tool("test").main(["--config", FT, f"checkpoint={tmp_path}", "--output-dir", str(out), "--no-flops",
+                             f"data.test={only_broken}", f"data.data_root={demo['videos']}", "data.dataset=k400",
+                             "data.test_num_clips=1", "data.test_num_crops=1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no video could be evaluated (1 broken" in err, err[-2000:]
+    m = json.load(open(out / "metrics.json"))  # the broken video is still listed
+    assert m["num_videos"] == 0 and m["num_broken"] == 1
