@@ -90,7 +90,6 @@ class FeatureClips(Dataset):
     def __init__(self, base: Any, indices: Sequence[int]) -> None:
         self.base = base
         self.indices = [int(i) for i in indices]
-        self._shape: Optional[Tuple[int, ...]] = None
 
     def __len__(self) -> int:
         return len(self.indices)
