@@ -16,7 +16,11 @@ normalized-pixel target, 90 % masking by default):
   d_ψ, relative loss (Eq. 5), EMA (Eq. 1);
 * ``plain_decmask`` / ``hpm_decmask``: the same recipes with VideoMAE V2 decoder masking
   (``decoder_mask=True``, running cell, ``--decoder-mask-ratio``): d_φ (and HPM's d_ψ) decode
-  the visible tokens plus only ``int(M·(1 − ρ_d))`` of the M masked ones.
+  the visible tokens plus only ``int(M·(1 − ρ_d))`` of the M masked ones;
+* ``hpm:<mode>`` / ``hpm_decmask:<mode>`` (e.g. ``hpm:lowres:2``, ``hpm:subset:0.25``): ``hpm`` /
+  ``hpm_decmask`` with ``method.kwargs.teacher_mode=<mode>`` (a cheaper teacher,
+  ``videohpm.methods.hpm``), reported as ``hpm_<mode>`` with ``:`` → ``_`` (``hpm_lowres_2``),
+  with ``hpm_<mode>_vs_plain_time`` and the same step breakdown as ``hpm``.
 
 The variants run round-robin (one step each, in turn) so that a machine shared with other jobs
 slows them alike; warm-up steps are excluded and the median of the timed steps is reported.
@@ -41,6 +45,22 @@ from videohpm.models import cpu_kernels
 
 VARIANTS = ("hf", "plain_aten", "plain_onednn", "plain", "plain_decmask", "plain_compiled", "hpm", "hpm_decmask",
             "hpm_teacher_bf16", "hpm_compiled")
+#: the cheap teacher mode in the default run (the fastest of docs/BENCHMARKS.md "HPM teacher modes")
+BEST_TEACHER_MODE = "lowres:2"
+
+
+def _mode_variant(name: str) -> Optional[tuple]:
+    """``hpm:<mode>`` / ``hpm_decmask:<mode>`` → (reported name, base, mode), else None."""
+    base, sep, mode = name.partition(":")
+    if not sep or base not in ("hpm", "hpm_decmask"):
+        return None
+    from videohpm.methods.hpm import parse_teacher_mode
+
+    try:
+        mode = str(parse_teacher_mode(mode))
+    except ValueError as e:
+        raise SystemExit(f"--variants {name}: {e}") from None
+    return f"{base}_{mode.replace(':', '_')}", base, mode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,12 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     p.add_argument("--iters", type=int, default=5, help="timed steps per variant (median reported)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--variants", default="hf,plain,hpm",
+    p.add_argument("--variants", default=f"hf,plain,hpm,hpm:{BEST_TEACHER_MODE}",
                    help="comma list of: hf, plain, hpm, plain_aten (ours with F.linear + SDPA kernels), "
                         "plain_onednn (ours with the oneDNN fp32 kernels forced on), "
                         "plain_compiled, hpm_compiled (transformer stacks through torch.compile), "
                         "hpm_teacher_bf16 (method.teacher_precision=bf16; `hpm` pins fp32), "
-                        "plain_decmask, hpm_decmask (VideoMAE V2 running-cell decoder masking)")
+                        "plain_decmask, hpm_decmask (VideoMAE V2 running-cell decoder masking), "
+                        "hpm:<mode>, hpm_decmask:<mode> (method.kwargs.teacher_mode=<mode>, e.g. hpm:subset:0.25)")
     p.add_argument("--cpu-kernels", choices=cpu_kernels.SETTINGS, default="auto",
                    help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels; "
                         "default auto: chosen by the CPU's capability, as in training)")
@@ -175,7 +196,8 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
     from videohpm.methods import build_recipe
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(names) - set(VARIANTS))
+    modes = {n: _mode_variant(n) for n in names if _mode_variant(n) is not None}  # hpm:<teacher mode>
+    unknown = sorted(set(names) - set(VARIANTS) - set(modes))
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     size = dict(img_size=args.img_size, num_frames=args.num_frames)
@@ -218,23 +240,28 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
         variants.append(_Variant(name, lambda r=recipe: r(batch, 0.0)["loss"], list(recipe.parameters()), device,
                                  kernels=backend))
 
-    for name, compiled, teacher_bf16 in (("hpm", False, False), ("hpm_teacher_bf16", False, True),
-                                         ("hpm_compiled", True, False), ("hpm_decmask", False, False)):
-        if name not in names:
+    # (--variants entry, reported name, compiled, bf16 teacher, teacher_mode)
+    hpm_like = [("hpm", "hpm", False, False, "full"), ("hpm_teacher_bf16", "hpm_teacher_bf16", False, True, "full"),
+                ("hpm_compiled", "hpm_compiled", True, False, "full"), ("hpm_decmask", "hpm_decmask", False, False, "full")]
+    hpm_like += [(key, reported, False, False, mode) for key, (reported, _, mode) in modes.items()]
+    for key, name, compiled, teacher_bf16, mode in hpm_like:
+        if key not in names:
             continue
         torch.manual_seed(args.seed)
         model = create_model(args.model, loss_predictor=True, torch_compile=compiled, **size).to(device)
         recipe = build_recipe("hpm", model, make_mask_generator("hpm", mask_ratio=args.mask_ratio),
                               loss_pred="relative", teacher_precision="bf16" if teacher_bf16 else "fp32",
-                              **decmask(name)).train()
+                              teacher_mode=mode, **decmask(modes[key][1] if key in modes else name)).train()
         v = _Variant(name, lambda r=recipe: r(batch, args.progress)["loss"], list(recipe.parameters()), device,
                      on_step_end=recipe.on_step_end, kernels=args.cpu_kernels)
+        if key in modes:
+            v.teacher_mode = mode
         teacher = recipe.teacher
         teacher.encode = v.timer.wrap(teacher.encode, "teacher_encoder")
         teacher.decode = v.timer.wrap(teacher.decode, "teacher_loss_predictor")
         recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
         variants.append(v)
-    order = {name: i for i, name in enumerate(VARIANTS)}
+    order = {name: i for i, name in enumerate((*VARIANTS, *(m[0] for m in modes.values())))}
     return sorted(variants, key=lambda v: order[v.name])
 
 
@@ -275,6 +302,18 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for name in ("plain_compiled", "hpm_compiled"):
         if f"{name}_step_s" in res and "hf_step_s" in res:
             res[f"{name}_vs_hf"] = res["hf_step_s"] / res[f"{name}_step_s"]
+    modes = {v.name: str(v.teacher_mode) for v in variants if getattr(v, "teacher_mode", None) is not None}
+    if modes:
+        res["teacher_modes"] = modes  # reported name -> method.kwargs.teacher_mode
+    for name in modes:
+        if "plain_step_s" in res:
+            res[f"{name}_vs_plain_time"] = res[f"{name}_step_s"] / res["plain_step_s"]
+            res[f"{name}_vs_plain_time_cpu"] = res[f"{name}_cpu_s"] / res["plain_cpu_s"]
+        base = "hpm_decmask" if name.startswith("hpm_decmask_") else "hpm"
+        if f"{base}_step_s" in res:
+            res[f"{name}_vs_{base}_time"] = res[f"{name}_step_s"] / res[f"{base}_step_s"]
+        if name.startswith("hpm_decmask_") and "plain_decmask_step_s" in res:
+            res[f"{name}_vs_plain_decmask_time"] = res[f"{name}_step_s"] / res["plain_decmask_step_s"]
     if "hpm_teacher_bf16_step_s" in res and "plain_step_s" in res:
         res["hpm_teacher_bf16_vs_plain_time"] = res["hpm_teacher_bf16_step_s"] / res["plain_step_s"]
     if "hpm_compiled_step_s" in res and "plain_compiled_step_s" in res:
@@ -320,7 +359,7 @@ def _report(res: Dict[str, Any]) -> str:
         f"default kernels: fp32 {res['kernels']['fp32']}, bf16 {res['kernels']['bf16']}",
         f"{'variant':<16}{'step s':>9}{'clips/s':>10}{'min s':>9}{'cpu s':>9}   all steps (s)",
     ]
-    for name in VARIANTS:
+    for name in (*VARIANTS, *res.get("teacher_modes", {})):
         if f"{name}_step_s" in res:
             extra = f"   (compile: {res[f'{name}_compile_s']:.1f}s once)" if f"{name}_compile_s" in res else ""
             lines.append(f"{name:<16}{res[f'{name}_step_s']:>9.3f}{res[f'{name}_clips_per_s']:>10.3f}"
@@ -341,7 +380,13 @@ def _report(res: Dict[str, Any]) -> str:
                       ("hpm_decmask_vs_hpm_time", "HPM with decoder masking / HPM: {:.2f}x")):
         if key in res:
             lines.append(text.format(res[key]))
-    for name in ("hpm", "hpm_decmask", "hpm_teacher_bf16", "hpm_compiled"):
+    for name, mode in res.get("teacher_modes", {}).items():
+        for key, other in ((f"{name}_vs_plain_time", "plain"), (f"{name}_vs_hpm_time", "hpm (full teacher)"),
+                           (f"{name}_vs_hpm_decmask_time", "hpm_decmask (full teacher)"),
+                           (f"{name}_vs_plain_decmask_time", "plain_decmask")):
+            if key in res:
+                lines.append(f"{name} (teacher_mode={mode}) / {other}: {res[key]:.2f}x")
+    for name in ("hpm", "hpm_decmask", "hpm_teacher_bf16", "hpm_compiled", *res.get("teacher_modes", {})):
         if f"{name}_breakdown_s" in res:
             total = res[f"{name}_step_s"]
             parts = ", ".join(f"{k} {v:.3f}s ({100 * v / total:.0f}%)" for k, v in res[f"{name}_breakdown_s"].items())

@@ -33,6 +33,32 @@ computed on the same K tokens, the only ones with a reconstruction loss: d_ψ ge
 decoder input* as d_φ — the visible latents plus mask tokens at the K decoded positions — so its
 cost drops by the same factor and every prediction has a ground truth. The teacher is unchanged:
 it still scores all N tokens (mask=None), since the mask must be chosen among all of them.
+
+Teacher modes (`teacher_mode`, beyond the paper; `full` is the paper and the default). Step 1's
+teacher pass costs more than a whole plain MAE step (docs/BENCHMARKS.md, "HPM teacher modes").
+Each mode is one code path through the same EMA teacher (θ_t, φ_t, ψ_t of Eq. 1) under
+`torch.inference_mode()`, gives scores `L̂^t ∈ R^N` for *all* N tokens of the student's grid,
+draws nothing on the host, and feeds Eq. 8 unchanged (the `α_t·γ·n` highest of `L̂^t` per time
+slice are masked). With `H'×W'` tokens per time slice, `n_s = H'·W'`:
+
+- `full`: `L̂^t = d_ψt(f_θt(x))` (HPM journal version §3.1 and §3.4, the input of Eq. 8): the
+  encoder over all N tokens.
+- `subset:r` (0 < r < 1): a teacher mask `M^t ∈ {0, 1}^N` hides all but `k_r = round(r·n_s)`
+  (at least 1) tokens of every time slice, drawn uniformly on the device (the same count in every
+  slice and sample, so `f_θt` runs on `T'·k_r` tokens without a sync); then
+  `L̂^t = d_ψt(f_θt(x ⊙ M^t))` — the student's input of Eq. 3–5 with `M^t` for `M`: hidden
+  positions enter d_ψt as the mask token plus their position, exactly as in the student's Eq. 4–5
+  prediction, and d_ψt outputs a score at all N positions (the kept ones from their latents).
+  Encoder cost ≈ r × `full` (less for attention); d_ψt still runs over all N tokens.
+- `lowres:s` (s > 1): the clip is resized per frame (bilinear, antialiased) to
+  `(h·p) × (w·p)` pixels with `h = max(1, round(H'/s))`, `w = max(1, round(W'/s))`, time kept;
+  the teacher runs on that `T'×h×w` grid (its position tables interpolated, as for any other
+  input size): `L̂^t = U(d_ψt(f_θt(D_s(x))))`, where `U` upsamples each time slice's `h×w`
+  score map bilinearly (`align_corners=False`) onto the `H'×W'` grid. Encoder and d_ψt cost
+  ≈ 1/s² × `full` (1/s⁴ for attention).
+
+The cheap modes give scores only: `target="ema_features"` (which needs the teacher's features
+at all N tokens at full resolution) requires `full`.
 """
 from __future__ import annotations
 
@@ -42,6 +68,7 @@ import math
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from videohpm.methods.mae import TargetMixin, clip_of, num_visible, take_tokens
@@ -53,6 +80,61 @@ TEACHER_PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat1
 
 log = logging.getLogger(__name__)
 
+TEACHER_MODE_KINDS = ("full", "subset", "lowres")
+_MODE_KEY = "method.kwargs.teacher_mode"
+
+
+class TeacherMode:
+    """A parsed `method.kwargs.teacher_mode` (module doc): `kind` in `TEACHER_MODE_KINDS` and its
+    `value` (r of `subset:r`, s of `lowres:s`; None for `full`)."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: Optional[float] = None) -> None:
+        self.kind, self.value = kind, value
+
+    def __str__(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}:{self.value:g}"
+
+    __repr__ = __str__
+
+    def kept_per_slice(self, n_s: int) -> int:
+        """`subset:r`: tokens the teacher's encoder sees per time slice, `round(r·n_s)` in [1, n_s]."""
+        return min(n_s, max(1, int(round(float(self.value) * n_s))))
+
+    def low_grid(self, h: int, w: int) -> Tuple[int, int]:
+        """`lowres:s`: the teacher's spatial token grid `(max(1, round(h/s)), max(1, round(w/s)))`."""
+        s = float(self.value)
+        return max(1, int(round(h / s))), max(1, int(round(w / s)))
+
+
+def parse_teacher_mode(spec: Any) -> TeacherMode:
+    """`"full"`, `"subset:r"` (0 < r < 1) or `"lowres:s"` (s > 1) → `TeacherMode`.
+
+    Raises:
+        ValueError naming `method.kwargs.teacher_mode` for anything else.
+    """
+    usage = "'full', 'subset:<r>' with 0 < r < 1 (e.g. subset:0.25) or 'lowres:<s>' with s > 1 (e.g. lowres:2)"
+    if isinstance(spec, TeacherMode):
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"{_MODE_KEY} must be a string, {usage}; got {spec!r}")
+    kind, sep, arg = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    if kind == "full" and not sep:
+        return TeacherMode("full")
+    if kind not in TEACHER_MODE_KINDS or kind == "full" or not sep:
+        raise ValueError(f"{_MODE_KEY} must be {usage}; got {spec!r}")
+    try:
+        value = float(arg)
+    except ValueError:
+        raise ValueError(f"{_MODE_KEY}={spec!r}: {arg!r} is not a number; expected {usage}") from None
+    if kind == "subset" and not 0.0 < value < 1.0:
+        raise ValueError(f"{_MODE_KEY}={spec!r}: the fraction r of tokens the teacher sees must be in (0, 1)")
+    if kind == "lowres" and not (math.isfinite(value) and value > 1.0):
+        raise ValueError(f"{_MODE_KEY}={spec!r}: the spatial downsampling factor s must be > 1")
+    return TeacherMode(kind, value)
+
 
 @functools.lru_cache(maxsize=None)
 def _warn_bf16_emulated() -> None:
@@ -60,7 +142,6 @@ def _warn_bf16_emulated() -> None:
     log.warning("teacher_precision=bf16: this CPU has no native bf16 (AVX512-BF16 / AMX; "
                 "videohpm.models.cpu_kernels.cpu_bf16_is_fast() is False), bf16 would only be emulated "
                 "and run slower than fp32 — the HPM teacher runs in fp32 instead")
-
 
 
 class HPM(TargetMixin, nn.Module):
@@ -89,6 +170,9 @@ class HPM(TargetMixin, nn.Module):
             "bf16" with an fp32 student cuts the HPM step by ~15 % (the teacher's pass over all N
             tokens is about half of it; docs/BENCHMARKS.md). Not the default there, so that an
             fp32 run gives the same masks on every machine.
+        teacher_mode: how the teacher computes `L̂^t` (module doc, "Teacher modes"): "full"
+            (default, the paper), "subset:r" (its encoder sees a random fraction r of the tokens)
+            or "lowres:s" (it sees the clip downsampled s× in space).
     """
 
     def __init__(
@@ -106,8 +190,16 @@ class HPM(TargetMixin, nn.Module):
         decoder_mask: bool = False,
         decoder_mask_ratio: float = 0.5,
         teacher_precision: str = "auto",
+        teacher_mode: str = "full",
     ) -> None:
         super().__init__()
+        mode = parse_teacher_mode(teacher_mode)
+        if mode.kind != "full" and not learn_to_mask:
+            raise ValueError(f"{_MODE_KEY}={mode}: a cheap teacher mode only changes how the teacher scores "
+                             "patches for the mask; it needs method.learn_to_mask=true (or use 'full')")
+        if mode.kind != "full" and target == "ema_features":
+            raise ValueError(f"{_MODE_KEY}={mode}: target=ema_features needs the teacher's features at all N "
+                             "tokens; use teacher_mode=full")
         if teacher_precision not in TEACHER_PRECISIONS:
             raise ValueError(f"method.teacher_precision must be one of {tuple(TEACHER_PRECISIONS)}, "
                              f"got {teacher_precision!r}")
@@ -138,6 +230,7 @@ class HPM(TargetMixin, nn.Module):
         self.momentum_end = momentum_end
         self.pred_weight = pred_weight
         self.teacher_precision = teacher_precision
+        self.teacher_mode = mode
         self._progress = 0.0
         self._setup_targets(target, feature_teacher, decoder_mask, decoder_mask_ratio)
         # The teacher is kept out of the module tree on purpose: DeepSpeed must neither cast it
@@ -155,7 +248,7 @@ class HPM(TargetMixin, nn.Module):
                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """One teacher pass over all N tokens: features `f_θt(x)`: `[B, N, D]` (the
         `ema_features` target; None for other targets) and, if `scores`, `L̂^t = d_ψt(f_θt(x))`:
-        `[B, N]` (§3.4)."""
+        `[B, N]` (§3.4); in a cheap `teacher_mode` only the scores (module doc)."""
         teacher = self.teacher
         if next(teacher.parameters()).device != x.device:
             teacher.to(x.device)
@@ -163,11 +256,38 @@ class HPM(TargetMixin, nn.Module):
         with torch.inference_mode(), torch.autocast(
             device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32
         ):
-            latent = teacher.encode(x.float())
-            pred = teacher.decode(latent, None, head="loss", grid=teacher.grid(x)).squeeze(-1) if scores else None
+            if self.teacher_mode.kind == "full":
+                latent = teacher.encode(x.float())
+                pred = teacher.decode(latent, None, head="loss", grid=teacher.grid(x)).squeeze(-1) if scores else None
+            else:  # scores only (ema_features needs `full`, checked in __init__)
+                latent, pred = None, self._cheap_teacher_scores(teacher, x.float())
         # Out of inference mode so that masks / targets built from them may be saved for backward.
         feats = latent.float().clone() if self.target == "ema_features" else None  # no copy if unused
         return feats, (None if pred is None else pred.float().clone())
+
+    def _cheap_teacher_scores(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`L̂^t: [B, N]` of the `subset:r` / `lowres:s` teacher modes (module doc), on the
+        student's token grid; no host sync (every count is a Python int of the shapes)."""
+        mode = self.teacher_mode
+        b = x.shape[0]
+        t, h, w = teacher.grid(x)
+        if mode.kind == "subset":
+            k = mode.kept_per_slice(h * w)
+            keys = torch.rand(b, t, h * w, device=x.device)
+            hidden = torch.ones(b, t, h * w, dtype=torch.bool, device=x.device)
+            hidden = hidden.scatter_(2, keys.topk(k, dim=2, sorted=False).indices, False).reshape(b, t * h * w)
+            latent = teacher.encode(x, hidden, num_visible=t * k)
+            return teacher.decode(latent, hidden, head="loss", grid=(t, h, w), all_tokens=True).squeeze(-1)
+        # lowres: D_s per frame, the teacher on the small grid, U back per time slice
+        hl, wl = mode.low_grid(h, w)
+        p = teacher.patch_size
+        c, frames = x.shape[1], x.shape[2]
+        small = F.interpolate(x.transpose(1, 2).reshape(b * frames, c, *x.shape[-2:]), size=(hl * p, wl * p),
+                              mode="bilinear", align_corners=False, antialias=True)
+        small = small.reshape(b, frames, c, hl * p, wl * p).transpose(1, 2)
+        pred = teacher.decode(teacher.encode(small), None, head="loss", grid=(t, hl, wl))  # [B, t·hl·wl, 1]
+        up = F.interpolate(pred.float().reshape(b * t, 1, hl, wl), size=(h, w), mode="bilinear", align_corners=False)
+        return up.reshape(b, t * h * w)
 
     def teacher_dtype(self, device: Optional[torch.device] = None) -> torch.dtype:
         """The autocast dtype of the teacher's forward (`teacher_precision`) on `device`.

@@ -77,7 +77,7 @@ class MaskedDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor, ids_masked: Optional[torch.Tensor] = None,
                 ids_keep: Optional[torch.Tensor] = None, grid: Optional[Grid] = None,
-                cls: Optional[torch.Tensor] = None) -> torch.Tensor:
+                cls: Optional[torch.Tensor] = None, all_tokens: bool = False) -> torch.Tensor:
         """Decode.
 
         Args:
@@ -88,9 +88,12 @@ class MaskedDecoder(nn.Module):
             grid: token grid (default grid when None).
             cls: ``[B, 1, D_enc]`` the encoder's [CLS] latent, decoded along with the patch tokens
                 at a zero position and dropped before the head (MAE's ``forward_decoder``), or None.
+            all_tokens: with indices, return the outputs at the visible positions too, all
+                ``n_vis + M`` of them in token-index order (``[B, N, out_dim]`` when ``ids_keep``
+                and ``ids_masked`` cover the grid; the HPM teacher's ``subset`` mode).
         Returns:
             ``[B, M, out_dim]`` for the masked tokens in ascending index order, or
-            ``[B, N, out_dim]`` for all tokens when no indices are given.
+            ``[B, N, out_dim]`` for all tokens when no indices are given (or ``all_tokens``).
         """
         grid = self.default_grid if grid is None else tuple(grid)
         pos = interpolate_pos_embed(self.pos_embed, self.default_grid, grid).to(latent.dtype)[0]  # [N, Dd]
@@ -113,6 +116,9 @@ class MaskedDecoder(nn.Module):
         if cls is not None:
             x = torch.cat((self.embed(cls), x), dim=1)
         x = run_blocks(self.blocks, x, self.use_checkpoint, self.torch_compile)
+        if all_tokens:  # back from [visible | masked] to token order: out[:, ids[j]] = y[:, j]
+            y = self.head(self.norm(x[:, n_cls:]))
+            return torch.empty_like(y).scatter_(1, ids.unsqueeze(-1).expand_as(y), y)
         return self.head(self.norm(x[:, n_cls + n_vis:]))
 
 
@@ -279,7 +285,7 @@ class MaskedAutoencoder(nn.Module):
 
     def decode(self, latent: torch.Tensor, mask: Optional[torch.Tensor] = None, head: str = "pixel",
                grid: Optional[Grid] = None, decode_ids: Optional[torch.Tensor] = None,
-               cls: bool = False) -> torch.Tensor:
+               cls: bool = False, all_tokens: bool = False) -> torch.Tensor:
         """``d_φ`` (``head="pixel"``) or ``d_ψ`` (``head="loss"``).
 
         Args:
@@ -294,6 +300,9 @@ class MaskedAutoencoder(nn.Module):
             cls: ``latent`` starts with the [CLS] token (``encode(..., cls=True)``), which is
                 then decoded along with the patch tokens at a zero position, as MAE's decoder
                 does, and gets no output.
+            all_tokens: with a ``mask`` (and no ``decode_ids``), outputs for all N tokens in
+                token order, the masked ones from mask tokens and the visible ones from their
+                latents, in one pass (the HPM teacher's ``subset`` mode, ``videohpm.methods.hpm``).
         Returns:
             ``[B, N_mask, out_dim]`` (pixel; ``out_dim`` = t·p·p·C or ``target_dim``) /
             ``[B, N_mask, 1]`` (loss) for the masked tokens in ascending index order (``[B, K,
@@ -325,8 +334,10 @@ class MaskedAutoencoder(nn.Module):
             if decode_ids.dim() != 2 or decode_ids.shape[0] != mask.shape[0] or decode_ids.dtype != torch.long:
                 raise ValueError(f"decode_ids must be int64 [B, K] with B = {mask.shape[0]}, got "
                                  f"{decode_ids.dtype} {tuple(decode_ids.shape)}")
+            if all_tokens:
+                raise ValueError("decode: all_tokens=True needs decode_ids=None (outputs for all N tokens)")
             ids_masked = decode_ids
-        return dec(latent, ids_masked, ids_keep, grid=grid, cls=cls_latent)
+        return dec(latent, ids_masked, ids_keep, grid=grid, cls=cls_latent, all_tokens=all_tokens)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction target ``T(x)``: ``[B, N, t·p·p·C]`` (see :func:`pixel_target`).
