@@ -44,7 +44,7 @@ def test_parameters_and_table_cell():
 
 @pytest.mark.slow
 def test_vit_base_matches_paper_180_gflops():
-    """Seed 000 Table 13: ViT-B, 16×224², 180 GFLOPs per view, 87 M parameters."""
+    """HPM journal version, Table 13: ViT-B, 16×224², 180 GFLOPs per view, 87 M parameters."""
     from videohpm.models import create_model
 
     model = create_model("vit_base_patch16_224", num_classes=174)

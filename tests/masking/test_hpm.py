@@ -1,4 +1,4 @@
-"""HPM easy-to-hard masking (seed 000 §3.4 Eq. 8, supplement Alg. S1)."""
+"""HPM easy-to-hard masking (HPM journal §3.4 Eq. 8, supplement Alg. S1)."""
 import numpy as np
 import pytest
 import torch
@@ -20,7 +20,7 @@ def top_set(scores_row: torch.Tensor, p: int, largest=True) -> set:
 
 
 def alg_s1(pred_t: np.ndarray, mask_ratio: float, alpha_t: float, len_masked: int, rng, argmin=False):
-    """Brute-force, one row at a time, Alg. S1 of seed 002 (True = masked)."""
+    """Brute-force, one row at a time, Alg. S1 of HPM supplement (True = masked)."""
     L = len(pred_t)
     len_keep = L - len_masked
     len_pred = int(L * mask_ratio * alpha_t)

@@ -1,4 +1,4 @@
-"""ccMIM importance (seed 004 Eq. 4) and importance-sampled masking (Eq. 5–6)."""
+"""ccMIM importance (ccMIM paper Eq. 4) and importance-sampled masking (Eq. 5–6)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""ccMIM recipe (seed 004 Eq. 4–10) on the real ``MaskedAutoencoder(cls_token=True)``: one step's
+"""ccMIM recipe (ccMIM paper Eq. 4–10) on the real ``MaskedAutoencoder(cls_token=True)``: one step's
 parts and gradients, the stop-gradient on the masked branch, importance masking, a few optimizer
 steps on the demo videos, and the tiny config through the engine."""
 from __future__ import annotations

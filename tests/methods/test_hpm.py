@@ -1,4 +1,4 @@
-"""HPM recipe (seed 000 Eq. 1–8): teacher → mask → student, EMA, ablation switches."""
+"""HPM recipe (HPM journal Eq. 1–8): teacher → mask → student, EMA, ablation switches."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""MTO add-on (seed 003 Alg. 1) on real recipes via decoder hooks."""
+"""MTO add-on (MTO paper Alg. 1) on real recipes via decoder hooks."""
 import pytest
 import torch
 

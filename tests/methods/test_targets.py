@@ -1,4 +1,4 @@
-"""Feature targets in the MAE and HPM recipes (seed 000 Table 1): EMA features, frozen teachers."""
+"""Feature targets in the MAE and HPM recipes (HPM journal Table 1): EMA features, frozen teachers."""
 import pytest
 import timm
 import torch

@@ -1,4 +1,4 @@
-"""Feature targets (seed 000 Table 1): normalized-feature loss, grid resampling, frozen teachers from local files."""
+"""Feature targets (HPM journal Table 1): normalized-feature loss, grid resampling, frozen teachers from local files."""
 import pytest
 import timm
 import torch

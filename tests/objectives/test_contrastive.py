@@ -1,4 +1,4 @@
-"""ccMIM L_NCE (seed 004 Eq. 7) and L_align (Eq. 8) vs loops; stop-gradient; cross-rank gather."""
+"""ccMIM L_NCE (ccMIM paper Eq. 7) and L_align (Eq. 8) vs loops; stop-gradient; cross-rank gather."""
 import math
 import os
 import tempfile

@@ -1,4 +1,4 @@
-"""L_pred: relative BCE (seed 000 Eq. 5–7) and absolute MSE (Eq. 4) vs brute-force loops."""
+"""L_pred: relative BCE (HPM journal Eq. 5–7) and absolute MSE (Eq. 4) vs brute-force loops."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""MTO (seed 003 Eq. 2–5, Algorithm 1) vs loops written from the equations."""
+"""MTO (MTO paper Eq. 2–5, Algorithm 1) vs loops written from the equations."""
 import math
 
 import pytest

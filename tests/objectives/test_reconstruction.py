@@ -1,4 +1,4 @@
-"""L_rec, seed 000 Eq. 3, against a loop over samples and masked patches."""
+"""L_rec, HPM journal Eq. 3, against a loop over samples and masked patches."""
 import pytest
 import torch
 

@@ -1,11 +1,11 @@
 """Evaluation: multi-view testing with FLOPs, k-NN on frozen features, visualization.
 
 - :mod:`.multiview` — clips × crops testing, gathered and de-duplicated across ranks,
-  `predictions.csv`, `metrics.json`, VideoMAE V1's per-rank `{rank}.txt` (seed 000 Tables 13–14).
+  `predictions.csv`, `metrics.json`, VideoMAE V1's per-rank `{rank}.txt` (HPM journal Tables 13–14).
 - :mod:`.flops` — fvcore GFLOPs per view, parameters, the paper's "180×2×3" table line.
-- :mod:`.knn` — DINO's weighted k-NN on mean-pooled, ℓ2-normalized encoder features (seed 000
+- :mod:`.knn` — DINO's weighted k-NN on mean-pooled, ℓ2-normalized encoder features (HPM journal
   Tables 1, 4, 5); `knn_eval` is the engine's quick health metric of a pre-training run.
-- :mod:`.visualize` — input / loss / predicted loss / mask / reconstruction (seed 000 Fig. 2)
+- :mod:`.visualize` — input / loss / predicted loss / mask / reconstruction (HPM journal Fig. 2)
   as PNG grid and GIF/MP4; training curves from the engine's `log.jsonl`.
 
 - :mod:`.runner` — the work behind `tools/test.py` / `tools/visualize.py` (checkpoint reading,

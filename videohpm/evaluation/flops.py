@@ -1,7 +1,7 @@
 """Compute cost and the paper's table line: "GFLOPs per view × clips × crops", parameters.
 
 FLOPs are counted with fvcore's `FlopCountAnalysis`, the counter behind the numbers VideoMAE and
-HPM report (seed 000 Tables 13–14: ViT-B, 16×224², "180×2×3"). fvcore counts one fused
+HPM report (HPM journal Tables 13–14: ViT-B, 16×224², "180×2×3"). fvcore counts one fused
 multiply-add as one flop and ignores element-wise operations (add, GELU, softmax).
 
 Our attention runs in one `scaled_dot_product_attention` call, which fvcore does not know; VideoMAE
@@ -108,7 +108,7 @@ def format_views(gflops: float, clips: int, crops: int) -> str:
 
 @dataclass
 class CostSummary:
-    """One row of seed 000 Tables 13–14."""
+    """One row of HPM journal Tables 13–14."""
 
     model: str
     frames: int

@@ -1,4 +1,4 @@
-"""Weighted k-NN classification on frozen features (seed 000 Tables 1, 4, 5; supplement A.1).
+"""Weighted k-NN classification on frozen features (HPM journal Tables 1, 4, 5; supplement A.1).
 
 Protocol borrowed from DINO, as the papers state: features are the encoder tokens mean-pooled
 (supplement §A: "features globally averaged from the encoder output") and ℓ2-normalized; the

@@ -1,4 +1,4 @@
-"""Classification metrics of the multi-view protocol (VideoMAE / seed 000 Tables 13–14).
+"""Classification metrics of the multi-view protocol (VideoMAE / HPM journal Tables 13–14).
 
 Per video the softmax of each view (clip × crop) is averaged — not the logits — exactly as
 VideoMAE's `merge` does; top-k accuracy and the mean per-class accuracy are then computed on

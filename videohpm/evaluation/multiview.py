@@ -1,4 +1,4 @@
-"""Multi-clip × multi-crop testing (VideoMAE's protocol; seed 000 Tables 13–14).
+"""Multi-clip × multi-crop testing (VideoMAE's protocol; HPM journal Tables 13–14).
 
 Each test sample is one video with all of its views decoded at once (`videohpm.data`, whose
 config sets the views per data set: SSv2 2 clips × 3 crops, K400 5 × 3):

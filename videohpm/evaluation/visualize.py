@@ -1,7 +1,7 @@
-"""What HPM sees: input, true loss, predicted loss, mask and reconstruction (seed 000 Fig. 2),
+"""What HPM sees: input, true loss, predicted loss, mask and reconstruction (HPM journal Fig. 2),
 and training curves from the engine's JSON-lines log.
 
-Fig. 2 of seed 000 shows, per input, (b) the patch-wise reconstruction loss averaged over 10
+Fig. 2 of the HPM journal version shows, per input, (b) the patch-wise reconstruction loss averaged over 10
 random masks, (c) the loss predicted by `d_ψ` and (d) the mask generated from the predicted loss.
 :func:`compute_visualization` produces those maps for a clip (or an image, `T = 1`) plus the
 easy-to-hard HPM mask at a chosen training progress (α_t, Eq. 8) and the reconstruction under
@@ -133,7 +133,7 @@ def per_patch_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def average_loss_map(model: nn.Module, x: torch.Tensor, num_masks: int = 10, mask_ratio: float = 0.9,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """True per-patch reconstruction loss `[B, N]`, averaged over `num_masks` random masks
-    (seed 000 Fig. 2(b)); a token's value is the mean over the masks that hid it (tokens never
+    (HPM journal Fig. 2(b)); a token's value is the mean over the masks that hid it (tokens never
     hidden get the sample's mean)."""
     from videohpm.masking import make_mask_generator
 
@@ -206,7 +206,7 @@ def compute_visualization(
     loss_mask_ratio: Optional[float] = None,
     seed: int = 0,
 ) -> Visualization:
-    """Maps of seed 000 Fig. 2 for ONE clip.
+    """Maps of HPM journal Fig. 2 for ONE clip.
 
     Args:
         model: the pre-trained `MaskedAutoencoder` (student).

@@ -5,7 +5,7 @@
 that returns a bool mask ``[B, N]`` (True = masked, time-major token order).
 
 Names: ``random`` (MAE), ``tube`` (VideoMAE), ``frame`` (per-frame random), ``hpm``
-(easy-to-hard, seed 000 Eq. 8 / Alg. S1), ``importance`` (ccMIM, seed 004 Eq. 4–6),
+(easy-to-hard, HPM journal Eq. 8 / Alg. S1), ``importance`` (ccMIM Eq. 4–6),
 ``running_cell`` (VideoMAE V2's decoder mask; see :mod:`.running_cell`).
 """
 from .base import (

@@ -11,7 +11,7 @@ class FrameMaskGenerator(SliceMaskGenerator):
     """Per-frame random masking: ``int(γ·n_s)`` tokens masked in each slice, drawn independently.
 
     Same per-slice count as ``tube`` (VideoMAE's ``int(γ·n_s)``, ``n_s = H'·W'``) so the two are
-    directly comparable; this is the α = 0 limit of HPM's per-frame masking (seed 000 §1:
+    directly comparable; this is the α = 0 limit of HPM's per-frame masking (HPM journal §1:
     "the mask of each frame is generated independently").
     """
 

@@ -1,6 +1,6 @@
 """``hpm``: HPM's easy-to-hard masking guided by teacher-predicted losses.
 
-Seed 000 §3.4 (Eq. 8) and supplement seed 002 Alg. S1. At progress ``t/T`` a fraction
+The HPM journal version §3.4 (Eq. 8) and the HPM supplement Alg. S1. At progress ``t/T`` a fraction
 ``α_t = α_0 + (t/T)·(α_T − α_0)`` (Eq. 8) of the masked patches is chosen by the teacher's
 predicted reconstruction loss ``L̂^t`` (the hardest ones, ``argmax``), the rest at random.
 """
@@ -28,7 +28,7 @@ _MODES = ("argmax", "argmin")
 
 @register_mask_generator("hpm")
 class HPMMaskGenerator(MaskGenerator):
-    """Easy-to-hard mask from per-token scores (teacher-predicted losses), seed 000 Eq. 8.
+    """Easy-to-hard mask from per-token scores (teacher-predicted losses), HPM journal Eq. 8.
 
     Within each *row* of ``n`` tokens (see below), with ``k`` tokens to mask:
 
@@ -39,7 +39,7 @@ class HPMMaskGenerator(MaskGenerator):
        ``n − p`` tokens.
 
     Rows: for video (T' > 1) with ``per_frame=True`` (default) each time slice is a row,
-    ``n = n_s = H'·W'`` and ``k = int(γ·n_s)`` as ``frame``/``tube`` (seed 000 §1: "the mask of
+    ``n = n_s = H'·W'`` and ``k = int(γ·n_s)`` as ``frame``/``tube`` (HPM journal §1: "the mask of
     each frame is generated independently"); for images (T' = 1) or ``per_frame=False`` the
     row is the whole sample, ``n = N`` and ``k = N − int(N·(1−γ))`` as ``random`` / Alg. S1.
     Hence α_t = 0 reproduces ``frame`` (video) / ``random`` (image) exactly in distribution.

@@ -1,4 +1,4 @@
-"""``importance``: ccMIM's contextual masking by [CLS]-attention importance (seed 004 §3.2).
+"""``importance``: ccMIM's contextual masking by [CLS]-attention importance (ccMIM paper §3.2).
 
 Two pieces:
 
@@ -40,7 +40,7 @@ def cls_attention_importance(
     scale: Optional[float] = None,
     direction: str = "cls_to_patch",
 ) -> torch.Tensor:
-    """Patch importance from [CLS] attention, seed 004 Eq. 4 → ``[B, N]`` (rows sum to 1).
+    """Patch importance from [CLS] attention, ccMIM paper Eq. 4 → ``[B, N]`` (rows sum to 1).
 
     Either from query/key tensors of one attention layer (cheapest: only the [CLS] row of
     ``q K^T`` is formed, O(N·d) instead of the O(N²) map SDPA never materializes)::
@@ -106,7 +106,7 @@ def cls_attention_importance(
 
 @register_mask_generator("importance")
 class ImportanceMaskGenerator(MaskGenerator):
-    """Importance-sampled mask (ccMIM, seed 004 Eq. 5–6) from ``scores`` = importance ``[B, N]``.
+    """Importance-sampled mask (ccMIM Eq. 5–6) from ``scores`` = importance ``[B, N]``.
 
     The masked set is a sample *without replacement* from the importance distribution, so that
     high-importance patches are masked more often but not deterministically (the remaining

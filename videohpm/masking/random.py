@@ -13,7 +13,7 @@ class RandomMaskGenerator(MaskGenerator):
     """Uniformly random mask over all ``N = T'·H'·W'`` tokens, independently per sample.
 
     Counts follow MAE's ``len_keep = int(N·(1−γ))`` visible tokens, i.e.
-    ``N − int(N·(1−γ))`` masked tokens per sample (also the count of seed 002, Alg. S1).
+    ``N − int(N·(1−γ))`` masked tokens per sample (also the count of HPM supplement, Alg. S1).
     Video tokens are treated like image tokens (MAE-ST style "spacetime-agnostic" masking).
     """
 

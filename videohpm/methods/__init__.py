@@ -46,7 +46,7 @@ def build_recipe(name: str, model: nn.Module, mask_generator: Any = None, *, mto
     Example: `build_recipe("hpm", create_model("pretrain_videomae_small_patch16_224",
     loss_predictor=True), make_mask_generator("hpm", mask_ratio=0.9), loss_pred="relative")`.
 
-    `mto`: add MTO's decoder-token losses (seed 003 Alg. 1) to a recipe whose decoder sees mask
+    `mto`: add MTO's decoder-token losses (MTO paper Alg. 1) to a recipe whose decoder sees mask
     tokens (mae, hpm, ccmim): `true` for the defaults or a dict of `enable_mto` options
     (`weight`, `w_spa`, `w_e`, `w_r`, `decoders`, ...). Computed from the decoder's own tokens
     (forward hooks), without a second pass.

@@ -1,4 +1,4 @@
-"""ccMIM: contrasting-aided contextual masked modeling (seed 004 §3.2, Fig. 1, Eq. 4–10).
+"""ccMIM: contrasting-aided contextual masked modeling (ccMIM paper §3.2, Fig. 1, Eq. 4–10).
 
 One step:
 
@@ -51,7 +51,7 @@ _LAYERS = ("last", "all")
 
 
 def projector_head(in_dim: int, out_dim: int = 256, hidden_dim: Optional[int] = None) -> nn.Sequential:
-    """Projector g (seed 004 §3.1: two-layer MLP): Linear-BN-ReLU-Linear-BN(no affine).
+    """Projector g (ccMIM paper §3.1: two-layer MLP): Linear-BN-ReLU-Linear-BN(no affine).
 
     Same layout as the official ccMIM code; BatchNorm needs ≥ 2 samples per device in training.
     """
@@ -76,7 +76,7 @@ def predictor_head(dim: int = 256, hidden_dim: int = 512) -> nn.Sequential:
 
 
 class CCMIM(nn.Module):
-    """ccMIM recipe (seed 004 Eq. 4–10).
+    """ccMIM recipe (ccMIM paper Eq. 4–10).
 
     Args:
         model: a masked autoencoder with the [CLS] hooks listed in the module docstring.

@@ -1,4 +1,4 @@
-"""Linear probing recipe (seed 000 Tables 1, 4, 5; supplement §A.1 and Table S3).
+"""Linear probing recipe (HPM journal Tables 1, 4, 5; supplement §A.1 and Table S3).
 
 Protocol (MoCo v3 / MAE, as the papers state): the pre-trained encoder is frozen and kept in eval
 mode; the feature is the encoder's tokens mean-pooled (supplement §A: "features globally averaged

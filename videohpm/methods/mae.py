@@ -1,13 +1,13 @@
 """Plain masked-autoencoder pre-training (MAE / VideoMAE) with a chosen mask strategy.
 
-The recipe is the reference point of every ablation in seed 000 (Tables 10–12, row "random"):
+The recipe is the reference point of every ablation in the HPM journal version (Tables 10–12, row "random"):
 the mask comes from a fixed strategy (random, tube, per-frame random) and the only objective is
 the reconstruction loss of Eq. 3 on the masked patches.
 
 Options shared with the HPM recipe (helpers below):
 
 - ``target``: ``pixel`` (default), ``ema_features`` (features of an EMA copy of the model,
-  seed 000 Table 1 "EMA features"; BootMAE-like — MAE then keeps an EMA teacher with
+  HPM journal Table 1 "EMA features"; BootMAE-like — MAE then keeps an EMA teacher with
   ``momentum``), ``teacher_features`` (a frozen pre-trained teacher from a local file,
   ``feature_teacher={"model": name, "path": file, "kwargs": {...}}``; Table 1 "DINO / CLIP
   features"). Feature targets use the ℓ2-normalized MSE of

@@ -1,4 +1,4 @@
-"""MTO as an add-on to any MAE-style recipe (seed 003, Algorithm 1): ``enable_mto(recipe)``.
+"""MTO as an add-on to any MAE-style recipe (MTO paper, Algorithm 1): ``enable_mto(recipe)``.
 
 MTO regularizes the *decoder* tokens (mask tokens vs. visible latents), layer by layer, with
 ``L_spa + L_e + L_r`` (Eq. 3–5, :mod:`videohpm.objectives.mto`). The decoder's per-layer tokens
@@ -134,7 +134,7 @@ def enable_mto(
     scale: float = 1.0,
     spa_layers: str = "first",
 ) -> MTOHandle:
-    """Add MTO (seed 003 Alg. 1) to ``recipe``: ``loss ← loss + weight·(w_spa·L_spa + w_e·L_e + w_r·L_r)``.
+    """Add MTO (MTO paper Alg. 1) to ``recipe``: ``loss ← loss + weight·(w_spa·L_spa + w_e·L_e + w_r·L_r)``.
 
     Args:
         recipe: a recipe whose ``model`` has the decoders named in ``decoders`` and whose forward

@@ -1,6 +1,6 @@
 """Masked autoencoder with a pixel reconstructor d_φ and an optional loss predictor d_ψ.
 
-Seed 000 (HPM) §3.1, Fig. 3: an encoder ``f_θ`` sees only the visible tokens; the visual
+The HPM journal version §3.1, Fig. 3: an encoder ``f_θ`` sees only the visible tokens; the visual
 reconstructor ``d_φ`` predicts the masked patches (Eq. 3) and the loss predictor ``d_ψ`` — the
 same decoder class with a 1-d head — predicts a per-patch reconstruction-loss score (Eq. 4–7).
 The HPM teacher runs ``d_ψ(f_θ(x))`` on *all* tokens (``mask=None``).

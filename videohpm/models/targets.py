@@ -1,6 +1,6 @@
-"""Reconstruction targets beyond pixels: feature distillation (seed 000 §4.1.1, Table 1).
+"""Reconstruction targets beyond pixels: feature distillation (HPM journal §4.1.1, Table 1).
 
-Seed 000 compares four targets for the same recipe: raw/normalized RGB pixels (MAE), and the
+The HPM journal version compares four targets for the same recipe: raw/normalized RGB pixels (MAE), and the
 features of an EMA teacher, of DINO and of CLIP. "For knowledge distillation cases, we first
 apply ℓ2 normalization to the features output from the teacher and the student, and then
 minimize their MSE distances" — :func:`normalized_feature_loss`. HPM's loss predictor then
@@ -59,7 +59,7 @@ Grid3 = Tuple[int, int, int]
 
 
 def normalized_feature_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-token feature-distillation loss of seed 000 Table 1: MSE of ℓ2-normalized features.
+    """Per-token feature-distillation loss of HPM journal Table 1: MSE of ℓ2-normalized features.
 
     ``ℓ_i = mean_d (p̂_id − t̂_id)²`` with ``p̂ = p/‖p‖₂``, ``t̂ = t/‖t‖₂``; equal to
     ``(2 − 2·cos(p_i, t_i)) / D``, so minimizing it maximizes the cosine similarity.

@@ -3,10 +3,10 @@
 Per-masked-token tensors are ``[B, N_masked, ...]`` in ascending token order
 (``x[mask].view(B, -1, ...)``).
 
-- ``reconstruction``: L_rec, seed 000 Eq. 3.
+- ``reconstruction``: L_rec, HPM journal Eq. 3.
 - ``loss_prediction``: L_pred relative BCE (Eq. 5–7) and absolute MSE (Eq. 4).
-- ``contrastive``: ccMIM L_NCE / L_align (seed 004 Eq. 7–8).
-- ``mto``: MTO heterogeneity regularizers (seed 003 Eq. 2–5).
+- ``contrastive``: ccMIM L_NCE / L_align (ccMIM paper Eq. 7–8).
+- ``mto``: MTO heterogeneity regularizers (MTO paper Eq. 2–5).
 """
 from .contrastive import align_loss, gather_batch, nce_loss
 from .loss_prediction import (

@@ -1,4 +1,4 @@
-"""ccMIM's single-view contrastive objectives on the [CLS] tokens (seed 004 §3.2, Eq. 7–8).
+"""ccMIM's single-view contrastive objectives on the [CLS] tokens (ccMIM paper §3.2, Eq. 7–8).
 
 The encoder runs twice on one clip: on the visible set V and on the masked set M (the
 important patches). Their [CLS] tokens, passed through the projector g, give ``h^V`` and
@@ -82,7 +82,7 @@ def nce_loss(
     gather: bool = True,
     gather_grad: str = "local",
 ) -> torch.Tensor:
-    """L_NCE of seed 004 Eq. 7, mean over this rank's samples.
+    """L_NCE of ccMIM paper Eq. 7, mean over this rank's samples.
 
     For each local sample i, with ``m_i = SG(h_i^M)``, ``v_j = h_j^V`` and cosine ``sim``::
 
@@ -134,7 +134,7 @@ def nce_loss(
 
 
 def align_loss(p_vis: torch.Tensor, h_mask: torch.Tensor) -> torch.Tensor:
-    """L_align of seed 004 Eq. 8: ``E_i[1 − sim(SG(h_i^M), p(h_i^V))]`` (cosine similarity).
+    """L_align of ccMIM paper Eq. 8: ``E_i[1 − sim(SG(h_i^M), p(h_i^V))]`` (cosine similarity).
 
     Args:
         p_vis: ``[B, D]`` predictor output ``p(h^V)`` of the visible branch (with grad).

@@ -1,4 +1,4 @@
-"""Loss-predictor objectives L_pred of HPM (seed 000 §3.3): relative BCE (Eq. 5–7), absolute MSE (Eq. 4).
+"""Loss-predictor objectives L_pred of HPM (HPM journal §3.3): relative BCE (Eq. 5–7), absolute MSE (Eq. 4).
 
 Both take the student's predicted losses ``L̂^s = d_ψ(f_θ(x ⊙ M))`` and the per-patch
 reconstruction losses ``L_rec`` of the same masked tokens, ``[B, Nm]`` each in ascending
@@ -106,7 +106,7 @@ def relative_loss_prediction(
     *,
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
 ) -> torch.Tensor:
-    """Relative (ranking) loss-prediction objective, seed 000 Eq. 5–7.
+    """Relative (ranking) loss-prediction objective, HPM journal Eq. 5–7.
 
     ``L_pred = −Σ_i Σ_{j≠i} [1⁺_ij log σ(L̂_i − L̂_j) + 1⁻_ij log(1 − σ(L̂_i − L̂_j))]``
     over the masked patches of each sample (Eq. 6–7 restrict to ``M_i = M_j`` = masked),
@@ -156,7 +156,7 @@ def absolute_loss_prediction(
     standardize: bool = False,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """Absolute loss-prediction objective, seed 000 Eq. 4: MSE to the detached L_rec.
+    """Absolute loss-prediction objective, HPM journal Eq. 4: MSE to the detached L_rec.
 
     ``L_pred = mean over masked tokens of (L̂_i − L_rec(i))²``.
 

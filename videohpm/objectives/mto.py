@@ -1,4 +1,4 @@
-"""Masked Token Optimization (MTO) regularizers, seed 003 §3.1 and §4 (Eq. 2–5, Algorithm 1).
+"""Masked Token Optimization (MTO) regularizers, MTO paper §3.1 and §4 (Eq. 2–5, Algorithm 1).
 
 Applied to the decoder of an MAE-style model (the tokens that mix mask tokens with visible
 latents): ``tokens[l]: [B, N, D]`` for ``l = 0..L``, where layer 0 is the decoder *input*

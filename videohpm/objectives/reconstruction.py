@@ -1,4 +1,4 @@
-"""Reconstruction objective L_rec (seed 000 §3.2, Eq. 3).
+"""Reconstruction objective L_rec (HPM journal §3.2, Eq. 3).
 
 ``L_rec = M(d_φ(f_θ(x ⊙ M)), T(x ⊙ (1 − M)))`` with M the (normalized) ℓ2 distance of
 MAE/VideoMAE: the squared error averaged over each patch vector gives a per-patch loss
