@@ -66,6 +66,14 @@ def test_smoke_demo_writes_report_with_real_numbers(smoke_demo):
     assert len(fig2["video"]) == 1 and len(fig2["image"]) == 1
     for it in fig2["video"] + fig2["image"]:
         assert (out / "figures" / it["animation"]).read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    # the header says what machine the timings are from: the calibration GEMM, ATen's level, kernels
+    import torch
+
+    m = summary["machine"]
+    header = report.split("\n## ")[0]
+    assert m["gemm_gflops_1thread"] > 0.5 and m["aten"] == torch.backends.cpu.get_cpu_capability()
+    assert f"calibration {m['gemm_gflops_1thread']:.0f} GFLOP/s (1-thread fp32 1024³ GEMM)" in header
+    assert f"~{vdemo.SIZED_FOR_GFLOPS:.0f} GFLOP/s" in header
     # every stage timed, every tool's run folder complete
     assert set(summary["stages"]) == {"data", "video pre-training", "video fine-tuning", "video test",
                                       "image pre-training", "image fine-tuning", "image test", "figures",
@@ -82,6 +90,16 @@ def test_smoke_demo_writes_report_with_real_numbers(smoke_demo):
         for run in ("pretrain", "finetune"):
             assert (out / kind / run / "model_final.pth").is_file()
             assert json.loads((out / kind / run / ".stage.json").read_text())["status"] == "done"
+
+
+def test_calibration_gemm_restores_the_thread_setting():
+    import torch
+
+    from videohpm.benchmarks.calibrate import gemm_gflops
+
+    before = torch.get_num_threads()
+    rate = gemm_gflops(n=256, repeats=2, min_seconds=0.02)
+    assert torch.get_num_threads() == before and 0.5 < rate < 1e5
 
 
 def test_rerun_reuses_finished_stages_and_redoes_changed_ones(smoke_demo, capsys):

@@ -73,6 +73,8 @@ IMAGE_CLASSES = 10
 # more videos than the data maker's default (24 / 8 per class) so that accuracies are less noisy.
 DEMO_DATA: Dict[str, Any] = dict(formats=("ssv2",), images=True, train_per_class=48, val_per_class=16)
 CHANCE = {"video": 100.0 / VIDEO_CLASSES, "image": 100.0 / IMAGE_CLASSES}  # top-1 of a uniform guess, %
+#: Calibration figure of the slowest machine the default demo is sized for (≤ 20 min on 2 cores).
+SIZED_FOR_GFLOPS = 45.0
 
 
 class DemoError(RuntimeError):
@@ -255,6 +257,8 @@ class StageRunner:
             [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if sys.prefix != sys.base_prefix:  # a venv: DeepSpeed's JIT comm op is built in its own cache
+            env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
         shown = " ".join(str(c) for c in cmd).replace(str(REPO) + os.sep, "")
         print(f"    $ {shown}", flush=True)
         tail = bytearray()
@@ -532,8 +536,9 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     _prepare_out(out, opts.overwrite)
     kinds = ["video"] + (["image"] if opts.images else [])
     runner = StageRunner(out, opts, total=1 + 3 * len(kinds) + 3)
+    machine = machine_summary()
     print(f"videohpm demo → {out}  ({'smoke' if opts.smoke else 'full'}; {opts.ranks} training rank(s); "
-          f"{os.cpu_count()} CPU cores)", flush=True)
+          f"{os.cpu_count()} CPU cores; {format_machine(machine)})", flush=True)
     meta = _data_stage(runner, out, opts)
 
     results: Dict[str, Any] = {}
@@ -579,7 +584,7 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     ablation_md = out / "ablation" / "ABLATION.md"  # written by tools/ablation.py, if it has run
     summary = {"results": results, "figures": figures, "stages": runner.timings, "smoke": opts.smoke,
                "ablation": ablation_md.read_text() if ablation_md.is_file() else None, "predict": predict,
-               "ranks": opts.ranks, "cpu_count": os.cpu_count(), "seed": opts.seed,
+               "ranks": opts.ranks, "cpu_count": os.cpu_count(), "seed": opts.seed, "machine": machine,
                "total_seconds": round(time.time() - t_start, 1), "out_dir": str(out)}
     runner._announce("report", "REPORT.md and summary.json")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -587,6 +592,26 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     print(f"\n{format_results_table(results)}\n\nreport: {out / 'REPORT.md'}  "
           f"(total {summary['total_seconds']:.0f} s)", flush=True)
     return summary
+
+
+def machine_summary() -> Dict[str, Any]:
+    """The calibration figure (GFLOP/s of a 1-thread fp32 1024³ GEMM), ATen's CPU capability, the
+    ISA caps in the environment and the kernels chosen: what machine the timings are from."""
+    from videohpm.benchmarks.calibrate import gemm_gflops
+    from videohpm.models import cpu_kernels
+
+    kernels = cpu_kernels.chosen_kernels()
+    cap = kernels["cpu"]
+    return {"gemm_gflops_1thread": round(gemm_gflops(), 1), "aten": cap["aten"], "caps": cap["caps"],
+            "bf16_fast": cap["bf16_fast"], "kernels": kernels["fp32"]}
+
+
+def format_machine(m: Dict[str, Any]) -> str:
+    if not m:
+        return "not recorded"
+    caps = ", ISA caps " + " ".join(f"{k}={v}" for k, v in m.get("caps", {}).items()) if m.get("caps") else ""
+    return (f"calibration {m.get('gemm_gflops_1thread', float('nan')):.0f} GFLOP/s (1-thread fp32 1024³ GEMM), "
+            f"ATen {m.get('aten')}{caps}, fp32 kernels {m.get('kernels')}")
 
 
 def format_results_table(results: Dict[str, Any]) -> str:
@@ -617,6 +642,10 @@ def format_report(summary: Dict[str, Any]) -> str:
         f"({'smoke test, tiny data — numbers mean nothing' if summary['smoke'] else 'make demo'})"
         f" on {time.strftime('%Y-%m-%d %H:%M')}: {summary['cpu_count']} CPU core(s), "
         f"{summary['ranks']} training rank(s), seed {summary['seed']}, total {summary['total_seconds']:.0f} s.",
+        "",
+        f"Machine: {format_machine(summary.get('machine') or {})}. The demo is sized to take under 20 minutes "
+        f"on a 2-core machine whose 1-thread fp32 1024³ GEMM runs at ~{SIZED_FOR_GFLOPS:.0f} GFLOP/s "
+        "(docs/DEMO.md).",
         "",
         "## Accuracy (multi-view test of the fine-tuned models)",
         "",

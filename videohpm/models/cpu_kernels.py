@@ -172,8 +172,14 @@ def _resolve(setting: str) -> bool:
     return on
 
 
+_RESOLVED: Dict[str, bool] = {}  # setting -> choice, a plain dict that torch.compile reads as a constant
+
+
 def _enabled() -> bool:
-    return _resolve(_SETTING)
+    on = _RESOLVED.get(_SETTING)
+    if on is None:
+        on = _RESOLVED[_SETTING] = _resolve(_SETTING)
+    return on
 
 
 def _bf16_kernel(setting: str) -> str:
