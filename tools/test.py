@@ -5,6 +5,7 @@
     python tools/test.py --config configs/finetune/ssv2_vit_b.yaml checkpoint=outputs/ft/model_final.pth
     # all GPUs of a node: ranks share the videos, results are gathered and de-duplicated
     deepspeed --num_gpus 8 tools/test.py --config configs/finetune/k400_vit_b.yaml checkpoint=outputs/ft
+    torchrun --nproc_per_node 8 tools/test.py --config ...     # or srun python tools/test.py ... (SLURM)
     # other views, VideoMAE V1's per-rank files for its `merge`, the model EMA
     python tools/test.py --config ... checkpoint=... data.test_num_clips=2 data.test_num_crops=3 \
         --videomae-txt --ema

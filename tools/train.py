@@ -7,6 +7,9 @@
     deepspeed --num_gpus 8 tools/train.py --config configs/pretrain/ssv2_vit_b_hpm.yaml
     # several nodes
     deepspeed --hostfile hosts.txt tools/train.py --config configs/pretrain/k400_vit_b_hpm.yaml
+    # torchrun, or SLURM (one task per GPU; ranks from SLURM_PROCID / NTASKS / LOCALID / NODELIST)
+    torchrun --nproc_per_node 8 tools/train.py --config configs/pretrain/ssv2_vit_b_hpm.yaml
+    srun python tools/train.py --config ...        # or: sbatch tools/slurm/train.sbatch CONFIG ...
     # continue a killed run from its newest complete checkpoint
     python tools/train.py --config ... train.resume=auto
     # linear probing of a pre-trained encoder (SGD, supplement Table S3); model_final.pth keeps

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from videohpm import distributed as vdist
 from videohpm.config import ConfigError, save_config
 from videohpm.engine import checkpoint as ckpt
+from videohpm.engine import elastic
 
 __all__ = ["RESUME_IGNORED_KEYS", "RunPlan", "config_digest", "config_differences", "plan_run",
            "prepare_run_folder"]
@@ -130,7 +131,9 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     if t.resume == "auto" and complete:
         info = complete[-1]
         meta = _checkpoint_meta(info)
-        if meta["digest"] != digest:
+        # Another rank count with train.batch_size / accum_steps keeping the global batch is the same
+        # run continued elastically (engine.elastic checks the rest before DeepSpeed is built).
+        if meta["digest"] != digest and not elastic.rank_change_keeps_global_batch(meta["config"], info, cfg):
             diff = config_differences(meta["config"], cfg)
             if not t.resume_force:
                 raise ConfigError(
