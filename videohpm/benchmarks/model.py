@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-mask-ratio", type=float, default=0.5,
                    help="running-cell decoder mask ratio of the *_decmask variants (VideoMAE V2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: every variant's forward under bf16 autocast and HPM's teacher in bf16 "
+                        "(train.precision=bf16 semantics, for GPUs); fp32 weights and optimizer either way")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     return p
 
@@ -152,6 +155,7 @@ class _Variant:
         except (RuntimeError, TypeError, ValueError):
             self.opt = torch.optim.AdamW(params, **kw)
         self.timer = _Timer(device)
+        self.precision = "fp32"  # run(): --precision
         self.steps: List[float] = []
         self.cpu: List[float] = []  # process CPU time per step (all threads)
         self.first_step: Optional[float] = None
@@ -164,7 +168,8 @@ class _Variant:
         timer.sync()
         t0 = time.perf_counter()
         c0 = time.process_time()
-        with timer.phase("forward"):
+        with timer.phase("forward"), torch.autocast(self.timer.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
             loss = self.forward()
         with timer.phase("backward"):
             loss.backward()
@@ -250,7 +255,8 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
         torch.manual_seed(args.seed)
         model = create_model(args.model, loss_predictor=True, torch_compile=compiled, **size).to(device)
         recipe = build_recipe("hpm", model, make_mask_generator("hpm", mask_ratio=args.mask_ratio),
-                              loss_pred="relative", teacher_precision="bf16" if teacher_bf16 else "fp32",
+                              loss_pred="relative",
+                              teacher_precision="bf16" if teacher_bf16 or args.precision == "bf16" else "fp32",
                               teacher_mode=mode, **decmask(modes[key][1] if key in modes else name)).train()
         v = _Variant(name, lambda r=recipe: r(batch, args.progress)["loss"], list(recipe.parameters()), device,
                      on_step_end=recipe.on_step_end, kernels=args.cpu_kernels)
@@ -270,6 +276,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     variants = _build(args, device)
+    for v in variants:
+        v.precision = args.precision
     t_build = time.perf_counter()
     for i in range(args.warmup + args.iters):
         for v in variants:  # round robin: background load hits every variant alike
@@ -282,6 +290,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     res: Dict[str, Any] = {
         "config": dict(model=args.model, batch_size=args.batch_size, num_frames=args.num_frames,
                        img_size=args.img_size, mask_ratio=args.mask_ratio, threads=args.threads,
+                       precision=args.precision,
                        warmup=args.warmup, iters=args.iters, device=str(device), cpu_kernels=args.cpu_kernels,
                        torch=torch.__version__, machine=platform.processor() or platform.machine()),
         "wall_s": wall,
