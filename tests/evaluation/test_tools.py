@@ -153,3 +153,21 @@ def test_tools_test_py_fails_when_no_video_could_be_evaluated(demo, tmp_path, ca
     assert rc == 1 and "no video could be evaluated (1 broken" in err, err[-2000:]
     m = json.load(open(out / "metrics.json"))  # the broken video is still listed
     assert m["num_videos"] == 0 and m["num_broken"] == 1
+
+
+def test_tools_test_py_refuses_labels_the_head_cannot_produce(demo, tmp_path, capsys):
+    """A test-list label >= the classifier's outputs stops tools/test.py before any video is
+    decoded (it would otherwise be counted as a wrong answer), naming the list and the key."""
+    cfg = load_config(FT)  # an 8-class head
+    _save_final(cfg, tmp_path / "model_final.pth")
+    with open(demo["test"]) as f:
+        first = f.read().splitlines()[0].rsplit(" ", 1)[0]
+    bad = tmp_path / "nine.csv"
+    bad.write_text(f"{first} 9\n")
+    out = tmp_path / "test"
+    rc = _tool("test").main(["--config", FT, f"checkpoint={tmp_path}", "--output-dir", str(out), "--no-flops",
+                             f"data.test={bad}", f"data.data_root={demo['videos']}", "data.dataset=k400",
+                             "data.num_classes=10", "data.test_num_clips=1", "data.test_num_crops=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "data.test: label 9" in err and "model.kwargs.num_classes=8" in err, err[-2000:]
+    assert not (out / "metrics.json").exists() and not (out / "predictions.csv").exists()

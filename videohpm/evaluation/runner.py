@@ -184,6 +184,20 @@ def _amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     return None
 
 
+def _check_test_labels(net: nn.Module, dataset: Any, cfg: DictConfig) -> None:
+    """The test list's labels against the classifier's outputs, before any video is decoded
+    (a label the head cannot produce would otherwise just count as wrong)."""
+    from videohpm.config import check_labels
+
+    inner = net.recipe if isinstance(net, _Logits) else net
+    classes = getattr(inner, "num_classes", None)
+    labels = getattr(getattr(dataset, "videos", None), "labels", None)
+    if not classes or labels is None:
+        return
+    key = "method.kwargs.num_classes" if cfg.method.name == "linear_probe" else "model.kwargs.num_classes"
+    check_labels({"data.test": labels}, int(classes), key)
+
+
 def run_test(
     cfg: DictConfig,
     checkpoint: str,
@@ -208,6 +222,7 @@ def run_test(
     data_cfg = resolve(OmegaConf.to_object(cfg.data))
     net = load_classifier(cfg, checkpoint, ema=ema).to(device)
     dataset = build_dataset(cfg.data, "test")
+    _check_test_labels(net, dataset, cfg)
     clips, crops = int(data_cfg.test_num_clips), int(data_cfg.test_num_crops)
     amp = _amp_dtype(str(cfg.train.precision), device)
     log.info("testing %d videos × %d clips × %d crops on %d rank(s), %s", len(dataset), clips, crops,
