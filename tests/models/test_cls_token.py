@@ -1,4 +1,4 @@
-"""The optional learned [CLS] token of the encoder (ccMIM, seed 004 §3.2 / §4 "Backbone") and its
+"""The optional learned [CLS] token of the encoder (ccMIM §3.2 / §4 "Backbone") and its
 [CLS]-row attention logits (Eq. 4), against a brute-force transformer written from the equations."""
 from __future__ import annotations
 

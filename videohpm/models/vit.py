@@ -419,7 +419,7 @@ class VisionTransformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
         self.apply(init_vit_weights)
-        # Optional learned [CLS] token (ccMIM, seed 004 §4 "Backbone"); VideoMAE has none, so it
+        # Optional learned [CLS] token (ccMIM §4 "Backbone"); VideoMAE has none, so it
         # is off by default and then adds no state-dict key. Its position embedding is the zero
         # vector, as in MAE's table (a learned one would only duplicate the learned token).
         if cls_token:
