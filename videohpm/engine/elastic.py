@@ -34,7 +34,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from videohpm import distributed as vdist
@@ -64,7 +63,7 @@ def _saved_layout(info: ckpt.CheckpointInfo) -> Dict[str, Any]:
 
     with open(os.path.join(info.path, ckpt.COMPLETE_MARKER)) as f:
         marker = json.load(f)
-    state = torch.load(os.path.join(info.path, ckpt.TRAINER_STATE), map_location="cpu", weights_only=True)
+    state = ckpt.read_trainer_state(info.path)
     return {"world": marker.get("world_size"), "state": state}
 
 
@@ -147,12 +146,25 @@ def rank_change_keeps_global_batch(old_config: Mapping[str, Any], info: ckpt.Che
     return config_digest(old) == config_digest(new)
 
 
+_SAFE_CONVERT = (
+    "import sys\n"
+    "from deepspeed.checkpoint import ds_to_universal as m\n"
+    "from videohpm.engine.checkpoint import deepspeed_safe_globals\n"
+    "from videohpm.models.checkpoint import weights_only_loads\n"
+    "sys.argv = ['ds_to_universal', *sys.argv[1:]]\n"
+    "with weights_only_loads(deepspeed_safe_globals()):\n"
+    "    m.main(m.parse_arguments())\n"
+)
+
+
 def _convert(src: ckpt.CheckpointInfo, dst: str) -> None:
     """`ds_to_universal` of `src` into `dst` (atomic: written to `dst.tmp`, then renamed)."""
     tmp = dst + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", src.path,
+    # DeepSpeed's converter asks torch.load to unpickle (weights_only=False); run it with every
+    # load routed through the project's one reader (weights_only, DeepSpeed's four classes only).
+    cmd = [sys.executable, "-c", _SAFE_CONVERT, "--input_folder", src.path,
            "--output_folder", tmp, "--inject_missing_state", "--num_extract_workers", "1", "--num_merge_workers", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
