@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""`make demo-ablation`: seed 000 Table 12 on the demo data — fine-tuning top-1 (mean ± std over
+"""`make demo-ablation`: HPM journal Table 12 on the demo data — fine-tuning top-1 (mean ± std over
 seeds) after no pre-training, MAE with tube masks, MAE with per-frame random masks, HPM's L_pred
 with random masks, and full HPM (learn-to-mask, easy-to-hard), all with the demo's video budget;
 plus, per row, the k-NN top-1 of the frozen encoder (`tools/knn.py`) and the top-1 after

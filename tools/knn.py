@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Weighted k-NN classification on frozen encoder features (seed 000 Tables 1, 4, 5; DINO's protocol).
+"""Weighted k-NN classification on frozen encoder features (HPM journal Tables 1, 4, 5; DINO's protocol).
 
     # a pre-training run's encoder: data.train = memory bank, data.val = queries (labelled lists)
     python tools/knn.py --config configs/pretrain/ssv2_vit_b_hpm.yaml checkpoint=outputs/pt/model_final.pth \\

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Look at what HPM sees (seed 000 Fig. 2), or plot a run's training curves.
+"""Look at what HPM sees (HPM journal Fig. 2), or plot a run's training curves.
 
     # input / true loss / predicted loss / HPM mask at progress t/T / reconstruction
     python tools/visualize.py --config configs/test/pretrain_hpm_tiny.yaml checkpoint=outputs/pre \

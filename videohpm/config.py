@@ -181,7 +181,7 @@ class TrainConfig:
             student weights (all-reduce max − min; debugging aid, costs one full gather); 0 = off.
         dist_backend: "" (nccl on GPUs, gloo on CPUs), or an explicit backend.
         knn_every: every N epochs (and after the last one) report the weighted k-NN top-1 of
-            the student encoder's mean-pooled features (seed 000 Tables 1/4/5, DINO's protocol) as a
+            the student encoder's mean-pooled features (HPM journal Tables 1/4/5, DINO's protocol) as a
             health metric of pre-training; 0 = off. Needs labelled `data.train` and `data.val`
             (and `data.num_classes` for video lists); both are read with the deterministic
             validation transform (centre clip, centre crop, no augmentation).

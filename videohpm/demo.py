@@ -5,7 +5,7 @@ The demo (:func:`run_demo`, `tools/demo.py`) runs, each stage printing what it d
 1. **data** — the motion demo set (:func:`videohpm.data.make_demo_data`: 8 motion classes of
    moving / rotating / zooming digits, 64×64 VP9 webm in the SSv2 layout, and scikit-learn's
    handwritten digits as an ImageFolder);
-2. **video pre-training** — HPM (seed 000 §3: L = L_rec + L_pred, Eq. 2; easy-to-hard masks,
+2. **video pre-training** — HPM (HPM journal §3: L = L_rec + L_pred, Eq. 2; easy-to-hard masks,
    Eq. 8) of a small ViT through `tools/train.py` (DeepSpeed; `--ranks 2` launches two CPU
    ranks with the `deepspeed` launcher);
 3. **video fine-tuning** from the exported weights (`tools/train.py`), then the
@@ -19,7 +19,7 @@ The demo (:func:`run_demo`, `tools/demo.py`) runs, each stage printing what it d
 
 The ablation (:func:`run_ablation`, `tools/ablation.py`) runs five variants with the same budget
 (epochs, batch, lr, model) over several seeds and writes `<out>/ABLATION.md`, a table of
-fine-tuning top-1 (mean ± std) like seed 000 Table 12: no pre-training, MAE + tube masks, MAE +
+fine-tuning top-1 (mean ± std) like HPM journal Table 12: no pre-training, MAE + tube masks, MAE +
 per-frame random masks, HPM's L_pred with per-frame random masks (no learn-to-mask) and full HPM
 (learn-to-mask, easy-to-hard).
 
@@ -669,7 +669,7 @@ def format_report(summary: Dict[str, Any]) -> str:
     lines += ["", "## Training curves", ""]
     for run, png in fig.get("curves", {}).items():
         lines += [f"**{run.replace('_', ' ')}**", "", f"![{run}](figures/{png})", ""]
-    lines += ["## What HPM sees (seed 000 Fig. 2)", "",
+    lines += ["## What HPM sees (HPM journal Fig. 2)", "",
               "Rows: input, true per-patch reconstruction loss (mean over 10 random masks), loss predicted "
               "by the EMA teacher's d_ψ, the easy-to-hard HPM mask at the end of training (α_T), and the "
               "reconstruction under that mask. Columns are frames (a token spans 2 frames).", ""]
@@ -695,7 +695,7 @@ def format_report(summary: Dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The ablation (seed 000 Table 12 on the demo data)
+# The ablation (HPM journal Table 12 on the demo data)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AblationVariant:
@@ -822,7 +822,7 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
            "total_seconds": round(time.time() - t_start, 1)}
     (out / "ablation" / "ablation.json").write_text(json.dumps(doc, indent=1))
     table = format_ablation_table(chosen, summary, results, CHANCE["video"])
-    text = ["# Ablation on the demo data (seed 000 Table 12 protocol, small scale)", "",
+    text = ["# Ablation on the demo data (HPM journal Table 12 protocol, small scale)", "",
             f"Fine-tuning top-1 / top-5 (%) of the multi-view test (mean ± sample std over seeds "
             f"{list(seeds)}); chance = {CHANCE['video']:.1f}%. Same budget for every row: the configs of "
             f"`configs/demo/{'smoke/' if opts.smoke else ''}` (pre-training and fine-tuning epochs, batch, "
@@ -871,7 +871,7 @@ def summarize_ablation(results: Dict[str, Dict[int, Dict[str, float]]]) -> Dict[
 
 def format_ablation_table(variants: Sequence[AblationVariant], summary: Dict[str, Dict[str, float]],
                           results: Dict[str, Dict[int, Dict[str, float]]], chance: float) -> str:
-    """Markdown table in the shape of seed 000 Table 12 (+ per-seed top-1, Δ to the MAE row and,
+    """Markdown table in the shape of HPM journal Table 12 (+ per-seed top-1, Δ to the MAE row and,
     when measured, the k-NN top-1 of the frozen encoder before fine-tuning and the top-1 after
     few-label fine-tuning)."""
     ref = summary.get("mae_frame", {}).get("top1_mean")

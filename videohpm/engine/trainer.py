@@ -11,7 +11,7 @@ recipe attributes it honours:
   validation top-1/top-5 every `train.eval_every` epochs on a deterministic centre view.
 
 With `train.knn_every > 0` the engine also reports the weighted k-NN top-1 of the student
-encoder's mean-pooled features (`videohpm.evaluation.knn`, DINO's protocol as seed 000 uses it) on
+encoder's mean-pooled features (`videohpm.evaluation.knn`, DINO's protocol as HPM journal uses it) on
 the labelled train / val lists every few epochs: a training-free health metric of pre-training.
 
 One optimizer step = `train.accum_steps` micro-batches of `train.batch_size` videos per rank.

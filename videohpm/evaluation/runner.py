@@ -286,7 +286,7 @@ def load_encoder(cfg: DictConfig, checkpoint: Optional[str], teacher: bool = Fal
 
 def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher: bool = False,
             batch_size: Optional[int] = None) -> Dict[str, Any]:
-    """Weighted k-NN top-1/top-5 of a checkpoint's frozen, mean-pooled encoder features (seed 000
+    """Weighted k-NN top-1/top-5 of a checkpoint's frozen, mean-pooled encoder features (HPM journal
     Tables 1, 4, 5; DINO's protocol, `videohpm.evaluation.knn`): `data.train` is the memory bank,
     `data.val` the queries, both through the validation transform; k over `train.knn_k`, T =
     `train.knn_temperature`. All ranks extract their share; rank 0 writes `knn.json`.

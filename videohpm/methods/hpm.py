@@ -1,4 +1,4 @@
-"""Hard Patches Mining (seed 000 §3; Fig. 3): a student that reconstructs and predicts its own
+"""Hard Patches Mining (HPM journal §3; Fig. 3): a student that reconstructs and predicts its own
 per-patch reconstruction loss, and an EMA teacher whose predicted losses choose what to mask.
 
 One training step, as the paper writes it:
@@ -14,13 +14,13 @@ One training step, as the paper writes it:
 4. After the optimizer step the teacher follows the student, `θ_t ← m·θ_t + (1 − m)·θ_s`
    (Eq. 1; encoder, reconstructor and loss predictor alike).
 
-Ablation switches (seed 000 Tables 1, 10–12):
+Ablation switches (HPM journal Tables 1, 10–12):
 - `loss_pred="none", learn_to_mask=False` is plain MAE with the given random strategy;
 - `loss_pred="relative"|"absolute", learn_to_mask=False`: the auxiliary objective only, masks
   from a random strategy (no teacher forward is run at all);
 - `learn_to_mask=True` (default): masks from the teacher's predictions with `mask=hpm`.
 
-Targets (seed 000 Table 1; `videohpm.methods.mae` module doc): `target="pixel"` (default),
+Targets (HPM journal Table 1; `videohpm.methods.mae` module doc): `target="pixel"` (default),
 `"ema_features"` — the EMA teacher's encoder features over all N tokens, read from the teacher
 forward that step 1 runs anyway (one teacher encoder pass per step; when α_t = 0 only the
 encoder runs, not d_ψt; the teacher then exists even with `learn_to_mask=False`) — or
@@ -145,7 +145,7 @@ def _warn_bf16_emulated() -> None:
 
 
 class HPM(TargetMixin, nn.Module):
-    """HPM recipe (seed 000 Eq. 1–8).
+    """HPM recipe (HPM journal Eq. 1–8).
 
     Args:
         model: the student `MaskedAutoencoder`, built with `loss_predictor=True` unless
