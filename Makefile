@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 # own cache, not the shared ~/.cache/torch_extensions, where another ninja (system vs venv) treats
 # the build log as invalid and rebuilds it every time (issue 12).
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
+# ... built by one ninja: the venv's (the system's older one rejects its build log and rebuilds)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: test test-all demo demo-ablation setup clean
 
