@@ -15,6 +15,9 @@ _SLURM = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID
 def clean_env(monkeypatch):
     for k in _SLURM:
         monkeypatch.delenv(k, raising=False)
+    # the getters prefer an initialised process group; an earlier in-process test of the session
+    # may have left a 1-rank one, so these tests read the environment as a fresh process would
+    monkeypatch.setattr(vdist.dist, "is_initialized", lambda: False)
     return monkeypatch
 
 
