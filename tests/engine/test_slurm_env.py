@@ -1,6 +1,8 @@
 """videohpm.distributed's SLURM translation: nodelist expansion and the variables `srun` sets."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from videohpm import distributed as vdist
@@ -13,12 +15,15 @@ _SLURM = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID
 
 @pytest.fixture
 def clean_env(monkeypatch):
+    saved = dict(os.environ)  # apply_slurm_env writes os.environ itself: restore all of it after
     for k in _SLURM:
         monkeypatch.delenv(k, raising=False)
     # the getters prefer an initialised process group; an earlier in-process test of the session
     # may have left a 1-rank one, so these tests read the environment as a fresh process would
     monkeypatch.setattr(vdist.dist, "is_initialized", lambda: False)
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.mark.parametrize("nodelist, hosts", [
