@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from videohpm.data.config import DataConfig
 from videohpm.data.config import validate as validate_data
+from videohpm.precision import PRECISIONS
 
 __all__ = [
     "ConfigError",
@@ -54,7 +55,6 @@ __all__ = [
     "check_labels",
 ]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # `optim.name`: AdamW for pre-training and fine-tuning (Tables S1–S2), SGD with momentum for
 # linear probing (Table S3, MoCo v3's protocol).
 OPTIMIZERS = ("adamw", "sgd")

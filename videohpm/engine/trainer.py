@@ -49,26 +49,15 @@ from videohpm.engine.metrics import MetricLogger, StepAverager
 from videohpm.engine.runs import plan_run, prepare_run_folder
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
 from videohpm.engine.schedules import CosineSchedule
+from videohpm.precision import amp_dtype, resolve_precision
 
 __all__ = ["Trainer", "train", "resolve_precision", "NonFiniteLossError"]
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses: in a row (`train.max_nonfinite`), or in all at the end of the run
     (`train.max_nonfinite_fraction`)."""
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" → bf16 on a CUDA GPU that supports it, fp32 otherwise (CPUs here lack bf16 units)."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 def _seed_all(seed: int) -> None:
@@ -122,7 +111,7 @@ class Trainer:
         self.precision = resolve_precision(t.precision, self.device)
         if self.precision == "fp16" and self.device.type == "cpu":
             raise ConfigError("train.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use fp32 or bf16")
-        self.amp_dtype = _DTYPES.get(self.precision)
+        self.amp_dtype = amp_dtype(self.precision)
         # DeepSpeed casts the student to bf16/fp16. On CUDA, autocast runs norms in fp32 and mixes
         # dtypes freely, so clips stay fp32 (an exact reconstruction target). CPU autocast leaves
         # layer_norm alone and it refuses an fp32 input with bf16 weights: feed clips in the

@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from videohpm.engine.checkpoint import deepspeed_safe_globals
+from videohpm.models import cpu_kernels
 from videohpm.models.checkpoint import read_checkpoint_file, resolve_checkpoint_path, weights_only_loads
+from videohpm.precision import autocast_dtype, emulated_bf16_warning
 
 __all__ = ["CheckpointWeights", "read_checkpoint", "load_classifier", "run_test", "load_encoder", "run_knn",
            "load_clip", "run_visualize"]
@@ -174,14 +176,14 @@ def load_classifier(cfg: DictConfig, checkpoint: str, ema: bool = False) -> nn.M
     return net.eval()
 
 
+_warn_bf16_emulated = emulated_bf16_warning(log, "train.precision", "evaluation runs in fp32 instead")
+
+
 def _amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    if device.type != "cuda":
-        return None  # CPUs here have no bf16 units: fp32
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return None
+    """The evaluation forward's autocast dtype for `train.precision` (None: fp32), by
+    `videohpm.precision.autocast_dtype`: bf16 on a CPU only where native (before, never on a
+    CPU; see that module for why the merged rule keeps bf16 where it is native)."""
+    return autocast_dtype(precision, device, cpu_kernels.cpu_bf16_is_fast, _warn_bf16_emulated)
 
 
 def _check_test_labels(net: nn.Module, dataset: Any, cfg: DictConfig) -> None:

@@ -62,21 +62,22 @@ at all N tokens at full resolution) requires `full`.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videohpm.methods.mae import TargetMixin, clip_of, num_visible, take_tokens
-from videohpm.models.targets import ema_copy, ema_update_
+from videohpm.methods.base import EmaTeacher, Recipe, clip_of, num_visible
+from videohpm.methods.targets import TargetMixin, take_tokens
+from videohpm.models import cpu_kernels
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
+from videohpm.precision import PRECISION_DTYPES, emulated_bf16_warning, runnable_dtype
 
 LOSS_PRED_KINDS = ("relative", "absolute", "none")
-TEACHER_PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TEACHER_PRECISIONS = {"auto": None, **PRECISION_DTYPES}
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +137,11 @@ def parse_teacher_mode(spec: Any) -> TeacherMode:
     return TeacherMode(kind, value)
 
 
-@functools.lru_cache(maxsize=None)
-def _warn_bf16_emulated() -> None:
-    """Said once per process (see `HPM.teacher_dtype`)."""
-    log.warning("teacher_precision=bf16: this CPU has no native bf16 (AVX512-BF16 / AMX; "
-                "videohpm.models.cpu_kernels.cpu_bf16_is_fast() is False), bf16 would only be emulated "
-                "and run slower than fp32 — the HPM teacher runs in fp32 instead")
+#: Said once per process (see `HPM.teacher_dtype`).
+_warn_bf16_emulated = emulated_bf16_warning(log, "teacher_precision", "the HPM teacher runs in fp32 instead")
 
 
-class HPM(TargetMixin, nn.Module):
+class HPM(TargetMixin, Recipe):
     """HPM recipe (HPM journal Eq. 1–8).
 
     Args:
@@ -233,11 +230,11 @@ class HPM(TargetMixin, nn.Module):
         self.teacher_mode = mode
         self._progress = 0.0
         self._setup_targets(target, feature_teacher, decoder_mask, decoder_mask_ratio)
-        # The teacher is kept out of the module tree on purpose: DeepSpeed must neither cast it
-        # to bf16/fp16 (an EMA with m = 0.999 underflows there) nor partition it under ZeRO-3,
-        # and the optimizer must never see it. It follows the input's device lazily.
-        needs_teacher = learn_to_mask or target == "ema_features"
-        self.__dict__["teacher"] = ema_copy(model) if needs_teacher else None
+        # The teacher (`EmaTeacher`) is kept out of the module tree on purpose: DeepSpeed must
+        # neither cast it to bf16/fp16 (an EMA with m = 0.999 underflows there) nor partition it
+        # under ZeRO-3, and the optimizer must never see it. It follows the input's device lazily.
+        if learn_to_mask or target == "ema_features":
+            self.ema = EmaTeacher(model)
 
     # ------------------------------------------------------------------ teacher
     def _teacher_scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -249,9 +246,7 @@ class HPM(TargetMixin, nn.Module):
         """One teacher pass over all N tokens: features `f_θt(x)`: `[B, N, D]` (the
         `ema_features` target; None for other targets) and, if `scores`, `L̂^t = d_ψt(f_θt(x))`:
         `[B, N]` (§3.4); in a cheap `teacher_mode` only the scores (module doc)."""
-        teacher = self.teacher
-        if next(teacher.parameters()).device != x.device:
-            teacher.to(x.device)
+        teacher = self.ema.follow(x.device)
         dtype = self.teacher_dtype(x.device)
         with torch.inference_mode(), torch.autocast(
             device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32
@@ -302,13 +297,7 @@ class HPM(TargetMixin, nn.Module):
         else:
             student = next(self.model.parameters()).dtype
             dtype = student if student in (torch.float16, torch.bfloat16) else torch.float32
-        if dtype == torch.bfloat16 and device is not None and torch.device(device).type == "cpu":
-            from videohpm.models.cpu_kernels import cpu_bf16_is_fast
-
-            if not cpu_bf16_is_fast():
-                _warn_bf16_emulated()
-                return torch.float32
-        return dtype
+        return runnable_dtype(dtype, device, cpu_kernels.cpu_bf16_is_fast, _warn_bf16_emulated)
 
     def current_momentum(self) -> float:
         if self.momentum_end is None:
@@ -321,23 +310,11 @@ class HPM(TargetMixin, nn.Module):
     def on_step_end(self) -> None:
         """EMA update of the teacher, Eq. 1: `θ_t ← m·θ_t + (1 − m)·θ_s`.
 
-        Runs over the full student parameters; under ZeRO-3 the engine gathers them around this
-        call. Buffers (none in a ViT, but kept general) are copied.
+        Runs over the full student parameters (`EmaTeacher.update` gathers them under ZeRO-3).
+        Buffers (none in a ViT, but kept general) are copied.
         """
-        if self.teacher is None:
-            return
-        ema_update_(self.teacher, self.model, self.current_momentum())
-
-    def teacher_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
-        return None if self.teacher is None else self.teacher.state_dict()
-
-    def load_teacher_state_dict(self, state: Optional[Dict[str, torch.Tensor]]) -> None:
-        if self.teacher is None or state is None:
-            return
-        self.teacher.load_state_dict(state)
-
-    def teacher_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(()) if self.teacher is None else self.teacher.parameters()
+        if self.ema is not None:
+            self.ema.update(self.model, self.current_momentum())
 
     # ------------------------------------------------------------------ step
     def forward(self, batch: Any, progress: float = 0.0) -> Dict[str, torch.Tensor]:
