@@ -1,7 +1,8 @@
 """Pre-training recipes: which mask strategy, which objectives, teacher or not.
 
-A recipe is an `nn.Module` with `forward(batch, progress) -> {"loss": ..., parts...}` and
-`on_step_end()` (called after every optimizer step). The engine knows nothing else about it.
+A recipe is a `videohpm.methods.base.Recipe` (an `nn.Module`): `forward(batch, progress) ->
+{"loss": ..., parts...}`, `on_step_end()` (called after every optimizer step), its EMA teacher
+(`EmaTeacher`, or None), splits and `predict`. The engine knows nothing else about it.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
+from videohpm.methods.base import EmaTeacher, Recipe
 from videohpm.methods.ccmim import CCMIM
 from videohpm.methods.classification import Classification
 from videohpm.methods.hpm import HPM
@@ -17,7 +19,7 @@ from videohpm.methods.linear_probe import LinearProbe
 from videohpm.methods.mae import MAE
 from videohpm.methods.mto import enable_mto
 
-_RECIPES: Dict[str, Callable[..., nn.Module]] = {
+_RECIPES: Dict[str, Callable[..., Recipe]] = {
     "mae": MAE,
     "hpm": HPM,
     "ccmim": CCMIM,
@@ -26,7 +28,7 @@ _RECIPES: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def register_recipe(name: str, factory: Callable[..., nn.Module]) -> None:
+def register_recipe(name: str, factory: Callable[..., Recipe]) -> None:
     """Add a recipe under `name` (one file + one config key per method)."""
     if _RECIPES.get(name) is factory:
         return
@@ -40,7 +42,7 @@ def available_recipes() -> list:
 
 
 def build_recipe(name: str, model: nn.Module, mask_generator: Any = None, *, mto: Any = None,
-                 **kwargs: Any) -> nn.Module:
+                 **kwargs: Any) -> Recipe:
     """Build the recipe `name` around `model`; unknown names and keyword arguments raise.
 
     Example: `build_recipe("hpm", create_model("pretrain_videomae_small_patch16_224",
@@ -63,7 +65,7 @@ def build_recipe(name: str, model: nn.Module, mask_generator: Any = None, *, mto
     return recipe
 
 
-def _build(name: str, model: nn.Module, mask_generator: Any, **kwargs: Any) -> nn.Module:
+def _build(name: str, model: nn.Module, mask_generator: Any, **kwargs: Any) -> Recipe:
     if name not in _RECIPES:
         raise ValueError(f"method.name: unknown recipe {name!r}; available: {available_recipes()}")
     factory = _RECIPES[name]
@@ -78,4 +80,4 @@ def _build(name: str, model: nn.Module, mask_generator: Any, **kwargs: Any) -> n
     return factory(model, **kwargs)
 
 
-__all__ = ["MAE", "HPM", "CCMIM", "enable_mto", "build_recipe", "register_recipe", "available_recipes"]
+__all__ = ["Recipe", "EmaTeacher", "MAE", "HPM", "CCMIM", "enable_mto", "build_recipe", "register_recipe", "available_recipes"]

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from videohpm.masking.importance import cls_attention_importance
-from videohpm.methods.mae import clip_of, num_visible
+from videohpm.methods.base import Recipe, clip_of, num_visible
 from videohpm.objectives.contrastive import align_loss, nce_loss
 from videohpm.objectives.reconstruction import reconstruction_loss, select_masked
 
@@ -75,7 +75,7 @@ def predictor_head(dim: int = 256, hidden_dim: int = 512) -> nn.Sequential:
     )
 
 
-class CCMIM(nn.Module):
+class CCMIM(Recipe):
     """ccMIM recipe (ccMIM paper Eq. 4–10).
 
     Args:

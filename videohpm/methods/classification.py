@@ -8,14 +8,14 @@ Same interface as the pre-training recipes: `forward(batch, progress) -> {"loss"
 `on_step_end()`. For validation the engine calls `predict(video) -> {name: logits}` on the
 `eval_split`; the EMA model, when enabled, is evaluated too (key "ema").
 
-The model EMA is held exactly like HPM's teacher — an fp32 copy that is *not* a registered
-submodule (`self.teacher`), so DeepSpeed neither casts it to bf16 (an EMA with decay 0.9999
-underflows there) nor partitions it; the engine moves it, gathers ZeRO-3 parameters around
-`on_step_end()` and checkpoints it through `teacher_state_dict()` / `load_teacher_state_dict()`.
+The model EMA is HPM's teacher object (`videohpm.methods.base.EmaTeacher`, `self.ema`; its copy
+is `self.teacher`): fp32 and *not* a registered submodule, so DeepSpeed neither casts it to bf16
+(an EMA with decay 0.9999 underflows there) nor partitions it; it gathers ZeRO-3 parameters for
+its update, and the engine moves it and checkpoints it through `teacher_state_dict()` /
+`load_teacher_state_dict()`.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, Optional
 
 import torch
@@ -23,10 +23,12 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
+from videohpm.methods.base import EmaTeacher, Recipe
+
 __all__ = ["Classification"]
 
 
-class Classification(nn.Module):
+class Classification(Recipe):
     """Fine-tuning recipe around a `VideoClassifier`.
 
     Args:
@@ -95,11 +97,8 @@ class Classification(nn.Module):
             self.criterion = LabelSmoothingCrossEntropy(smoothing=label_smoothing)
         else:
             self.criterion = nn.CrossEntropyLoss()
-        teacher = None
         if model_ema:
-            teacher = copy.deepcopy(model).float().eval()
-            teacher.requires_grad_(False)
-        self.__dict__["teacher"] = teacher  # unregistered on purpose (module docstring)
+            self.ema = EmaTeacher(model)  # unregistered on purpose (module docstring)
 
     # ------------------------------------------------------------------ training
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,36 +136,18 @@ class Classification(nn.Module):
     def predict(self, video: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Logits of the student ("") and, with model EMA, of the EMA ("ema"): `[B, K]` each."""
         out = {"": self.model(video)}
-        if self.teacher is not None:
-            if next(self.teacher.parameters()).device != video.device:
-                self.teacher.to(video.device)
+        if self.ema is not None:
+            teacher = self.ema.follow(video.device)
             with torch.autocast(device_type=video.device.type, enabled=False):
-                out["ema"] = self.teacher(video.float())
+                out["ema"] = teacher(video.float())
         return out
 
     # ------------------------------------------------------------------ EMA
-    @torch.no_grad()
     def on_step_end(self) -> None:
         """Model EMA `θ_ema ← d·θ_ema + (1 − d)·θ` after each optimizer step (no-op without EMA).
 
-        Student parameters may be bf16/fp16 under DeepSpeed; they are upcast before the lerp.
+        Student parameters may be bf16/fp16 under DeepSpeed; they are upcast before the lerp
+        (`EmaTeacher.update`).
         """
-        if self.teacher is None:
-            return
-        t_params = list(self.teacher.parameters())
-        s_params = [p.detach() for p in self.model.parameters()]
-        if t_params[0].device != s_params[0].device:
-            self.teacher.to(s_params[0].device)
-            t_params = list(self.teacher.parameters())
-        s_params = [s.to(t.dtype) for s, t in zip(s_params, t_params)]
-        torch._foreach_lerp_(t_params, s_params, 1.0 - self.model_ema_decay)
-        for tb, sb in zip(self.teacher.buffers(), self.model.buffers()):
-            tb.copy_(sb)
-
-    def teacher_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
-        return None if self.teacher is None else self.teacher.state_dict()
-
-    def load_teacher_state_dict(self, state: Optional[Dict[str, torch.Tensor]]) -> None:
-        if self.teacher is not None and state is not None:
-            self.teacher.load_state_dict(state)
-
+        if self.ema is not None:
+            self.ema.update(self.model, self.model_ema_decay)

@@ -20,10 +20,12 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from videohpm.methods.base import Recipe
+
 __all__ = ["LinearProbe"]
 
 
-class LinearProbe(nn.Module):
+class LinearProbe(Recipe):
     """Frozen encoder → mean pool → BatchNorm (no affine) → linear head.
 
     Args:

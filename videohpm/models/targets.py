@@ -30,7 +30,6 @@ its ``t`` frames' features at that spatial cell.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
@@ -50,8 +49,6 @@ __all__ = [
     "resample_tokens",
     "FeatureTeacher",
     "load_feature_teacher",
-    "ema_copy",
-    "ema_update_",
 ]
 
 TARGETS = ("pixel", "ema_features", "teacher_features")
@@ -254,27 +251,3 @@ def _is_timm(name: str) -> bool:
 
     return bool(timm.is_model(name))
 
-
-def ema_copy(model: nn.Module) -> nn.Module:
-    """A frozen fp32 eval-mode copy of ``model`` to serve as an EMA teacher (Eq. 1)."""
-    teacher = copy.deepcopy(model).float().eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
-@torch.no_grad()
-def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """Eq. 1 in place: ``θ_t ← m·θ_t + (1 − m)·θ_s`` over all parameters; buffers copied.
-
-    The teacher follows the student's device; student tensors are cast to the teacher's dtype
-    (fp32) first, so a bf16 student still gives an fp32 EMA.
-    """
-    s_params = [p.detach() for p in student.parameters()]
-    t_params = list(teacher.parameters())
-    if t_params and s_params and t_params[0].device != s_params[0].device:
-        teacher.to(s_params[0].device)
-        t_params = list(teacher.parameters())
-    s_params = [s if s.dtype == t.dtype else s.to(t.dtype) for s, t in zip(s_params, t_params)]
-    torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
-    for tb, sb in zip(teacher.buffers(), student.buffers()):
-        tb.copy_(sb)
