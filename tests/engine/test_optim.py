@@ -12,6 +12,7 @@ from torch import nn
 from videohpm.engine.deepspeed_setup import OWNED_KEYS, build_deepspeed_config, resolve_deepspeed_dict
 from videohpm.engine.optim import apply_schedules, build_param_groups, default_layer_id, scaled_lr
 from videohpm.engine.schedules import CosineSchedule
+from videohpm.models import VideoClassifier
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,6 +93,49 @@ def test_param_groups_decay_and_layer_scales():
     # Without layer decay: two groups, every scale 1.
     flat = build_param_groups(recipe, weight_decay=0.05)
     assert len(flat) == 2 and all(g["lr_scale"] == 1.0 for g in flat)
+
+
+_CLASSIFIER = dict(img_size=32, patch_size=8, num_frames=4, tubelet_size=2, embed_dim=32, depth=3, num_heads=2,
+                   num_classes=5)
+
+
+def test_layer_decay_groups():
+    """The fine-tuning classifier's own names (moved from tests/models/test_classifier.py with the
+    copy of the groups that lived in models/classifier.py)."""
+    torch.manual_seed(0)
+    model = VideoClassifier(**{**_CLASSIFIER, "use_learnable_pos_emb": True})
+    groups = build_param_groups(model, weight_decay=0.05, layer_decay=0.5)
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    depth = 3
+    seen = set()
+    for g in groups:
+        for p in g["params"]:
+            n = name_of[id(p)]
+            seen.add(n)
+            if n.startswith("encoder.blocks."):
+                layer = int(n.split(".")[2]) + 1
+            elif n.startswith(("encoder.patch_embed", "encoder.pos_embed")):
+                layer = 0
+            else:  # fc_norm, head
+                layer = depth + 1
+            assert g["lr_scale"] == pytest.approx(0.5 ** (depth + 1 - layer)), n
+            no_wd = p.ndim <= 1 or n == "encoder.pos_embed"
+            assert g["layer_id"] == layer, n
+            assert g["weight_decay"] == (0.0 if no_wd else 0.05), n
+    assert seen == set(name_of.values())
+    assert model.no_weight_decay() == {"encoder.pos_embed"}
+
+
+def test_layer_decay_class_token_and_embeddings_in_layer_0_under_a_recipe():
+    """BEiT/VideoMAE/MAE (and timm): class token, position table and patch embedding are layer 0,
+    also with the recipe's `model.` prefix (where the removed classifier copy put them on top)."""
+    recipe = nn.Module()
+    recipe.model = VideoClassifier(**{**_CLASSIFIER, "cls_token": True, "use_learnable_pos_emb": True})
+    groups = build_param_groups(recipe, weight_decay=0.05, layer_decay=0.5)
+    layer_of = {n: g["layer_id"] for g in groups for n in g["param_names"]}
+    for n in ("model.encoder.cls_token", "model.encoder.pos_embed", "model.encoder.patch_embed.proj.weight"):
+        assert layer_of[n] == 0, n
+    assert layer_of["model.encoder.blocks.2.attn.qkv.weight"] == 3 and layer_of["model.head.weight"] == 4
 
 
 def test_apply_schedules_writes_scaled_lr_and_wd():

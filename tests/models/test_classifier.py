@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from videohpm.models import VideoClassifier, param_groups_layer_decay
+from videohpm.models import VideoClassifier
 
 from .helpers import clip
 
@@ -37,30 +37,6 @@ def test_head_init_scale_and_other_input_size():
     big = make(init_scale=1.0).head.weight.detach()
     torch.testing.assert_close(small, big * 0.001)
     assert make()(clip(t=8, hw=48)).shape == (2, 5)
-
-
-def test_layer_decay_groups():
-    model = make(use_learnable_pos_emb=True)
-    groups = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.5)
-    name_of = {id(p): n for n, p in model.named_parameters()}
-    depth = 3
-    seen = set()
-    for g in groups:
-        for p in g["params"]:
-            n = name_of[id(p)]
-            seen.add(n)
-            if n.startswith("encoder.blocks."):
-                layer = int(n.split(".")[2]) + 1
-            elif n.startswith(("encoder.patch_embed", "encoder.pos_embed")):
-                layer = 0
-            else:  # fc_norm, head
-                layer = depth + 1
-            assert g["lr_scale"] == pytest.approx(0.5 ** (depth + 1 - layer)), n
-            no_wd = p.ndim <= 1 or n == "encoder.pos_embed"
-            assert g["layer_id"] == layer, n
-            assert g["weight_decay"] == (0.0 if no_wd else 0.05), n
-    assert seen == set(name_of.values())
-    assert model.no_weight_decay() == {"encoder.pos_embed"}
 
 
 def test_classifier_gradients_everywhere():

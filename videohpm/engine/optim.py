@@ -51,12 +51,19 @@ _BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 
 
 def default_layer_id(name: str, num_layers: int) -> int:
-    """Layer index for layer-wise lr decay (BEiT/VideoMAE convention).
+    """Layer index for layer-wise lr decay (BEiT/VideoMAE convention; MAE's `lr_decay.py` and
+    timm's `param_groups_layer_decay` also put the class token, the position table and the patch
+    embedding in layer 0).
 
     0: patch embedding, position table, tokens; i + 1: encoder block i; `num_layers + 1`:
     everything after the blocks (final norm, fc_norm, head). Decoder blocks (`decoder.blocks.*`)
     count as the top layer, like the head: they are only trained in pre-training, where the
-    decay is 1.
+    decay is 1. Names may carry any prefix (`model.` under a recipe).
+
+    The one copy: `models.classifier.param_groups_layer_decay` (used only by a test) was merged
+    here. It matched names from the classifier's root only (`encoder.cls_token`), so under a
+    recipe (`model.encoder.cls_token`) it put the class token, the embeddings and the blocks in
+    the top layer; this rule is the one the trainer always used.
     """
     if "decoder" in name:
         return num_layers + 1
@@ -93,7 +100,8 @@ def build_param_groups(
         layer_id_fn: maps a parameter name to its layer id; defaults to `default_layer_id`.
         num_layers: encoder depth L; inferred from `blocks.<i>.` names when None.
     Returns:
-        Non-empty groups with keys `params`, `weight_decay`, `wd_scale`, `lr_scale`, `name`.
+        Non-empty groups with keys `params`, `weight_decay`, `wd_scale`, `lr_scale`, `name`,
+        `layer_id` (0 for every group when `layer_decay` is 1) and `param_names`.
     """
     extra = set(no_weight_decay)
     for prefix, sub in module.named_modules():
@@ -122,6 +130,7 @@ def build_param_groups(
                 "wd_scale": 0.0 if no_decay else 1.0,
                 "lr_scale": float(scale),
                 "name": f"layer{layer}_{'no_decay' if no_decay else 'decay'}",
+                "layer_id": layer,
                 "param_names": [],
             }
         groups[key]["params"].append(p)

@@ -1,7 +1,7 @@
 """VideoMAE-style ViT models: masked autoencoder (d_φ + d_ψ), classifier, registry, checkpoints."""
 from .autoencoder import MaskedAutoencoder, MaskedDecoder
 from .checkpoint import LoadReport, export_state_dict, hf_config_from_model, load_pretrained
-from .classifier import VideoClassifier, param_groups_layer_decay
+from .classifier import VideoClassifier
 from .cpu_kernels import set_cpu_kernels
 from .patches import IMAGENET_MEAN, IMAGENET_STD, mask_split, patchify, pixel_target, unpatchify
 from .registry import create_model, list_models, register_model
@@ -30,7 +30,6 @@ __all__ = [
     "export_state_dict",
     "hf_config_from_model",
     "LoadReport",
-    "param_groups_layer_decay",
     "set_cpu_kernels",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -12,8 +12,7 @@ pooling the [CLS] output is the feature).
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Collection, Optional
+from typing import Optional
 
 import torch
 from timm.layers import trunc_normal_
@@ -21,7 +20,7 @@ from torch import nn
 
 from .vit import Grid, Linear, VisionTransformerEncoder, token_grid
 
-__all__ = ["VideoClassifier", "param_groups_layer_decay", "layer_id_for_vit"]
+__all__ = ["VideoClassifier"]
 
 
 class VideoClassifier(nn.Module):
@@ -107,48 +106,3 @@ class VideoClassifier(nn.Module):
         """Names to exclude from weight decay besides 1-D tensors (norms, biases, q/v biases)."""
         names = {"encoder.pos_embed"} if isinstance(self.encoder.pos_embed, nn.Parameter) else set()
         return names | ({"encoder.cls_token"} if self.encoder.cls_token is not None else set())
-
-
-def layer_id_for_vit(name: str, depth: int) -> int:
-    """VideoMAE's ``get_num_layer_for_vit``: patch embed / pos table → 0, ``encoder.blocks.i`` →
-    ``i + 1``, everything after the blocks (final norm, fc_norm, head) → ``depth + 1``."""
-    if name.startswith(("encoder.patch_embed.", "encoder.pos_embed", "encoder.cls_token")):
-        return 0
-    m = re.match(r"encoder\.blocks\.(\d+)\.", name)
-    return int(m.group(1)) + 1 if m else depth + 1
-
-
-def param_groups_layer_decay(
-    model: nn.Module,
-    weight_decay: float = 0.05,
-    layer_decay: float = 0.75,
-    no_weight_decay_list: Optional[Collection[str]] = None,
-) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with layer-wise LR decay (BEiT/VideoMAE fine-tuning).
-
-    Layer ``i`` of ``L = depth + 2`` (:func:`layer_id_for_vit`) gets
-    ``lr_scale = layer_decay ** (L - 1 - i)``; the engine multiplies its learning rate by each
-    group's ``lr_scale``. 1-D parameters and biases (norms, q/v biases), ``model.no_weight_decay()``
-    and ``no_weight_decay_list`` get ``weight_decay = 0``. (timm's helper groups the final norms
-    with the last block, which is not VideoMAE's rule, hence this small version.)
-
-    Returns:
-        ``[{"params", "weight_decay", "lr_scale", "layer_id"}]``, one group per (layer, decay).
-    """
-    depth = len(model.encoder.blocks)
-    num_layers = depth + 2
-    skip = set(no_weight_decay_list or ())
-    if hasattr(model, "no_weight_decay"):
-        skip |= set(model.no_weight_decay())
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_wd = param.ndim <= 1 or name.endswith(".bias") or name in skip
-        lid = layer_id_for_vit(name, depth)
-        group = groups.setdefault((lid, no_wd), {
-            "params": [], "weight_decay": 0.0 if no_wd else weight_decay,
-            "lr_scale": layer_decay ** (num_layers - 1 - lid), "layer_id": lid,
-        })
-        group["params"].append(param)
-    return [groups[k] for k in sorted(groups)]
