@@ -33,6 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from videohpm import distributed as vdist
+from videohpm.accuracy import topk_hits
 from videohpm.config import ConfigError, check_data_against_model, check_labels, repo_root
 from videohpm.engine import checkpoint as ckpt
 from videohpm.engine import elastic
@@ -464,10 +465,9 @@ class Trainer:
             with self._autocast():
                 outs = self.recipe.predict(video)
             for name, logits in outs.items():
-                k = min(5, logits.shape[-1])
-                top = logits.float().topk(k, dim=-1).indices
-                c1 = ((top[:, 0] == label).float() * valid).sum()
-                c5 = ((top == label[:, None]).any(dim=-1).float() * valid).sum()
+                hits = topk_hits(logits.float(), label, (1, 5))
+                c1 = (hits[1].float() * valid).sum()
+                c5 = (hits[5].float() * valid).sum()
                 s = torch.stack([c1, c5, valid.sum()])
                 sums[name] = sums[name] + s if name in sums else s
         self.engine.train()

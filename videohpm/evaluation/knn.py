@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from videohpm.accuracy import topk_hits
 from videohpm.distributed import is_distributed, is_main_process
 from videohpm.evaluation.gather import first_occurrence, gather_tensor
 
@@ -172,11 +173,10 @@ def knn_classify(
     scores = _knn_scores(train_features, train_labels, test_features, tuple(ks), temperature, num_classes)
     res: Dict[str, float] = {}
     best_k, best = None, -1.0
-    y = test_labels.view(-1, 1)
     for k in ks:
-        top = scores[k].topk(min(5, num_classes), dim=1).indices
-        top1 = 100.0 * (top[:, :1] == y).any(1).double().mean().item()
-        top5 = 100.0 * (top == y).any(1).double().mean().item()
+        hits = topk_hits(scores[k], test_labels, (1, 5))
+        top1 = 100.0 * hits[1].double().mean().item()
+        top5 = 100.0 * hits[5].double().mean().item()
         res[f"knn_top1@{k}"], res[f"knn_top5@{k}"] = top1, top5
         if top1 > best:
             best_k, best = k, top1

@@ -11,6 +11,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from videohpm.accuracy import topk_correct
+
 __all__ = ["average_view_softmax", "topk_correct", "topk_accuracy", "mean_class_accuracy", "classification_metrics"]
 
 
@@ -25,13 +27,6 @@ def average_view_softmax(logits: torch.Tensor) -> torch.Tensor:
     if logits.dim() != 3:
         raise ValueError(f"logits must be [B, V, K], got {tuple(logits.shape)}")
     return logits.float().softmax(dim=-1).mean(dim=1)
-
-
-def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """`[B]` bool: is `labels[b]` among the `k` highest `scores[b]` (`k` capped at the class count)."""
-    k = min(int(k), scores.shape[-1])
-    top = scores.topk(k, dim=-1).indices
-    return (top == labels.view(-1, 1)).any(dim=-1)
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
