@@ -15,17 +15,24 @@ Sections (all typed; an unknown key anywhere is an error naming its full dotted 
 - `train`:    epochs, batch per rank, accumulation, precision, output, checkpoints, logging.
 - `deepspeed`: a JSON file (`configs/deepspeed/zero{0,1,2,3}.json`) and/or inline keys.
 
-A YAML file may start with `_base_: other.yaml` (or a list) to inherit: bases are merged first,
-in order, paths relative to the including file; a mapping marked `_replace_: true` replaces the
+A config path is looked up by `find_config`: as given (relative to the working directory), then in
+the bundled configs (`configs_dir()`: the checkout's `configs/`, or `videohpm/configs/` of an
+installed copy), so `configs/pretrain/ssv2_vit_b_hpm.yaml` works after `pip install .` from any
+directory. A YAML file may start with `_base_: other.yaml` (or a list) to inherit: bases are
+merged first, in order, paths relative to the including file; a mapping marked `_replace_: true` replaces the
 base's mapping instead of being merged into it. Values are validated before any work starts
 (`validate_config`); the resolved config is saved as `<output_dir>/config.yaml` by the engine.
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import numpy as np
+import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -45,12 +52,17 @@ __all__ = [
     "PRECISIONS",
     "OPTIMIZERS",
     "load_config",
+    "find_config",
+    "configs_dir",
     "load_tool_config",
     "load_yaml_with_bases",
     "config_from_dict",
     "validate_config",
     "save_config",
     "repo_root",
+    "OWNED_KEYS",
+    "load_deepspeed_json",
+    "resolve_deepspeed_dict",
     "check_data_against_model",
     "check_labels",
 ]
@@ -249,17 +261,51 @@ def _omega_message(e: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
+def configs_dir() -> str:
+    """The bundled configs: `videohpm/configs/` of an installed copy (`pip install .` packages the
+    checkout's `configs/` there), else the checkout's `configs/`."""
+    installed = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    return installed if os.path.isdir(installed) else os.path.join(repo_root(), "configs")
+
+
+def find_config(name: str, base_dirs: Sequence[str] = ()) -> str:
+    """The file a config path names (a YAML run config or a DeepSpeed JSON).
+
+    Looked up, in order: as given (absolute, or relative to the working directory), under each of
+    `base_dirs`, then in the bundled configs (`configs_dir()`; a leading `configs/` of `name` is
+    dropped there, so `configs/deepspeed/zero2.json` and `deepspeed/zero2.json` both work).
+
+    Raises:
+        ConfigError: no such file; the message lists every place looked at.
+    """
+    places = _config_places(name, base_dirs)
+    for place in places:
+        if os.path.isfile(place):
+            return place
+    raise ConfigError(f"config file not found: {name} (looked in: {', '.join(places)})")
+
+
+def _config_places(name: str, base_dirs: Sequence[str] = ()) -> List[str]:
+    """Where `find_config` looks for `name`, in order."""
+    places = [os.path.abspath(name)]
+    if not os.path.isabs(name):
+        places += [os.path.abspath(os.path.join(d, name)) for d in base_dirs]
+        rel = os.path.normpath(name)
+        rel = rel[len("configs" + os.sep):] if rel.startswith("configs" + os.sep) else rel
+        places.append(os.path.join(configs_dir(), rel))
+    return list(dict.fromkeys(places))
+
+
 def load_yaml_with_bases(path: str, _seen: Optional[List[str]] = None) -> DictConfig:
-    """Read `path`, merging the files named by its `_base_` key first (recursively)."""
-    path = os.path.abspath(path)
+    """Read `path` (looked up by `find_config`), merging the files named by its `_base_` key
+    first (recursively; relative to the including file)."""
+    path = find_config(path) if _seen is None else os.path.abspath(path)
     seen = list(_seen or [])
     if path in seen:
         raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(seen + [path])}")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
-        import yaml
-
         with open(path, encoding="utf-8") as f:
             top = yaml.safe_load(f)
         node = OmegaConf.load(path) if isinstance(top, dict) else None
@@ -441,8 +487,6 @@ def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: {e}") from e
     # DeepSpeed: file readable, no owned keys, ZeRO section valid.
-    from videohpm.engine.deepspeed_setup import resolve_deepspeed_dict
-
     ds = cfg.deepspeed
     try:
         resolve_deepspeed_dict(ds.config, OmegaConf.to_container(ds.extra, resolve=True), ds.zero_stage,
@@ -491,8 +535,6 @@ def check_labels(lists: Dict[str, Any], num_classes: int, classes_key: str) -> N
     Raises:
         ConfigError naming the list, the first offending label and both keys.
     """
-    import numpy as np
-
     for key, labels in lists.items():
         labels = np.asarray(labels)
         if labels.size and int(labels.max()) >= num_classes:
@@ -504,3 +546,91 @@ def check_labels(lists: Dict[str, Any], num_classes: int, classes_key: str) -> N
 def repo_root() -> str:
     """The checkout holding `configs/` (so `configs/deepspeed/zero2.json` works from any cwd)."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --------------------------------------------------------------------------- DeepSpeed section
+# DeepSpeed keys that our own config decides; the value is the key to use instead.
+OWNED_KEYS: Dict[str, str] = {
+    "train_batch_size": "train.batch_size × world size × train.accum_steps",
+    "train_micro_batch_size_per_gpu": "train.batch_size",
+    "gradient_accumulation_steps": "train.accum_steps",
+    "gradient_clipping": "optim.clip_grad",
+    "optimizer": "optim.*",
+    "scheduler": "optim.* (per-step schedules in videohpm.engine.schedules)",
+}
+
+
+def _deep_merge(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_deepspeed_json(path: str) -> Dict[str, Any]:
+    """Read a DeepSpeed JSON file; errors name the path (config key `deepspeed.config`)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"deepspeed.config: no such file {path!r}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"deepspeed.config: {path!r} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"deepspeed.config: {path!r} must hold a JSON object")
+    return data
+
+
+def resolve_deepspeed_dict(
+    config_path: Optional[str], inline: Optional[Mapping[str, Any]] = None, zero_stage: Optional[int] = None,
+    base_dir: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The DeepSpeed-only part of a run's config: JSON file (if any), then inline keys, then
+    `zero_stage` (used by `videohpm.engine.deepspeed_setup.build_deepspeed_config`).
+
+    The file is looked up as given (relative to the working directory), then under `base_dir`,
+    then in the bundled configs (`find_config`). Validated here, before any work starts: keys we
+    own are rejected (see `OWNED_KEYS`), the `zero_optimization` section is checked by DeepSpeed's
+    own pydantic model (typos such as `overlapcomm` fail naming the key) and the stage must be 0–3.
+    """
+    ds: Dict[str, Any] = {}
+    if config_path:
+        places = _config_places(config_path, [base_dir] if base_dir else [])
+        path = next((p for p in places if os.path.isfile(p)), None)
+        if path is None:
+            raise FileNotFoundError(f"deepspeed.config: no such file {config_path!r} (looked in: {', '.join(places)})")
+        ds = load_deepspeed_json(path)
+    if inline:
+        ds = _deep_merge(ds, inline)
+    if zero_stage is not None:
+        ds = _deep_merge(ds, {"zero_optimization": {"stage": int(zero_stage)}})
+    for key, use in OWNED_KEYS.items():
+        if key in ds:
+            raise ValueError(f"deepspeed: key {key!r} is set by our config; use {use} instead")
+    zero = ds.setdefault("zero_optimization", {"stage": 0})
+    if not isinstance(zero, dict):
+        raise ValueError("deepspeed.zero_optimization must be a mapping")
+    stage = zero.get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"deepspeed.zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
+    try:
+        # lazy: importing DeepSpeed is slow (it probes the accelerator); only this check needs it
+        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+        DeepSpeedZeroConfig(**zero)
+    except ImportError:  # pragma: no cover - DeepSpeed is a hard dependency
+        pass
+    except Exception as e:  # pydantic.ValidationError: name each offending field
+        errors = getattr(e, "errors", None)
+        if callable(errors):
+            parts = [f"deepspeed.zero_optimization.{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg')}"
+                     for err in errors()]
+            raise ValueError("; ".join(parts)) from e
+        raise ValueError(f"deepspeed.zero_optimization: {e}") from e
+    for section in ("bf16", "fp16"):
+        if section in ds and not isinstance(ds[section], dict):
+            raise ValueError(f"deepspeed.{section} must be a mapping")
+    return ds

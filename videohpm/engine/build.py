@@ -18,6 +18,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
 from videohpm.config import ConfigError
+from videohpm.masking import make_mask_generator
+from videohpm.methods import build_recipe
+from videohpm.models import create_model
 
 __all__ = ["build_model", "build_mask_generator", "build_recipe_from_config", "build_all", "check_buildable"]
 
@@ -32,8 +35,6 @@ def _kwargs(node: Any) -> Dict[str, Any]:
 
 def build_model(cfg: DictConfig) -> nn.Module:
     """`create_model(cfg.model.name, **cfg.model.kwargs)`; errors name `model.name` / `model.kwargs`."""
-    from videohpm.models import create_model
-
     try:
         return create_model(cfg.model.name, **_kwargs(cfg.model.kwargs))
     except ValueError as e:
@@ -49,8 +50,6 @@ def build_mask_generator(cfg: DictConfig) -> Optional[Any]:
         if cfg.mask.kwargs:
             raise ConfigError(f"mask.kwargs: given {sorted(cfg.mask.kwargs)} but mask.name is {cfg.mask.name!r}")
         return None
-    from videohpm.masking import make_mask_generator
-
     try:
         return make_mask_generator(cfg.mask.name, **_kwargs(cfg.mask.kwargs))
     except ValueError as e:
@@ -61,8 +60,6 @@ def build_mask_generator(cfg: DictConfig) -> Optional[Any]:
 
 def build_recipe_from_config(cfg: DictConfig, model: nn.Module, mask_generator: Optional[Any]) -> nn.Module:
     """`build_recipe(cfg.method.name, model, mask_generator, **cfg.method.kwargs)`."""
-    from videohpm.methods import build_recipe
-
     try:
         return build_recipe(cfg.method.name, model, mask_generator, **_kwargs(cfg.method.kwargs))
     except TypeError as e:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import os
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
 from torch import nn
+
+# the DeepSpeed section is resolved and checked by the config layer (before any work starts)
+from videohpm.config import OWNED_KEYS, load_deepspeed_json, resolve_deepspeed_dict
 
 __all__ = [
     "OWNED_KEYS",
@@ -26,88 +27,6 @@ __all__ = [
     "gathered_parameters",
     "full_state_dict",
 ]
-
-# DeepSpeed keys that our own config decides; the value is the key to use instead.
-OWNED_KEYS: Dict[str, str] = {
-    "train_batch_size": "train.batch_size × world size × train.accum_steps",
-    "train_micro_batch_size_per_gpu": "train.batch_size",
-    "gradient_accumulation_steps": "train.accum_steps",
-    "gradient_clipping": "optim.clip_grad",
-    "optimizer": "optim.*",
-    "scheduler": "optim.* (per-step schedules in videohpm.engine.schedules)",
-}
-
-
-def _deep_merge(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_deepspeed_json(path: str) -> Dict[str, Any]:
-    """Read a DeepSpeed JSON file; errors name the path (config key `deepspeed.config`)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"deepspeed.config: no such file {path!r}")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"deepspeed.config: {path!r} is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"deepspeed.config: {path!r} must hold a JSON object")
-    return data
-
-
-def resolve_deepspeed_dict(
-    config_path: Optional[str], inline: Optional[Mapping[str, Any]] = None, zero_stage: Optional[int] = None,
-    base_dir: Optional[str] = None,
-) -> Dict[str, Any]:
-    """The DeepSpeed-only part: JSON file (if any), then inline keys, then `zero_stage`.
-
-    Validated here, before any work starts: keys we own are rejected (see `OWNED_KEYS`), the
-    `zero_optimization` section is checked by DeepSpeed's own pydantic model (typos such as
-    `overlapcomm` fail naming the key) and the stage must be 0–3.
-    """
-    ds: Dict[str, Any] = {}
-    if config_path:
-        path = config_path
-        if not os.path.isabs(path) and base_dir and not os.path.exists(path):
-            path = os.path.join(base_dir, path)
-        ds = load_deepspeed_json(path)
-    if inline:
-        ds = _deep_merge(ds, inline)
-    if zero_stage is not None:
-        ds = _deep_merge(ds, {"zero_optimization": {"stage": int(zero_stage)}})
-    for key, use in OWNED_KEYS.items():
-        if key in ds:
-            raise ValueError(f"deepspeed: key {key!r} is set by our config; use {use} instead")
-    zero = ds.setdefault("zero_optimization", {"stage": 0})
-    if not isinstance(zero, dict):
-        raise ValueError("deepspeed.zero_optimization must be a mapping")
-    stage = zero.get("stage", 0)
-    if stage not in (0, 1, 2, 3):
-        raise ValueError(f"deepspeed.zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
-    try:
-        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
-
-        DeepSpeedZeroConfig(**zero)
-    except ImportError:  # pragma: no cover - DeepSpeed is a hard dependency
-        pass
-    except Exception as e:  # pydantic.ValidationError: name each offending field
-        errors = getattr(e, "errors", None)
-        if callable(errors):
-            parts = [f"deepspeed.zero_optimization.{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg')}"
-                     for err in errors()]
-            raise ValueError("; ".join(parts)) from e
-        raise ValueError(f"deepspeed.zero_optimization: {e}") from e
-    for section in ("bf16", "fp16"):
-        if section in ds and not isinstance(ds[section], dict):
-            raise ValueError(f"deepspeed.{section} must be a mapping")
-    return ds
 
 
 def build_deepspeed_config(
@@ -167,7 +86,7 @@ def gathered_parameters(module: nn.Module, zero_stage: int, modifier_rank: Optio
     if zero_stage != 3:
         yield
         return
-    import deepspeed
+    import deepspeed  # lazy: slow to import; only ZeRO-3 runs get here, where it is loaded already
 
     params: List[nn.Parameter] = list(module.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank):
