@@ -1,7 +1,7 @@
 """tools/benchmark.py model: a variant per HPM teacher mode (`hpm:<mode>`), its ratio and breakdown."""
 import pytest
 
-from videohpm.benchmarks import model as bench
+from tools.lib.benchmarks import model as bench
 
 
 def test_teacher_mode_variants_report_ratio_and_breakdown():

@@ -1,4 +1,4 @@
-"""`make demo` / `make demo-ablation` orchestration (videohpm/demo.py, tools/demo.py, tools/ablation.py).
+"""`make demo` / `make demo-ablation` orchestration (tools/lib/demo.py, tools/demo.py, tools/ablation.py).
 
 The smoke demo runs the real pipeline end to end — demo data, HPM pre-training, fine-tuning and the
 multi-view test for video and image mode, figures, REPORT.md — on the tiny data variant with
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import videohpm.data  # noqa: F401  (loads PyAV before decord, see videohpm/data/video.py)
-from videohpm import demo as vdemo
+from tools.lib import demo as vdemo
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -95,7 +95,7 @@ def test_smoke_demo_writes_report_with_real_numbers(smoke_demo):
 def test_calibration_gemm_restores_the_thread_setting():
     import torch
 
-    from videohpm.benchmarks.calibrate import gemm_gflops
+    from tools.lib.benchmarks.calibrate import gemm_gflops
 
     before = torch.get_num_threads()
     rate = gemm_gflops(n=256, repeats=2, min_seconds=0.02)

@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import videohpm.data  # noqa: E402,F401  (loads PyAV before decord, see videohpm/data/video.py)
-from videohpm.demo import ABLATION_VARIANTS, DemoError, DemoOptions, run_ablation  # noqa: E402
+from tools.lib.demo import ABLATION_VARIANTS, DemoError, DemoOptions, run_ablation  # noqa: E402
 
 
 def main(argv=None) -> int:

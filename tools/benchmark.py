@@ -7,9 +7,12 @@
 Numbers and the commands that made them are kept in docs/BENCHMARKS.md.
 """
 import importlib
+import os
 import sys
 
-SUITES = {"model": "videohpm.benchmarks.model", "data": "videohpm.benchmarks.data"}
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SUITES = {"model": "tools.lib.benchmarks.model", "data": "tools.lib.benchmarks.data"}
 
 
 def main(argv=None) -> int:

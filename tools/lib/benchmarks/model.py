@@ -26,6 +26,10 @@ The variants run round-robin (one step each, in turn) so that a machine shared w
 slows them alike; warm-up steps are excluded and the median of the timed steps is reported.
 HPM's step is broken down into teacher encoder, teacher loss predictor, masking, student
 (forward, backward, optimizer) and EMA.
+
+The ``hf`` peer needs ``transformers``, a dev extra (``pip install -e '.[dev]'``): this module is
+an application (``tools/lib``), not part of the installed package, so the library itself never
+needs it. ``--variants`` without ``hf`` runs without it.
 """
 from __future__ import annotations
 

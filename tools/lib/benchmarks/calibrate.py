@@ -6,7 +6,7 @@ benchmark JSON print it): ~45 GFLOP/s on the slowest 2-core AVX2 machine the dem
 (``MKL_ENABLE_INSTRUCTIONS``, ``ATEN_CPU_CAPABILITY``), so an emulated AVX2-only run reports
 the emulated rate.
 
-    python -m videohpm.benchmarks.calibrate        # prints the figure
+    python -m tools.lib.benchmarks.calibrate        # prints the figure (from the checkout's root)
 """
 from __future__ import annotations
 
