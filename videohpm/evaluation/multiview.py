@@ -170,67 +170,109 @@ def predict_multiview(
     per batch beyond what the loader does).
     """
     if device is None:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
+        device = _model_device(model)
     was_training = model.training
     model.eval()
-    probs_l: List[torch.Tensor] = []
-    logits_l: List[torch.Tensor] = []
-    labels_l: List[torch.Tensor] = []
-    ok_l: List[torch.Tensor] = []
-    index_l: List[torch.Tensor] = []
-    ids: List[str] = []
-    errors: List[str] = []
-    num_views = 0
+    collected = _PredictionBuffer(keep_view_logits)
     try:
-        it = tqdm(loader, desc="test", disable=not (progress_bar and is_main_process()), dynamic_ncols=True)
-        for bi, batch in enumerate(it):
-            for key in ("views", "label", "video_id"):
-                if key not in batch:
-                    raise KeyError(f"test batch {bi} has no {key!r} entry (keys: {sorted(batch)})")
-            if "index" not in batch:
-                if is_distributed():
-                    raise KeyError("test batches need an 'index' entry to de-duplicate across ranks; "
-                                   "build the loader with build_test_loader()")
-                base = sum(t.shape[0] for t in index_l)
-                batch["index"] = torch.arange(base, base + batch["views"].shape[0])
-            views = batch["views"]
-            if views.dim() != 6:
-                raise ValueError(f"batch['views'] must be [B, V, C, T, H, W], got {tuple(views.shape)}")
-            b, v = views.shape[:2]
-            num_views = v
-            x = views.to(device, non_blocking=True).flatten(0, 1)  # [B·V, C, T, H, W]
-            if x.dtype != next(model.parameters()).dtype and amp_dtype is None:
-                x = x.to(next(model.parameters()).dtype)
-            chunk = max_views_per_forward or x.shape[0]
-            with _autocast(device, amp_dtype):
-                out = torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)], dim=0)
-            logits = out.float().view(b, v, -1)  # [B, V, K]
-            probs_l.append(average_view_softmax(logits))
-            if keep_view_logits:
-                logits_l.append(logits)
-            labels_l.append(torch.as_tensor(batch["label"]).view(-1).long())
-            ok = batch.get("ok")
-            ok_l.append(torch.ones(b, dtype=torch.bool) if ok is None else torch.as_tensor(ok).view(-1).bool())
-            index_l.append(torch.as_tensor(batch["index"]).view(-1).long())
-            vid = batch["video_id"]
-            ids.extend(str(s) for s in (vid.tolist() if isinstance(vid, torch.Tensor) else vid))
-            err = batch.get("error")
-            errors.extend([""] * b if err is None else [str(e) for e in err])
+        batches = tqdm(loader, desc="test", disable=not (progress_bar and is_main_process()), dynamic_ncols=True)
+        for batch_number, batch in enumerate(batches):
+            _check_test_batch(batch, batch_number, videos_seen=collected.num_videos)
+            logits = _forward_views(model, batch["views"], device, amp_dtype, max_views_per_forward)
+            collected.add(batch, logits)
     finally:
         model.train(was_training)
-    k = probs_l[0].shape[-1] if probs_l else 0
-    return MultiViewPredictions(
-        index=torch.cat(index_l).numpy() if index_l else np.zeros(0, np.int64),
-        video_ids=ids,
-        labels=torch.cat(labels_l).numpy() if labels_l else np.zeros(0, np.int64),
-        ok=torch.cat(ok_l).numpy() if ok_l else np.zeros(0, bool),
-        probs=torch.cat(probs_l).cpu().numpy() if probs_l else np.zeros((0, k), np.float32),
-        view_logits=torch.cat(logits_l).cpu().numpy() if keep_view_logits and logits_l else None,
-        num_crops=int(num_crops),
-        errors=errors,
-        extra={"num_views": num_views},
-    )
+    return collected.predictions(num_crops)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _check_test_batch(batch: Dict[str, Any], batch_number: int, videos_seen: int) -> None:
+    """Fail on a batch without `views` / `label` / `video_id` or with views not `[B, V, C, T, H, W]`.
+
+    A batch without `index` (a loader not built by :func:`build_test_loader`) gets the running
+    position `videos_seen + arange(B)` in one process; with several ranks it is an error, since the
+    gathered predictions could not be de-duplicated."""
+    for key in ("views", "label", "video_id"):
+        if key not in batch:
+            raise KeyError(f"test batch {batch_number} has no {key!r} entry (keys: {sorted(batch)})")
+    if "index" not in batch:
+        if is_distributed():
+            raise KeyError("test batches need an 'index' entry to de-duplicate across ranks; "
+                           "build the loader with build_test_loader()")
+        batch["index"] = torch.arange(videos_seen, videos_seen + batch["views"].shape[0])
+    views = batch["views"]
+    if views.dim() != 6:
+        raise ValueError(f"batch['views'] must be [B, V, C, T, H, W], got {tuple(views.shape)}")
+
+
+def _forward_views(model: nn.Module, views: torch.Tensor, device: torch.device, amp_dtype: Optional[torch.dtype],
+                   max_views_per_forward: Optional[int]) -> torch.Tensor:
+    """`views: [B, V, C, T, H, W]` → fp32 per-view logits `[B, V, K]`, in forwards of at most
+    `max_views_per_forward` views. Without `amp_dtype` the views are cast to the model's dtype."""
+    batch_size, num_views = views.shape[:2]
+    clips = views.to(device, non_blocking=True).flatten(0, 1)  # [B·V, C, T, H, W]
+    if clips.dtype != next(model.parameters()).dtype and amp_dtype is None:
+        clips = clips.to(next(model.parameters()).dtype)
+    chunk = max_views_per_forward or clips.shape[0]
+    with _autocast(device, amp_dtype):
+        out = torch.cat([model(clips[start:start + chunk]) for start in range(0, clips.shape[0], chunk)], dim=0)
+    return out.float().view(batch_size, num_views, -1)
+
+
+class _PredictionBuffer:
+    """This rank's per-batch outputs, kept on the device and copied to the host once, by
+    :meth:`predictions`."""
+
+    def __init__(self, keep_view_logits: bool) -> None:
+        self.keep_view_logits = keep_view_logits
+        self.probs: List[torch.Tensor] = []
+        self.view_logits: List[torch.Tensor] = []
+        self.labels: List[torch.Tensor] = []
+        self.ok: List[torch.Tensor] = []
+        self.index: List[torch.Tensor] = []
+        self.video_ids: List[str] = []
+        self.errors: List[str] = []
+        self.num_views = 0
+
+    @property
+    def num_videos(self) -> int:
+        return sum(index.shape[0] for index in self.index)
+
+    def add(self, batch: Dict[str, Any], logits: torch.Tensor) -> None:
+        """One checked batch and its per-view `logits: [B, V, K]`."""
+        batch_size, self.num_views = logits.shape[:2]
+        self.probs.append(average_view_softmax(logits))
+        if self.keep_view_logits:
+            self.view_logits.append(logits)
+        self.labels.append(torch.as_tensor(batch["label"]).view(-1).long())
+        ok = batch.get("ok")
+        self.ok.append(torch.ones(batch_size, dtype=torch.bool) if ok is None else torch.as_tensor(ok).view(-1).bool())
+        self.index.append(torch.as_tensor(batch["index"]).view(-1).long())
+        video_ids = batch["video_id"]
+        video_ids = video_ids.tolist() if isinstance(video_ids, torch.Tensor) else video_ids
+        self.video_ids.extend(str(video_id) for video_id in video_ids)
+        errors = batch.get("error")
+        self.errors.extend([""] * batch_size if errors is None else [str(message) for message in errors])
+
+    def predictions(self, num_crops: int) -> MultiViewPredictions:
+        num_classes = self.probs[0].shape[-1] if self.probs else 0
+        return MultiViewPredictions(
+            index=torch.cat(self.index).numpy() if self.index else np.zeros(0, np.int64),
+            video_ids=self.video_ids,
+            labels=torch.cat(self.labels).numpy() if self.labels else np.zeros(0, np.int64),
+            ok=torch.cat(self.ok).numpy() if self.ok else np.zeros(0, bool),
+            probs=torch.cat(self.probs).cpu().numpy() if self.probs else np.zeros((0, num_classes), np.float32),
+            view_logits=(torch.cat(self.view_logits).cpu().numpy()
+                         if self.keep_view_logits and self.view_logits else None),
+            num_crops=int(num_crops),
+            errors=self.errors,
+            extra={"num_views": self.num_views},
+        )
 
 
 def gather_predictions(local: MultiViewPredictions) -> MultiViewPredictions:
