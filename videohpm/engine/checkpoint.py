@@ -39,6 +39,7 @@ from videohpm.models.checkpoint import read_checkpoint_file, weights_only_loads
 
 __all__ = [
     "COMPLETE_MARKER",
+    "TRAINER_STATE",
     "CheckpointInfo",
     "list_checkpoints",
     "find_latest",
@@ -236,6 +237,7 @@ def save_checkpoint(
 def deepspeed_safe_globals() -> List[Any]:
     """The classes DeepSpeed pickles into its optimizer-state files (ZeRO 1–3, loss scaling)
     besides tensors and plain containers: allowed, with nothing else, when the engine resumes."""
+    # lazy: DeepSpeed is slow to import (it probes the accelerator); only reading its files needs it
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address

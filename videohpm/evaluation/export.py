@@ -9,7 +9,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from videohpm.engine.build import build_model
 from videohpm.evaluation.runner import read_checkpoint
+from videohpm.models import load_pretrained
 
 __all__ = ["load_for_export"]
 
@@ -34,9 +36,6 @@ def load_for_export(cfg: DictConfig, checkpoint: str, teacher: bool = False) -> 
     Raises:
         ValueError naming `checkpoint=` and the keys.
     """
-    from videohpm.engine.build import build_model
-    from videohpm.models import load_pretrained
-
     weights = read_checkpoint(checkpoint)
     sd = weights.teacher if teacher else weights.model
     if sd is None:

@@ -32,8 +32,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from videohpm import distributed as vdist
+from videohpm.data import resolve
+from videohpm.data.config import build_eval_dataset
+from videohpm.data.video import VideoDecodeError
+from videohpm.evaluation.knn import mean_pooled_features
+from videohpm.evaluation.predict import collect_videos
+from videohpm.evaluation.runner import _amp_dtype, load_encoder
 
 __all__ = ["POOLS", "token_functions", "pool_features", "FeatureClips", "run_extract", "load_features"]
 
@@ -56,8 +66,6 @@ def token_functions(model: nn.Module) -> Tuple[Callable[[torch.Tensor], torch.Te
     """`(tokens_fn, mean_fn)`: `x [B, C, T, H, W] -> [B, N, D]` (all tokens after the encoder's
     final norm) and `x -> [B, D]` (the `tools/knn.py` feature) of a `MaskedAutoencoder` (or a
     recipe / DeepSpeed engine around one) or a `VideoClassifier`."""
-    from videohpm.evaluation.knn import mean_pooled_features
-
     m = _unwrap(model)
     if hasattr(m, "encode"):
         return (lambda x: m.encode(x)), mean_pooled_features(model)
@@ -95,8 +103,6 @@ class FeatureClips(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
-        from videohpm.data.video import VideoDecodeError
-
         index = self.indices[i]
         try:
             clip = self.base.transform(self.base.decode_clip(index))
@@ -184,14 +190,6 @@ def run_extract(
         ValueError / FileNotFoundError / FileExistsError naming the option, input or folder, before
         anything is written.
     """
-    from omegaconf import OmegaConf
-
-    from videohpm import distributed as vdist
-    from videohpm.data import resolve
-    from videohpm.data.config import build_eval_dataset
-    from videohpm.evaluation.predict import collect_videos
-    from videohpm.evaluation.runner import _amp_dtype, load_encoder
-
     if pool not in POOLS:
         raise ValueError(f"--pool: {pool!r} is not one of {POOLS}")
     data_cfg = resolve(OmegaConf.to_object(cfg.data))
@@ -216,8 +214,6 @@ def run_extract(
     writer = _ShardWriter(output_dir, rank, shard_rows)
     records: List[Dict[str, Any]] = []
     row_shape: Optional[List[int]] = None
-    from tqdm import tqdm
-
     for batch in tqdm(loader, desc=f"features ({pool})", disable=not vdist.is_main_process(), dynamic_ncols=True):
         x = batch["video"].to(device, non_blocking=True)
         with ctx:

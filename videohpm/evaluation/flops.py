@@ -20,6 +20,8 @@ from typing import Any, Iterator, List, Optional, Sequence
 import torch
 from torch import nn
 
+from videohpm.models import cpu_kernels
+
 __all__ = ["sdpa_flop_jit", "count_flops", "count_parameters", "CostSummary", "format_views", "format_table"]
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     With `q: [..., Nq, d]`, `k: [..., Nk, d]`, `v: [..., Nk, dv]` (leading dims `B·h`):
     `q kᵀ` costs `prod(...)·Nq·Nk·d` and `attn v` costs `prod(...)·Nq·Nk·dv` multiply-adds.
     """
-    from fvcore.nn.jit_handles import get_shape
+    from fvcore.nn.jit_handles import get_shape  # lazy: only FLOP counting needs fvcore
 
     q, k, v = (get_shape(x) for x in inputs[:3])
     lead = math.prod(q[:-2])
@@ -48,8 +50,6 @@ def _traceable_linears() -> Iterator[None]:
     ops, which fvcore does not count; `aten::linear` / SDPA are traced and counted. The previous
     backend is restored afterwards.
     """
-    from videohpm.models import cpu_kernels
-
     previous = cpu_kernels.cpu_kernels()
     cpu_kernels.set_cpu_kernels("aten")
     try:
@@ -70,7 +70,7 @@ def count_flops(model: nn.Module, input_shape: Sequence[int], device: Optional[t
     """
     with warnings.catch_warnings():  # fvcore.nn scripts a loss with torch.jit at import time
         warnings.simplefilter("ignore", FutureWarning)
-        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn import FlopCountAnalysis  # lazy: only FLOP counting needs fvcore
 
     if len(input_shape) != 5:
         raise ValueError(f"input_shape must be (B, C, T, H, W), got {tuple(input_shape)}")

@@ -29,6 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from videohpm import distributed as vdist
+from videohpm.config import config_from_dict, load_tool_config
+from videohpm.data import build_collate, resolve
+from videohpm.data.config import build_eval_dataset
+from videohpm.data.lists import ListFormatError, VideoList, _parse_line
+from videohpm.evaluation.multiview import build_test_loader, gather_predictions, predict_multiview
+from videohpm.evaluation.runner import _amp_dtype, load_classifier
+from videohpm.models.checkpoint import read_checkpoint_file
 
 __all__ = ["VIDEO_EXTENSIONS", "LIST_EXTENSIONS", "collect_videos", "read_class_names", "find_run_config",
            "resolve_class_names", "free_output_stem", "split_tool_args", "tool_config", "Answer", "run_predict", "format_answer", "read_answers"]
@@ -46,8 +57,6 @@ def _is_video_name(name: str) -> bool:
 
 def _read_plain_list(path: str, data_root: str) -> Tuple[List[str], List[str], List[int], List[int], List[int]]:
     """A list file: one path per line (may hold spaces), or VideoMAE's two / three-field lines."""
-    from videohpm.data.lists import ListFormatError, _parse_line
-
     names, paths, labels, starts, totals = [], [], [], [], []
     with open(path, encoding="utf-8") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -88,8 +97,6 @@ def collect_videos(inputs: Sequence[str], data_root: str = ""):
         FileNotFoundError naming an input that does not exist; ValueError for a folder without
         videos, a file that is neither a video nor a list, or no input at all.
     """
-    from videohpm.data.lists import VideoList
-
     if not inputs:
         raise ValueError("no input: give video files, folders or list files")
     names: List[str] = []
@@ -221,8 +228,6 @@ def tool_config(config: Optional[str], args: Sequence[str], require_checkpoint: 
         ValueError / FileNotFoundError / ConfigError as `videohpm.config.load_tool_config`, and a
         ValueError asking for `--config` when none can be found.
     """
-    from videohpm.config import config_from_dict, load_tool_config
-
     if config:
         return load_tool_config(config, args, require_checkpoint=require_checkpoint)
     ckpts = [a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")]
@@ -234,8 +239,6 @@ def tool_config(config: Optional[str], args: Sequence[str], require_checkpoint: 
         return load_tool_config(found, args)
     stored = None
     if os.path.isfile(ckpts[0]):
-        from videohpm.models.checkpoint import read_checkpoint_file
-
         obj = read_checkpoint_file(ckpts[0], map_location="meta")
         stored = obj.get("config") if isinstance(obj, dict) else None
     if not isinstance(stored, dict):
@@ -321,8 +324,6 @@ def _num_outputs(net: Any) -> Optional[int]:
     n = getattr(net, "num_classes", None)
     if isinstance(n, int) and n > 0:
         return n
-    import torch
-
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     return int(linears[-1].out_features) if linears else None
 
@@ -389,14 +390,6 @@ def run_predict(
         FileNotFoundError / ValueError naming the input, the class-name file or the checkpoint,
         before anything is written.
     """
-    from omegaconf import OmegaConf
-
-    from videohpm import distributed as vdist
-    from videohpm.data import build_collate, resolve
-    from videohpm.data.config import build_eval_dataset
-    from videohpm.evaluation.multiview import build_test_loader, gather_predictions, predict_multiview
-    from videohpm.evaluation.runner import _amp_dtype, load_classifier
-
     if int(topk) < 1:
         raise ValueError(f"--topk: must be >= 1, got {topk}")
     data_cfg = resolve(OmegaConf.to_object(cfg.data))

@@ -7,24 +7,39 @@ Checkpoints accepted wherever a `checkpoint=` path is asked for:
   Face state dict (converted by `videohpm.models.load_pretrained`);
 - a DeepSpeed checkpoint folder written by the engine (`<run>/checkpoints/epoch-0009`): the
   recipe's weights (`mp_rank_00_model_states.pt`, or the ZeRO-3 shards through DeepSpeed's
-  `zero_to_fp32`) and the EMA teacher from `trainer_state.pt`;
+  `zero_to_fp32`) and the EMA teacher from `trainer_state.pt` (`engine.checkpoint.TRAINER_STATE`);
 - a run folder (`model_final.pth` if present, else the newest complete checkpoint) or the
   `checkpoints/` root (its `latest` tag).
 """
 from __future__ import annotations
 
+import copy
 import glob
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from torch import nn
 
-from videohpm.engine.checkpoint import deepspeed_safe_globals
-from videohpm.models import cpu_kernels
+from videohpm import distributed as vdist
+from videohpm.config import check_labels
+from videohpm.data import build_collate, build_dataset, resolve
+from videohpm.data.sampling import dense_indices
+from videohpm.data.transforms import eval_transform, frames_to_video
+from videohpm.data.video import VideoReader
+from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config
+from videohpm.engine.checkpoint import TRAINER_STATE, deepspeed_safe_globals, read_trainer_state
+from videohpm.engine.data import build_knn_loaders
+from videohpm.evaluation.flops import CostSummary, count_flops, count_parameters, format_table
+from videohpm.evaluation.knn import knn_eval, mean_pooled_features
+from videohpm.evaluation.multiview import evaluate_multiview, write_metrics_json, write_predictions_csv
+from videohpm.evaluation.visualize import compute_visualization, render_grid_png, write_animation
+from videohpm.models import cpu_kernels, load_pretrained
 from videohpm.models.checkpoint import read_checkpoint_file, resolve_checkpoint_path, weights_only_loads
 from videohpm.precision import autocast_dtype, emulated_bf16_warning
 
@@ -45,24 +60,21 @@ class CheckpointWeights:
     meta: Dict[str, Any] = field(default_factory=dict)
 
 
-def _torch_load(path: str) -> Any:
-    """The one checkpoint reader (`videohpm.models.checkpoint.read_checkpoint_file`): weights_only,
-    never a full unpickle — a refused file raises `CheckpointRefusedError` (a ValueError) that says
-    what it holds."""
-    return read_checkpoint_file(path)
-
-
 def _tensors(d: Any) -> Dict[str, torch.Tensor]:
     return {k: v for k, v in d.items() if isinstance(v, torch.Tensor)} if isinstance(d, Mapping) else {}
 
 
 def _deepspeed_folder(folder: str) -> CheckpointWeights:
-    """One DeepSpeed tag folder (as `videohpm.engine.checkpoint` writes it)."""
+    """One DeepSpeed tag folder (as `videohpm.engine.checkpoint` writes it). Every file is read by
+    the one checkpoint reader (`videohpm.models.checkpoint.read_checkpoint_file`: weights_only,
+    never a full unpickle; a refused file raises `CheckpointRefusedError`, a ValueError that says
+    what it holds)."""
     full = os.path.join(folder, "mp_rank_00_model_states.pt")
     if os.path.isfile(full):
-        sd = _tensors(_torch_load(full).get("module"))
+        sd = _tensors(read_checkpoint_file(full).get("module"))
         source = full
     elif glob.glob(os.path.join(folder, "zero_pp_rank_*_mp_rank_00_model_states.pt")):
+        # lazy: DeepSpeed is slow to import; only ZeRO-3 shard folders need its zero_to_fp32
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         parent, tag = os.path.split(os.path.abspath(folder))
@@ -74,9 +86,8 @@ def _deepspeed_folder(folder: str) -> CheckpointWeights:
     if not sd:
         raise ValueError(f"checkpoint={source}: no module weights inside")
     teacher, meta = None, {}
-    state_file = os.path.join(folder, "trainer_state.pt")
-    if os.path.isfile(state_file):
-        state = _torch_load(state_file)
+    if os.path.isfile(os.path.join(folder, TRAINER_STATE)):
+        state = read_trainer_state(folder)
         teacher = _tensors(state.get("teacher")) or None
         meta = {k: state.get(k) for k in ("epoch", "global_step") if k in state}
     return CheckpointWeights(sd, teacher, source, meta)
@@ -113,7 +124,7 @@ def read_checkpoint(path: str, prefer_full_recipe: bool = False) -> CheckpointWe
         if source.endswith("mp_rank_00_model_states.pt") and isinstance(obj, Mapping) and isinstance(obj.get("module"), Mapping):
             obj = obj["module"]
         return CheckpointWeights(dict(obj), None, source)
-    obj = _torch_load(path)
+    obj = read_checkpoint_file(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and "config" in obj:
         return CheckpointWeights(_tensors(obj["model"]), _tensors(obj.get("teacher")) or None, path,
                                  {k: obj.get(k) for k in ("epoch", "global_step")})
@@ -146,10 +157,6 @@ def load_classifier(cfg: DictConfig, checkpoint: str, ema: bool = False) -> nn.M
     Raises:
         ValueError naming `checkpoint=` when weights are missing or do not fit the model.
     """
-    from videohpm.engine.build import build_model, build_recipe_from_config
-    from videohpm.models import load_pretrained
-    import videohpm.methods.linear_probe  # noqa: F401  (registers "linear_probe")
-
     method = str(cfg.method.name)
     weights = read_checkpoint(checkpoint, prefer_full_recipe=method == "linear_probe")
     model = build_model(cfg)
@@ -189,8 +196,6 @@ def _amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
 def _check_test_labels(net: nn.Module, dataset: Any, cfg: DictConfig) -> None:
     """The test list's labels against the classifier's outputs, before any video is decoded
     (a label the head cannot produce would otherwise just count as wrong)."""
-    from videohpm.config import check_labels
-
     inner = net.recipe if isinstance(net, _Logits) else net
     classes = getattr(inner, "num_classes", None)
     labels = getattr(getattr(dataset, "videos", None), "labels", None)
@@ -215,11 +220,6 @@ def run_test(
 
     Returns the metrics (identical on every rank), including the cost summary.
     """
-    from videohpm import distributed as vdist
-    from videohpm.data import build_collate, build_dataset, resolve
-    from videohpm.evaluation.flops import CostSummary, count_flops, count_parameters, format_table
-    from videohpm.evaluation.multiview import evaluate_multiview, write_metrics_json, write_predictions_csv
-
     device = vdist.init_distributed(cfg.train.dist_backend or None)
     data_cfg = resolve(OmegaConf.to_object(cfg.data))
     net = load_classifier(cfg, checkpoint, ema=ema).to(device)
@@ -263,9 +263,6 @@ def load_encoder(cfg: DictConfig, checkpoint: Optional[str], teacher: bool = Fal
         ValueError naming `checkpoint=` when an encoder weight is missing, unexpected or of
             another shape (decoders, loss predictor and classifier head may be absent).
     """
-    from videohpm.engine.build import build_model
-    from videohpm.models import load_pretrained
-
     torch.manual_seed(int(cfg.train.seed))
     model = build_model(cfg)
     if checkpoint is None:
@@ -295,11 +292,6 @@ def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher
 
     Returns the metrics (identical on every rank).
     """
-    from videohpm import distributed as vdist
-    from videohpm.engine.data import build_knn_loaders
-    from videohpm.evaluation.knn import knn_eval, mean_pooled_features
-    from videohpm.evaluation.multiview import write_metrics_json
-
     device = vdist.init_distributed(cfg.train.dist_backend or None)
     model = load_encoder(cfg, checkpoint, teacher=teacher).to(device)
     train_loader, val_loader = build_knn_loaders(cfg.data, int(batch_size or cfg.train.batch_size),
@@ -322,17 +314,9 @@ def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher
 def load_clip(path: str, data_cfg: Any, start: int = 0) -> torch.Tensor:
     """A normalized clip `[C, T, H, W]` from a video file (dense frames at the config's sampling
     rate from `start`) or an image (`T = 1`), resized and centre-cropped like validation."""
-    from videohpm.data import resolve
-    from videohpm.data.sampling import dense_indices
-    from videohpm.data.transforms import eval_transform, frames_to_video
-    from videohpm.data.video import VideoReader
-
     cfg = resolve(data_cfg)
     tf = eval_transform(cfg.input_size, cfg.short_side_size, cfg.mean, cfg.std)
     if os.path.splitext(path)[1].lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"):
-        import numpy as np
-        from PIL import Image
-
         frames = np.asarray(Image.open(path).convert("RGB"))[None]
         return tf(frames_to_video(frames))
     with VideoReader(path, backend=cfg.backend, fallback=cfg.fallback_backend) as vr:
@@ -350,12 +334,6 @@ def run_visualize(cfg: DictConfig, checkpoint: str, input_path: str, output_dir:
     The mask strategy is the config's (`mask.*`); HPM's teacher (saved with the checkpoint)
     predicts the loss that drives it unless `use_teacher=False` (then the student does).
     """
-    import copy
-
-    from videohpm.engine.build import build_mask_generator, build_model
-    from videohpm.evaluation.visualize import compute_visualization, render_grid_png, write_animation
-    from videohpm.models import load_pretrained
-
     weights = read_checkpoint(checkpoint)
     model = build_model(cfg)
     if not hasattr(model, "decode"):

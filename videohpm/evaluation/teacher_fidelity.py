@@ -22,6 +22,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from videohpm.data import build_dataset
+from videohpm.data.config import build_eval_dataset
+from videohpm.data.lists import read_list
+from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config
+from videohpm.evaluation.runner import _strip, read_checkpoint
+from videohpm.masking import make_mask_generator
+from videohpm.methods.hpm import HPM, parse_teacher_mode
+from videohpm.models import load_pretrained
+
 log = logging.getLogger(__name__)
 
 
@@ -76,13 +85,6 @@ def run_teacher_fidelity(cfg: Any, checkpoint: str, modes: Sequence[str], output
     (`val`: one centre clip and crop per video, the held-out videos). Writes
     `<output_dir>/teacher_fidelity.json` when `output_dir` is given.
     """
-    from videohpm.data import build_dataset
-    from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config
-    from videohpm.evaluation.runner import _strip, read_checkpoint
-    from videohpm.masking import make_mask_generator
-    from videohpm.methods.hpm import HPM, parse_teacher_mode
-    from videohpm.models import load_pretrained
-
     parsed = [parse_teacher_mode(m) for m in modes]  # bad modes fail before any work
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
@@ -113,9 +115,6 @@ def run_teacher_fidelity(cfg: Any, checkpoint: str, modes: Sequence[str], output
     if cfg.data.kind == "image":
         data = build_dataset(cfg.data, "val")
     else:  # labels are not needed: a pre-training config may leave data.num_classes unset
-        from videohpm.data.config import build_eval_dataset
-        from videohpm.data.lists import read_list
-
         data = build_eval_dataset(cfg.data, read_list(cfg.data.val, cfg.data.data_root), "val", require_labels=False)
     loader = torch.utils.data.DataLoader(data, batch_size=int(batch_size or cfg.train.batch_size), shuffle=False,
                                          num_workers=int(cfg.data.num_workers))

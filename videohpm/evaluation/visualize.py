@@ -24,8 +24,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from videohpm.masking import make_mask_generator
 from videohpm.models.patches import patchify, unpatchify
 
 __all__ = [
@@ -135,8 +137,6 @@ def average_loss_map(model: nn.Module, x: torch.Tensor, num_masks: int = 10, mas
     """True per-patch reconstruction loss `[B, N]`, averaged over `num_masks` random masks
     (HPM journal Fig. 2(b)); a token's value is the mean over the masks that hid it (tokens never
     hidden get the sample's mean)."""
-    from videohpm.masking import make_mask_generator
-
     gen = make_mask_generator("random", mask_ratio=mask_ratio)
     grid = (x.shape[0], *model.grid(x))
     target = model.target(x)  # [B, N, P]
@@ -284,7 +284,7 @@ def _normalize01(a: np.ndarray) -> np.ndarray:
 
 def _heat(frames: np.ndarray, values: np.ndarray, cmap: str = "jet", weight: float = 0.6) -> np.ndarray:
     """Colour `values: [T, H, W]` (red = high, blue = low, as Fig. 2) over grey `frames`."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: only drawing needs matplotlib
 
     rgb = colormaps[cmap](_normalize01(values))[..., :3]
     grey = frames.mean(axis=-1, keepdims=True)
@@ -331,10 +331,10 @@ def render_grid_png(vis: Visualization, path: str, frames: Optional[Sequence[int
     image is `(cols·cell·dpi, (rows·cell + header)·dpi)` pixels (truncated to integers), with
     `header = 0.4` inch for the title. Returns `(width, height)` of the written image.
     """
-    import matplotlib
+    import matplotlib  # lazy: the Agg backend is chosen right before pyplot is imported
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the backend is chosen
 
     panels = panel_images(vis)
     cols = _frame_choice(vis, frames, max_cols)
@@ -393,13 +393,11 @@ def write_animation(vis: Visualization, path: str, fps: float = 4.0, scale: int 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".gif":
-        from PIL import Image
-
         imgs = [Image.fromarray(f) for f in frames]
         imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(round(1000 / fps)), loop=0,
                      optimize=False, disposal=1)
     elif ext == ".mp4":
-        import av
+        import av  # lazy: only .mp4 output needs PyAV
 
         # yuv420p needs even sides: pad with white.
         ph, pw = h + h % 2, w + w % 2
@@ -486,10 +484,10 @@ def plot_training_curves(log_path: str, out_png: str, dpi: int = 100) -> Dict[st
 
     Returns `{panel title: [keys drawn]}`; panels without data are left out.
     """
-    import matplotlib
+    import matplotlib  # lazy: the Agg backend is chosen right before pyplot is imported
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the backend is chosen
 
     steps, epochs = read_log(log_path)
     panels: Dict[str, List[Tuple[str, Dict[int, float]]]] = {}
