@@ -393,7 +393,7 @@ def setup_logging(
         root.addHandler(h)
     root.setLevel(min(level, others_level))
     try:
-        from deepspeed.utils import logger as ds_logger
+        from deepspeed.utils import logger as ds_logger  # lazy: DeepSpeed is slow to import
 
         ds_logger.setLevel(logging.WARNING)
     except Exception:  # pragma: no cover - deepspeed missing is reported where it is needed

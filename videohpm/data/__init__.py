@@ -15,6 +15,7 @@ from .datasets import (
 )
 from .lists import ListFormatError, VideoList, build_k400_lists, build_ssv2_lists, read_list, write_list
 from .video import VideoDecodeError, VideoReader, check_video
+from .demo import make_demo_data
 
 __all__ = [
     "DataConfig",
@@ -40,12 +41,3 @@ __all__ = [
     "check_video",
     "make_demo_data",
 ]
-
-
-def __getattr__(name: str):
-    # The demo generator pulls in scikit-learn; import it only when asked for.
-    if name == "make_demo_data":
-        from .demo import make_demo_data
-
-        return make_demo_data
-    raise AttributeError(f"module 'videohpm.data' has no attribute {name!r}")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import List, Optional
 
+from tqdm import tqdm
+
 from .lists import read_list, write_list
 from .video import check_video
 
@@ -48,8 +50,6 @@ def check_list(
         pool = ProcessPoolExecutor(max_workers=workers)
         reasons = pool.map(fn, paths, chunksize=max(1, min(64, len(paths) // (workers * 8) or 1)))
     if progress:
-        from tqdm import tqdm
-
         reasons = tqdm(reasons, total=len(paths), desc=f"checking {os.path.basename(str(list_file))}", unit="video")
     try:
         broken = [

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
+from torchvision.transforms.v2 import InterpolationMode
 
 from .datasets import (
     ImageFolderDataset,
@@ -149,13 +151,8 @@ class DataConfig:
 def _as_dataclass(cfg: Any) -> DataConfig:
     if isinstance(cfg, DataConfig):
         return cfg
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, dict):
         known = {f.name for f in dataclasses.fields(DataConfig)}
         unknown = sorted(set(cfg) - known)
@@ -279,8 +276,6 @@ def _build_image(cfg: DataConfig, split: str, root: str) -> Dataset:
 
 
 def _bicubic():
-    from torchvision.transforms.v2 import InterpolationMode
-
     return InterpolationMode.BICUBIC
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from torchvision.datasets.folder import make_dataset
 
 from .lists import ListBuildReport, ListFormatError, _copy_val_as_test, _finish_split, write_list
 
@@ -88,8 +89,6 @@ def scan_class_folders(root: str | os.PathLike, extensions: Sequence[str] = VIDE
         FileNotFoundError: ``root`` is not a folder.
         ValueError: no class folder, or no video at all.
     """
-    from torchvision.datasets.folder import make_dataset
-
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"video folder not found: {root}")
@@ -283,7 +282,7 @@ def _ucf_split_entries(path: Path, classes: List[str], labelled: bool) -> List[T
     """``trainlist0K.txt`` (``<Class>/<video>.avi <1-based id>``) or ``testlist0K.txt``
     (``<Class>/<video>.avi``) -> ``(path, 0-based label)``; the label is the class of the path's
     folder, checked against the listed id when there is one."""
-    from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
+    from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths  # lazy: heavy; only UCF101 lists need it
 
     lines = _clean_lines(path)
     exact = {c: i for i, c in enumerate(classes)}
@@ -381,7 +380,7 @@ def build_hmdb51_lists(
     ``val.csv`` (``test.csv`` a copy). Lines are ``<class>/<video>.avi <label>``, relative to the
     folder holding the class folders (``data.data_root``).
     """
-    from pytorchvideo.data.hmdb51 import Hmdb51LabeledVideoPaths
+    from pytorchvideo.data.hmdb51 import Hmdb51LabeledVideoPaths  # lazy: heavy; only HMDB51 lists need it
 
     split = _check_split(split)
     ann = Path(annotation_dir)

@@ -32,6 +32,8 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Optional, Tuple
 
+from tqdm import tqdm
+
 from .lists import format_path, read_list
 
 __all__ = ["ResizeResult", "ResizeReport", "resized_size", "output_name", "resize_video", "is_complete",
@@ -109,7 +111,7 @@ class ResizeResult:
 
 def _probe(path: str) -> Tuple[int, int, int]:
     """``(width, height, frames in the header or -1)`` of a file's first video stream."""
-    import av
+    import av  # lazy: PyAV loads before decord (see video.py); only re-encoding needs it
 
     with av.open(path) as c:
         if not c.streams.video:
@@ -153,7 +155,7 @@ def resize_video(src: str, dst: str, short_side: int, crf: int = 23, preset: str
     the short side becomes ``short_side``. Never raises for a bad source: returns a result with
     ``status="broken"`` and the reason (and leaves no file behind).
     """
-    import av
+    import av  # lazy: as in _probe
 
     ext = os.path.splitext(dst)[1].lower()
     codec, fmt = CODECS.get(ext, CODECS[".mp4"])
@@ -316,8 +318,6 @@ def resize_list(
         pool = ProcessPoolExecutor(max_workers=workers)
         it = pool.map(_work, todo)
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(it, total=len(todo), desc=f"resizing {os.path.basename(os.fspath(list_file))}", unit="video")
     try:
         results = list(it)

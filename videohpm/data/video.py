@@ -58,7 +58,7 @@ class _DecordBackend:
 
     def __init__(self, path: str, num_threads: int) -> None:
         global _DECORD_QUIET
-        import decord
+        import decord  # lazy: after PyAV (imported at the top, see above); only this backend needs it
 
         if not _DECORD_QUIET:
             # FFmpeg's own log lines ("Read error", "moov atom not found") would flood the
@@ -80,7 +80,7 @@ class _PyAVBackend:
     name = "pyav"
 
     def __init__(self, path: str, num_threads: int) -> None:
-        import av
+        import av  # loaded at the top already (load order, see above); named here for the reader
 
         self._path = path
         self._threads = num_threads
@@ -101,7 +101,7 @@ class _PyAVBackend:
             container.close()
 
     def get_batch(self, indices: List[int]) -> np.ndarray:
-        import av
+        import av  # as in __init__
 
         wanted = set(indices)
         last = max(wanted)

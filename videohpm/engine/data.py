@@ -21,7 +21,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from videohpm.data import build_dataset
+from videohpm.data.datasets import collate
 
 __all__ = ["sample_seed", "ResumableDistributedSampler", "SeededDataset", "build_loader", "build_knn_loaders"]
 
@@ -110,7 +114,7 @@ def build_loader(
     dropout streams use).
     """
     if collate_fn is None:
-        from videohpm.data.datasets import collate as collate_fn
+        collate_fn = collate
     wrapped = SeededDataset(dataset) if isinstance(sampler, ResumableDistributedSampler) else dataset
     g = torch.Generator()
     g.manual_seed(0)
@@ -134,10 +138,6 @@ def build_knn_loaders(data_cfg: Any, batch_size: int, world: int = 1, rank: int 
     Raises:
         ValueError naming `data.train` / `data.val` when a list is missing or empty.
     """
-    from omegaconf import OmegaConf
-
-    from videohpm.data import build_dataset
-
     for name in ("train", "val"):
         if not getattr(data_cfg, name, None):
             raise ValueError(f"data.{name}: the k-NN needs a labelled {name} list (memory bank / queries)")

@@ -25,22 +25,20 @@ that says which `train.accum_steps` keeps it (or to resume on the original rank 
 """
 from __future__ import annotations
 
-import copy
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
-
-from omegaconf import DictConfig, OmegaConf
+from typing import Any, Dict, Optional
 
 from videohpm import distributed as vdist
 from videohpm.config import ConfigError
 from videohpm.engine import checkpoint as ckpt
 
-__all__ = ["ResumePlan", "plan_resume", "prepare_load", "rank_change_keeps_global_batch", "UNIVERSAL_DIR"]
+__all__ = ["ResumePlan", "plan_resume", "prepare_load", "UNIVERSAL_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +57,6 @@ class ResumePlan:
 
 
 def _saved_layout(info: ckpt.CheckpointInfo) -> Dict[str, Any]:
-    import json
-
     with open(os.path.join(info.path, ckpt.COMPLETE_MARKER)) as f:
         marker = json.load(f)
     state = ckpt.read_trainer_state(info.path)
@@ -119,31 +115,6 @@ def plan_resume(spec: str, ckpt_root: str, *, world: int, batch_size: int, accum
                           f"train.accum_steps={accum_steps}; resume on {w0} rank(s) or from an epoch checkpoint")
     return ResumePlan(info=info, saved_world=w0, world=world, micro=consumed // per_micro,
                       universal=int(zero_stage) != 0)
-
-
-def rank_change_keeps_global_batch(old_config: Mapping[str, Any], info: ckpt.CheckpointInfo, cfg: DictConfig) -> bool:
-    """True when resuming `info` (written with `old_config`) differs from this launch only in
-    `train.batch_size` / `train.accum_steps`, on another number of ranks, with the same global
-    batch b·a·W — the same run continued elastically (`engine.runs.plan_run` accepts it as such;
-    `plan_resume` then checks the position in the epoch)."""
-    from videohpm.engine.runs import config_digest  # engine.runs imports this module
-
-    w0 = (ckpt._read_marker(info.path) or {}).get("world_size")
-    w1 = vdist.get_world_size()
-    if w0 is None or int(w0) == w1:
-        return False
-    old = copy.deepcopy(dict(old_config))
-    new = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        b0, a0 = int(old["train"]["batch_size"]), int(old["train"]["accum_steps"])
-        b1, a1 = int(new["train"]["batch_size"]), int(new["train"]["accum_steps"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    if b0 * a0 * int(w0) != b1 * a1 * w1:
-        return False
-    for c in (old, new):
-        c["train"] = dict(c["train"], batch_size=None, accum_steps=None)
-    return config_digest(old) == config_digest(new)
 
 
 _SAFE_CONVERT = (

@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, Mapping
 
 import torch
+from tqdm.auto import tqdm
 
 from videohpm import distributed as vdist
 
@@ -99,7 +100,7 @@ class MetricLogger:
             os.makedirs(output_dir, exist_ok=True)
             self._jsonl = open(os.path.join(output_dir, "log.jsonl"), "a", buffering=1)
             if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
 
                 self.writer = SummaryWriter(os.path.join(output_dir, "tb"))
 
@@ -108,8 +109,6 @@ class MetricLogger:
         """Open the bar for `epoch` (`total` optimizer steps, `initial` already done on resume)."""
         if not (self.main and self.progress_bar):
             return
-        from tqdm.auto import tqdm
-
         self.close_bar()
         self.bar = tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True,
                         leave=True, mininterval=1.0)

@@ -20,6 +20,7 @@ every `log.jsonl` record, so that the records of two runs in one folder can be t
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -35,10 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 from videohpm import distributed as vdist
 from videohpm.config import ConfigError, save_config
 from videohpm.engine import checkpoint as ckpt
-from videohpm.engine import elastic
 
 __all__ = ["RESUME_IGNORED_KEYS", "RunPlan", "config_digest", "config_differences", "plan_run",
-           "prepare_run_folder"]
+           "prepare_run_folder", "rank_change_keeps_global_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,29 @@ def config_differences(old: Any, new: Any) -> List[str]:
     """Dotted keys (outside `RESUME_IGNORED_KEYS`) whose values differ, `key: old -> new`."""
     a, b = _compared(old), _compared(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def rank_change_keeps_global_batch(old_config: Mapping[str, Any], info: ckpt.CheckpointInfo, cfg: DictConfig) -> bool:
+    """True when resuming `info` (written with `old_config`) differs from this launch only in
+    `train.batch_size` / `train.accum_steps`, on another number of ranks, with the same global
+    batch b·a·W — the same run continued elastically (`plan_run` accepts it as such;
+    `engine.elastic.plan_resume` then checks the position in the epoch)."""
+    w0 = (ckpt._read_marker(info.path) or {}).get("world_size")
+    w1 = vdist.get_world_size()
+    if w0 is None or int(w0) == w1:
+        return False
+    old = copy.deepcopy(dict(old_config))
+    new = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        b0, a0 = int(old["train"]["batch_size"]), int(old["train"]["accum_steps"])
+        b1, a1 = int(new["train"]["batch_size"]), int(new["train"]["accum_steps"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if b0 * a0 * int(w0) != b1 * a1 * w1:
+        return False
+    for c in (old, new):
+        c["train"] = dict(c["train"], batch_size=None, accum_steps=None)
+    return config_digest(old) == config_digest(new)
 
 
 @dataclass
@@ -133,7 +156,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         meta = _checkpoint_meta(info)
         # Another rank count with train.batch_size / accum_steps keeping the global batch is the same
         # run continued elastically (engine.elastic checks the rest before DeepSpeed is built).
-        if meta["digest"] != digest and not elastic.rank_change_keeps_global_batch(meta["config"], info, cfg):
+        if meta["digest"] != digest and not rank_change_keeps_global_batch(meta["config"], info, cfg):
             diff = config_differences(meta["config"], cfg)
             if not t.resume_force:
                 raise ConfigError(

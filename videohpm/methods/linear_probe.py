@@ -118,14 +118,3 @@ class LinearProbe(Recipe):
 
     def on_step_end(self) -> None:
         """Nothing to do after an optimizer step (no EMA)."""
-
-
-def _register() -> None:
-    """Make `build_recipe("linear_probe", ...)` work (idempotent), as `classification` does."""
-    import videohpm.methods as methods
-
-    if hasattr(methods, "available_recipes") and "linear_probe" not in methods.available_recipes():
-        methods.register_recipe("linear_probe", LinearProbe)
-
-
-_register()

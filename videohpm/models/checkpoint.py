@@ -210,7 +210,7 @@ def read_checkpoint_file(path: Union[str, os.PathLike], extra_safe_globals: Sequ
     """
     path = resolve_checkpoint_path(path)
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: only .safetensors files need it
 
         try:
             return load_file(path, device="cpu")

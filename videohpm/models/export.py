@@ -35,7 +35,9 @@ import shutil
 import tempfile
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import timm
 import torch
+from timm.models import save_for_hf
 from torch import nn
 
 __all__ = [
@@ -180,7 +182,7 @@ def hf_config_from_model(model: nn.Module, **extra: Any):
     classifier's ``fc_norm`` with LayerNorm's default 1e-5, which no config key changes: outputs
     agree to ~1e-5, not bit for bit.
     """
-    from transformers import VideoMAEConfig
+    from transformers import VideoMAEConfig  # lazy: heavy, and a dev extra only
 
     enc = model.encoder
     blk = enc.blocks[0]
@@ -354,7 +356,7 @@ def timm_to_ours(sd: Mapping[str, torch.Tensor]) -> StateDict:
 # Writing an export
 # ----------------------------------------------------------------------------------------------
 def _hf_class(model: nn.Module):
-    from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification
+    from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification  # lazy: as above
 
     return VideoMAEForPreTraining if hasattr(model, "decoder") else VideoMAEForVideoClassification
 
@@ -403,9 +405,6 @@ def write_export(model: nn.Module, fmt: str, out: Union[str, os.PathLike],
             hf.load_state_dict(sd, strict=True)
             hf.save_pretrained(tmp, safe_serialization=True)
         else:
-            import timm
-            from timm.models import save_for_hf
-
             arch, kwargs = timm_model_args(model)
             net = timm.create_model(arch, pretrained=False, **kwargs)
             net.load_state_dict(sd, strict=True)

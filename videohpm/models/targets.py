@@ -34,8 +34,10 @@ import math
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
+import timm
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from .checkpoint import load_pretrained, read_checkpoint_file, unwrap_state_dict
@@ -225,9 +227,6 @@ def load_feature_teacher(
         return FeatureTeacher(net, "video", net.encoder.embed_dim,
                               getattr(net, "input_mean", IMAGENET_MEAN), getattr(net, "input_std", IMAGENET_STD),
                               student_mean, student_std)
-    import timm
-    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
-
     if not _is_timm(model):
         raise ValueError(f"{key}.model: {model!r} is neither one of our models nor a timm model")
     kwargs.setdefault("dynamic_img_size", True)  # any input resolution (pos table resampled)
@@ -247,7 +246,5 @@ def load_feature_teacher(
 
 
 def _is_timm(name: str) -> bool:
-    import timm
-
     return bool(timm.is_model(name))
 
