@@ -5,7 +5,11 @@ setup(
     name="videohpm",
     version="0.1.0",
     description="Hard Patches Mining (HPM) for VideoMAE-style masked video and image pre-training",
-    packages=find_packages(include=["videohpm", "videohpm.*"]),
+    # The run configs travel with the package: the checkout's configs/ is installed as
+    # videohpm/configs/ (found by videohpm.config.find_config from any working directory).
+    packages=find_packages(include=["videohpm", "videohpm.*"]) + ["videohpm.configs"],
+    package_dir={"videohpm.configs": "configs"},
+    package_data={"videohpm.configs": ["**/*.yaml", "**/*.yml", "**/*.json"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
