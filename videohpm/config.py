@@ -556,7 +556,7 @@ OWNED_KEYS: Dict[str, str] = {
     "gradient_accumulation_steps": "train.accum_steps",
     "gradient_clipping": "optim.clip_grad",
     "optimizer": "optim.*",
-    "scheduler": "optim.* (per-step schedules in videohpm.engine.schedules)",
+    "scheduler": "optim.* (per-step schedules in videohpm.schedules)",
 }
 
 

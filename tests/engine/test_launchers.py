@@ -220,7 +220,7 @@ def test_resume_on_one_rank_keeps_the_global_batch(slurm_pretrain, demo, tmp_pat
     from omegaconf import OmegaConf
 
     from videohpm.engine.optim import scaled_lr
-    from videohpm.engine.schedules import CosineSchedule
+    from videohpm.schedules import CosineSchedule
 
     o = OmegaConf.load(PRETRAIN_CFG).optim
     sched = CosineSchedule(scaled_lr(o.base_lr, 4), o.min_lr, 8, 4, o.warmup_lr)

@@ -11,8 +11,8 @@ from torch import nn
 
 from videohpm.engine.deepspeed_setup import OWNED_KEYS, build_deepspeed_config, resolve_deepspeed_dict
 from videohpm.engine.optim import apply_schedules, build_param_groups, default_layer_id, scaled_lr
-from videohpm.engine.schedules import CosineSchedule
 from videohpm.models import VideoClassifier
+from videohpm.schedules import CosineSchedule
 
 REPO = Path(__file__).resolve().parents[2]
 

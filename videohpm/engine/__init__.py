@@ -5,8 +5,8 @@ The engine drives any recipe of `videohpm.methods` through `forward(batch, progr
 `on_step_end()`; it knows nothing about HPM itself.
 """
 from .checkpoint import CheckpointInfo, checkpoint_info, find_latest, list_checkpoints
-from .schedules import CosineSchedule, cosine_value
 from .trainer import NonFiniteLossError, Trainer, resolve_precision, train
+from videohpm.schedules import CosineSchedule, cosine_value  # the engine's schedules (bottom layer)
 
 __all__ = [
     "train",

@@ -17,7 +17,7 @@ the labelled train / val lists every few epochs: a training-free health metric o
 One optimizer step = `train.accum_steps` micro-batches of `train.batch_size` videos per rank.
 `progress = (epoch + micro_step / micro_steps_per_epoch) / epochs` is passed to the recipe
 (HPM's α_t, Eq. 8). The per-step lr / weight decay are pure functions of the global step
-(`engine.schedules`), so a checkpoint needs only the step counter to resume them.
+(`videohpm.schedules`), so a checkpoint needs only the step counter to resume them.
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ from videohpm.engine.diagnostics import LoopDiagnostics
 from videohpm.engine.metrics import MetricLogger, StepAverager
 from videohpm.engine.runs import plan_run, prepare_run_folder
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
-from videohpm.engine.schedules import CosineSchedule
 from videohpm.precision import amp_dtype, resolve_precision
+from videohpm.schedules import CosineSchedule
 
 __all__ = ["Trainer", "train", "resolve_precision", "NonFiniteLossError"]
 

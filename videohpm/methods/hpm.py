@@ -75,6 +75,7 @@ from videohpm.methods.targets import TargetMixin, take_tokens
 from videohpm.models import cpu_kernels
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
 from videohpm.precision import PRECISION_DTYPES, emulated_bf16_warning, runnable_dtype
+from videohpm.schedules import cosine_between
 
 LOSS_PRED_KINDS = ("relative", "absolute", "none")
 TEACHER_PRECISIONS = {"auto": None, **PRECISION_DTYPES}
@@ -303,8 +304,7 @@ class HPM(TargetMixin, Recipe):
         if self.momentum_end is None:
             return self.momentum
         # cosine from momentum (progress 0) to momentum_end (progress 1)
-        w = 0.5 * (1.0 - math.cos(math.pi * min(max(self._progress, 0.0), 1.0)))
-        return self.momentum + (self.momentum_end - self.momentum) * w
+        return cosine_between(self.momentum, self.momentum_end, min(max(self._progress, 0.0), 1.0))
 
     @torch.no_grad()
     def on_step_end(self) -> None:

@@ -9,6 +9,9 @@ The shape is VideoMAE's / MAE's `cosine_scheduler`:
     v(s) = final                                                      for s ≥ S
 
 with W warm-up steps and S total steps (supplement Table S1/S2: "cosine decay", warm-up epochs).
+
+A bottom-layer module (no package imports): the engine's lr / weight-decay schedules and the
+recipes' own schedules (HPM's EMA momentum, `cosine_between`) share it.
 """
 from __future__ import annotations
 
@@ -16,7 +19,19 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Dict
 
-__all__ = ["CosineSchedule", "cosine_value"]
+__all__ = ["CosineSchedule", "cosine_value", "cosine_between"]
+
+
+def cosine_between(start: float, end: float, t: float) -> float:
+    """Half-cosine from `start` (t = 0) to `end` (t = 1): `end + ½(start − end)(1 + cos(π t))`.
+
+    The decay branch of `cosine_value` and HPM's EMA momentum schedule (`momentum` →
+    `momentum_end` over training). That momentum used to be written `start + (end − start)·½(1 −
+    cos(π t))`: the same value, rounded differently — kept here is this engine form (the lr and
+    weight-decay bits are unchanged); the momentum may differ from the old form by about one ulp
+    (≈1e-16) at some t.
+    """
+    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * t))
 
 
 def cosine_value(step: int, base: float, final: float, total_steps: int, warmup_steps: int = 0,
@@ -30,8 +45,7 @@ def cosine_value(step: int, base: float, final: float, total_steps: int, warmup_
     decay_steps = total_steps - warmup_steps
     if step >= total_steps or decay_steps <= 0:
         return final
-    t = (step - warmup_steps) / decay_steps
-    return final + 0.5 * (base - final) * (1.0 + math.cos(math.pi * t))
+    return cosine_between(base, final, (step - warmup_steps) / decay_steps)
 
 
 @dataclass(frozen=True)
