@@ -61,7 +61,7 @@ def _step(args) -> int:
     from videohpm import distributed as vdist
     from videohpm.config import load_config, repo_root
     from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config
-    from videohpm.engine.deepspeed_setup import build_deepspeed_config, gathered_parameters, resolve_deepspeed_dict
+    from videohpm.engine.deepspeed_setup import build_deepspeed_config, resolve_deepspeed_dict
     from videohpm.engine.diagnostics import peak_memory_mb
     from videohpm.engine.optim import build_optimizer, build_param_groups
 
@@ -89,10 +89,9 @@ def _step(args) -> int:
 
     engine, _, _, _ = deepspeed.initialize(model=recipe, optimizer=optimizer, config=ds_cfg)
     stage = int(engine.zero_optimization_stage())
-    teacher = getattr(recipe, "teacher", None)
-    if teacher is not None:
-        teacher.to(device)
-    split = getattr(recipe, "train_split", "pretrain")
+    if recipe.ema is not None:
+        recipe.ema.to(device)
+    split = recipe.train_split
     g = torch.Generator().manual_seed(rank)
 
     def batch():
@@ -111,12 +110,7 @@ def _step(args) -> int:
             out = engine(batch(), s / max(args.steps, 1))
             engine.backward(out["loss"])
             engine.step()
-        if teacher is not None or getattr(recipe, "on_step_end_needs_params", False):
-            if stage == 3:
-                with gathered_parameters(recipe, stage):
-                    recipe.on_step_end()
-            else:
-                recipe.on_step_end()
+        recipe.on_step_end()  # the EMA teacher gathers ZeRO-3 parameters itself (methods.base.EmaTeacher)
         float(out["loss"].detach())  # the step's end (a sync on CUDA)
         times.append(time.perf_counter() - t0)
     peak = peak_memory_mb(device)

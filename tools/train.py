@@ -63,7 +63,8 @@ def main(argv=None) -> int:
 
         print(OmegaConf.to_yaml(cfg))
         return 0
-    from videohpm.engine import NonFiniteLossError, train
+    from videohpm.engine import NonFiniteLossError
+    from videohpm.evaluation.training import train  # the engine's train with the config's k-NN hook
 
     try:
         train(cfg)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from tests.engine.conftest import DEEPSPEED, PRETRAIN_CFG, data_overrides, read_log, run_train
 from videohpm.config import load_config
-from videohpm.engine import Trainer
+from videohpm.evaluation.training import Trainer  # the engine's Trainer with the k-NN hook (train.knn_every)
 
 KS = [3, 20]  # 20 > the 16 training clips: capped, every clip votes
 TEMPERATURE = 0.07

@@ -218,7 +218,7 @@ def test_a_run_that_skipped_too_many_steps_fails(demo, tmp_path):
 
 
 def test_train_py_exits_non_zero_when_the_run_fails(monkeypatch, capsys):
-    import videohpm.engine as engine
+    import videohpm.evaluation.training as engine  # tools/train.py runs its train (the engine's, with the eval hooks)
 
     def failing(cfg):
         raise NonFiniteLossError("6 of 8 micro-steps (75.0 %) were skipped")

@@ -1,18 +1,19 @@
-"""The training loop: DeepSpeed engine, schedules, EMA teacher hook, logging, checkpoints, eval.
+"""The training loop: DeepSpeed engine, schedules, the recipe's step end, logging, checkpoints, eval.
 
-The engine drives any recipe (`videohpm.methods`): an `nn.Module` whose
-`forward(batch, progress) -> {"loss", parts...}` and `on_step_end()` are all it knows. Optional
-recipe attributes it honours:
+The engine drives any recipe through the contract of `videohpm.methods.base.Recipe`:
+`forward(batch, progress) -> {"loss", parts...}`, `on_step_end()` after every applied optimizer
+step (the EMA teacher's update, which gathers ZeRO-3 parameters itself), its EMA teacher
+(`recipe.ema`: moved to the device, compared across ranks, checkpointed through
+`teacher_state_dict()` / `load_teacher_state_dict()`), `train_split`, and, for recipes with an
+`eval_split`, `predict(video) -> {name: logits}`: validation top-1/top-5 every
+`train.eval_every` epochs on a deterministic centre view.
 
-- `teacher` (an unregistered fp32 module: HPM's EMA teacher, a fine-tuning model EMA): moved to
-  the device, its ZeRO-3 student parameters gathered around `on_step_end()`, checkpointed
-  through `teacher_state_dict()` / `load_teacher_state_dict()`;
-- `train_split` (default "pretrain") / `eval_split` and `predict(video) -> {name: logits}`:
-  validation top-1/top-5 every `train.eval_every` epochs on a deterministic centre view.
+Other end-of-epoch metrics are hooks the application hands to the trainer
+(`Trainer(cfg, eval_hooks=[...])`, `videohpm.engine.hooks.EvalHook`): the k-NN health metric of
+pre-training (`train.knn_every`) is built by `videohpm.evaluation.training`.
 
-With `train.knn_every > 0` the engine also reports the weighted k-NN top-1 of the student
-encoder's mean-pooled features (`videohpm.evaluation.knn`, DINO's protocol as HPM journal uses it) on
-the labelled train / val lists every few epochs: a training-free health metric of pre-training.
+The loop is MAE's `engine_pretrain` split at its phases: `fit` → `train_one_epoch` →
+`_train_micro_batch` / `_after_optimizer_step` → `_end_epoch`.
 
 One optimizer step = `train.accum_steps` micro-batches of `train.batch_size` videos per rank.
 `progress = (epoch + micro_step / micro_steps_per_epoch) / epochs` is passed to the recipe
@@ -26,19 +27,21 @@ import logging
 import os
 import random
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, DistributedSampler
 
 from videohpm import distributed as vdist
 from videohpm.accuracy import topk_hits
 from videohpm.config import ConfigError, check_data_against_model, check_labels, repo_root
+from videohpm.data import build_dataset
 from videohpm.engine import checkpoint as ckpt
 from videohpm.engine import elastic
 from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config, check_buildable
-from videohpm.engine.data import ResumableDistributedSampler, build_knn_loaders, build_loader
+from videohpm.engine.data import ResumableDistributedSampler, build_loader
 from videohpm.engine.deepspeed_setup import (
     build_deepspeed_config,
     full_state_dict,
@@ -46,9 +49,12 @@ from videohpm.engine.deepspeed_setup import (
     resolve_deepspeed_dict,
 )
 from videohpm.engine.diagnostics import LoopDiagnostics
+from videohpm.engine.hooks import EvalHook
 from videohpm.engine.metrics import MetricLogger, StepAverager
 from videohpm.engine.runs import plan_run, prepare_run_folder
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
+from videohpm.methods.base import Recipe
+from videohpm.models.checkpoint import PretrainedMismatchError, load_pretrained
 from videohpm.precision import amp_dtype, resolve_precision
 from videohpm.schedules import CosineSchedule
 
@@ -90,26 +96,66 @@ def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+class _EpochTally:
+    """What one epoch accumulates for its log lines and its record."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.window = StepAverager()  # parts since the last log line
+        self.epoch = StepAverager()  # parts over the whole epoch
+        self.broken = torch.zeros((), device=device)  # undecodable videos replaced on this rank
+        self.skipped = 0  # micro-steps skipped for a non-finite loss
+        self.clips_since_log = 0
+        self.t_log = self.t_start = time.time()
+
+
 class Trainer:
     """Builds everything from a validated config and runs `fit()`.
 
-    Order (so that errors come before work): model (+ pretrained weights) → mask generator →
-    recipe → datasets (list files checked) → optimizer / DeepSpeed → resume → loop.
+    Order (so that errors come before work): process group and run plan → model (+ pre-trained
+    weights) → mask generator → recipe → datasets (list files checked) and the evaluation hooks'
+    setup → optimizer / schedules / DeepSpeed config → the run folder is written → DeepSpeed →
+    resume → loop.
+
+    Args:
+        cfg: a validated config (`videohpm.config.load_config`).
+        eval_hooks: metrics computed at the end of some epochs (`videohpm.engine.hooks.EvalHook`;
+            the application builds them, e.g. the k-NN health metric of
+            `videohpm.evaluation.training`).
     """
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, eval_hooks: Sequence[EvalHook] = ()) -> None:
         self.cfg = cfg
-        t, o = cfg.train, cfg.optim
-        self.device = vdist.init_distributed(t.dist_backend or None)
+        self.eval_hooks: List[EvalHook] = list(eval_hooks)
+        self._start_process()
+        self._build_model_and_recipe()
+        self._build_data()
+        self._build_optimization()
+        prepare_run_folder(self.run, cfg)  # every check passed: config.yaml, train.log
+        self._write_pretrained_report()
+        self._start_engine()
+        self._init_loop_state()
+        if cfg.train.resume:
+            self._resume(cfg.train.resume)
+
+    @property
+    def teacher(self) -> Optional[torch.nn.Module]:
+        """The recipe's EMA copy (`Recipe.teacher`: fp32, unregistered), or None."""
+        return self.recipe.teacher
+
+    # ------------------------------------------------------------------ building helpers
+    def _start_process(self) -> None:
+        """Process group, run plan and precision. Nothing is written into the run folder before
+        every check of this launch has passed (engine.runs): the run the folder holds, the
+        weights, the data against the model."""
+        train_cfg = self.cfg.train
+        self.device = vdist.init_distributed(train_cfg.dist_backend or None)
         self.rank, self.world = vdist.get_rank(), vdist.get_world_size()
-        self.out = os.path.abspath(t.output_dir)
+        self.out = os.path.abspath(train_cfg.output_dir)
         self.ckpt_root = os.path.join(self.out, "checkpoints")
-        # Nothing is written into the run folder before every check of this launch has passed
-        # (engine.runs): the run the folder holds, the weights, the data against the model.
         vdist.setup_logging(None)
-        self.run = plan_run(cfg)
+        self.run = plan_run(self.cfg)
         self.run_id = self.run.run_id
-        self.precision = resolve_precision(t.precision, self.device)
+        self.precision = resolve_precision(train_cfg.precision, self.device)
         if self.precision == "fp16" and self.device.type == "cpu":
             raise ConfigError("train.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use fp32 or bf16")
         self.amp_dtype = amp_dtype(self.precision)
@@ -120,96 +166,116 @@ class Trainer:
         self.input_dtype = self.amp_dtype if self.device.type == "cpu" else None
         log.info("rank %d/%d on %s, precision %s", self.rank, self.world, self.device, self.precision)
 
-        # ---- model: identical initialisation on every rank (same seed), then per-rank streams.
-        _seed_all(t.seed)
+    def _build_model_and_recipe(self) -> None:
+        """Model (identical initialisation on every rank: the same seed), pre-trained weights,
+        mask generator and recipe; then per-rank random streams."""
+        cfg = self.cfg
+        _seed_all(cfg.train.seed)
         self.model = build_model(cfg)
         check_data_against_model(cfg, self.model)
         self.pretrained_report = None
         if cfg.model.pretrained:
             self._load_pretrained(cfg.model.pretrained)
         self.mask_generator = build_mask_generator(cfg)
-        self.recipe = build_recipe_from_config(cfg, self.model, self.mask_generator)
-        _seed_all(t.seed + self.rank)
+        self.recipe: Recipe = build_recipe_from_config(cfg, self.model, self.mask_generator)
+        _seed_all(cfg.train.seed + self.rank)
 
-        # ---- data
-        from videohpm.data import build_dataset
-
-        self.train_split = getattr(self.recipe, "train_split", "pretrain")
-        self.dataset = _checked_dataset(build_dataset, cfg.data, self.train_split)
+    def _build_data(self) -> None:
+        """Training loader on the recipe's `train_split`, validation loader on its `eval_split`
+        (when it has one and `train.eval_every > 0`), the evaluation hooks' setup, label checks."""
+        cfg, train_cfg = self.cfg, self.cfg.train
+        batch_size, accum = int(train_cfg.batch_size), int(train_cfg.accum_steps)
+        self.train_split = self.recipe.train_split
+        self.dataset = _checked_dataset(cfg.data, self.train_split)
         self.num_sample = int(cfg.data.num_sample) if self.train_split in ("pretrain", "train") else 1
-        self.sampler = ResumableDistributedSampler(self.dataset, self.world, self.rank, shuffle=True, seed=t.seed,
-                                                   drop_last=True)
-        b, a = int(t.batch_size), int(t.accum_steps)
-        self.micro_per_epoch = (self.sampler.num_samples // b) // a * a
+        self.sampler = ResumableDistributedSampler(self.dataset, self.world, self.rank, shuffle=True,
+                                                   seed=train_cfg.seed, drop_last=True)
+        self.micro_per_epoch = (self.sampler.num_samples // batch_size) // accum * accum
         if self.micro_per_epoch == 0:
             raise ConfigError(
                 f"data.train: {len(self.dataset)} samples are too few for one optimizer step with "
-                f"{self.world} rank(s) × train.batch_size={b} × train.accum_steps={a}")
-        self.steps_per_epoch = self.micro_per_epoch // a
-        pin = bool(t.pin_memory) and self.device.type == "cuda"
-        self.loader = build_loader(self.dataset, b, self.sampler, int(cfg.data.num_workers), drop_last=True,
-                                   pin_memory=pin, persistent_workers=bool(cfg.data.persistent_workers))
-        self.val_loader = None
-        self.val_size = 0
-        eval_split = getattr(self.recipe, "eval_split", None)
-        if eval_split and t.eval_every > 0 and hasattr(self.recipe, "predict"):
-            if getattr(cfg.data, eval_split, None):
-                from torch.utils.data import DistributedSampler
-
-                val_set = _checked_dataset(build_dataset, cfg.data, eval_split)
-                self.val_size = len(val_set)
-                vs = DistributedSampler(val_set, self.world, self.rank, shuffle=False, drop_last=False)
-                self.val_loader = build_loader(val_set, b, vs, int(cfg.data.num_workers), drop_last=False,
-                                               pin_memory=pin)
-            else:
-                log.warning("no data.%s list: validation is skipped", eval_split)
-        self.knn_loaders = self._build_knn_loaders(pin) if t.knn_every > 0 else None
+                f"{self.world} rank(s) × train.batch_size={batch_size} × train.accum_steps={accum}")
+        self.steps_per_epoch = self.micro_per_epoch // accum
+        self.pin_memory = bool(train_cfg.pin_memory) and self.device.type == "cuda"
+        self.loader = build_loader(self.dataset, batch_size, self.sampler, int(cfg.data.num_workers), drop_last=True,
+                                   pin_memory=self.pin_memory, persistent_workers=bool(cfg.data.persistent_workers))
+        self.val_loader = self._build_val_loader()
+        self.val_size = len(self.val_loader.dataset) if self.val_loader is not None else 0
+        for hook in self.eval_hooks:
+            hook.setup(self)
         self._check_labels(self.val_loader.dataset if self.val_loader is not None else None)
 
-        # ---- optimizer, schedules, DeepSpeed
-        self.micro_clips = b * self.num_sample
-        self.global_batch = self.micro_clips * self.world * a
-        self.peak_lr = float(o.lr) if o.lr is not None else scaled_lr(o.base_lr, self.global_batch)
-        total = int(t.epochs) * self.steps_per_epoch
-        self.lr_schedule = CosineSchedule(self.peak_lr, float(o.min_lr), total,
-                                          int(round(float(o.warmup_epochs) * self.steps_per_epoch)), float(o.warmup_lr))
-        wd_end = o.weight_decay if o.weight_decay_end is None else o.weight_decay_end
-        self.wd_schedule = CosineSchedule(float(o.weight_decay), float(wd_end), total, 0, float(o.weight_decay))
-        groups = self._param_groups()
+    def _build_val_loader(self) -> Optional[DataLoader]:
+        """Deterministic loader over the recipe's `eval_split` (no shuffle, the last batch kept;
+        `evaluate` drops the sampler's padding), or None without validation."""
+        cfg = self.cfg
+        split = self.recipe.eval_split
+        if not split or cfg.train.eval_every <= 0:
+            return None
+        if not getattr(cfg.data, split, None):
+            log.warning("no data.%s list: validation is skipped", split)
+            return None
+        val_set = _checked_dataset(cfg.data, split)
+        sampler = DistributedSampler(val_set, self.world, self.rank, shuffle=False, drop_last=False)
+        return build_loader(val_set, int(cfg.train.batch_size), sampler, int(cfg.data.num_workers), drop_last=False,
+                            pin_memory=self.pin_memory)
+
+    def _build_optimization(self) -> None:
+        """Global batch → peak lr, the lr / weight-decay schedules, the optimizer over the
+        recipe's parameter groups, DeepSpeed's config and, with `train.resume`, the resume plan
+        (another rank count is checked here, before DeepSpeed is built: engine.elastic)."""
+        cfg, train_cfg, optim_cfg = self.cfg, self.cfg.train, self.cfg.optim
+        accum = int(train_cfg.accum_steps)
+        self.micro_clips = int(train_cfg.batch_size) * self.num_sample
+        self.global_batch = self.micro_clips * self.world * accum
+        self.peak_lr = float(optim_cfg.lr) if optim_cfg.lr is not None else scaled_lr(optim_cfg.base_lr,
+                                                                                       self.global_batch)
+        total = int(train_cfg.epochs) * self.steps_per_epoch
+        warmup = int(round(float(optim_cfg.warmup_epochs) * self.steps_per_epoch))
+        self.lr_schedule = CosineSchedule(self.peak_lr, float(optim_cfg.min_lr), total, warmup,
+                                          float(optim_cfg.warmup_lr))
+        wd_end = optim_cfg.weight_decay if optim_cfg.weight_decay_end is None else optim_cfg.weight_decay_end
+        self.wd_schedule = CosineSchedule(float(optim_cfg.weight_decay), float(wd_end), total, 0,
+                                          float(optim_cfg.weight_decay))
         try:
-            optimizer = build_optimizer(str(o.name), groups, self.peak_lr, float(o.weight_decay), betas=list(o.betas),
-                                        eps=float(o.eps), momentum=float(o.momentum))
+            self.client_optimizer = build_optimizer(
+                str(optim_cfg.name), self._param_groups(), self.peak_lr, float(optim_cfg.weight_decay),
+                betas=list(optim_cfg.betas), eps=float(optim_cfg.eps), momentum=float(optim_cfg.momentum))
         except ValueError as e:
             raise ConfigError(str(e)) from e
-        ds = cfg.deepspeed
-        ds_dict = resolve_deepspeed_dict(ds.config, OmegaConf.to_container(ds.extra, resolve=True), ds.zero_stage,
-                                         base_dir=repo_root())
-        self.ds_config = build_deepspeed_config(ds_dict, self.micro_clips, a, self.world, self.precision, o.clip_grad,
-                                                optimizer=str(o.name))
-        # Resuming on another rank count: checked here, before DeepSpeed is built (engine.elastic).
+        ds_cfg = cfg.deepspeed
+        ds_dict = resolve_deepspeed_dict(ds_cfg.config, OmegaConf.to_container(ds_cfg.extra, resolve=True),
+                                         ds_cfg.zero_stage, base_dir=repo_root())
+        self.ds_config = build_deepspeed_config(ds_dict, self.micro_clips, accum, self.world, self.precision,
+                                                optim_cfg.clip_grad, optimizer=str(optim_cfg.name))
         self.resume_plan = elastic.plan_resume(
-            t.resume, self.ckpt_root, world=self.world, batch_size=b, accum_steps=a, num_sample=self.num_sample,
-            steps_per_epoch=self.steps_per_epoch, train_split=self.train_split,
-            zero_stage=int(ds_dict["zero_optimization"]["stage"])) if t.resume else None
+            train_cfg.resume, self.ckpt_root, world=self.world, batch_size=int(train_cfg.batch_size),
+            accum_steps=accum, num_sample=self.num_sample, steps_per_epoch=self.steps_per_epoch,
+            train_split=self.train_split,
+            zero_stage=int(ds_dict["zero_optimization"]["stage"])) if train_cfg.resume else None
         if self.resume_plan is not None and self.resume_plan.universal:
             self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
-        prepare_run_folder(self.run, cfg)  # every check passed: config.yaml, train.log
-        self._write_pretrained_report()
-        import deepspeed
 
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=optimizer,
+    def _start_engine(self) -> None:
+        """`deepspeed.initialize` around the recipe; the EMA teacher (not DeepSpeed's) to the device."""
+        import deepspeed  # heavy optional import (seconds): only once every check has passed
+
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=self.client_optimizer,
                                                                  config=self.ds_config)
         self.zero_stage = int(self.engine.zero_optimization_stage())
-        self.teacher = getattr(self.recipe, "teacher", None)
-        if self.teacher is not None:
-            self.teacher.to(self.device)
+        if self.recipe.ema is not None:
+            self.recipe.ema.to(self.device)
+        train_cfg, optim_cfg = self.cfg.train, self.cfg.optim
         log.info(
             "%s, global batch %d clips (%d videos × %d samples × %d ranks × %d accum) → lr %.3e "
             "(base %.3e); %d steps/epoch, %d epochs, warm-up %d steps; ZeRO-%d",
-            type(optimizer).__name__, self.global_batch, b, self.num_sample, self.world, a, self.peak_lr, o.base_lr,
-            self.steps_per_epoch, t.epochs, self.lr_schedule.warmup_steps, self.zero_stage)
+            type(self.client_optimizer).__name__, self.global_batch, train_cfg.batch_size, self.num_sample,
+            self.world, train_cfg.accum_steps, self.peak_lr, optim_cfg.base_lr, self.steps_per_epoch,
+            train_cfg.epochs, self.lr_schedule.warmup_steps, self.zero_stage)
 
-        # ---- state, resume, logger
+    def _init_loop_state(self) -> None:
+        """Position, non-finite counters, history of best metrics, logger, loop diagnostics."""
+        train_cfg = self.cfg.train
         self.epoch = 0
         self.micro = 0  # next micro-batch of `self.epoch`
         self.global_step = 0
@@ -219,19 +285,14 @@ class Trainer:
         self._last_saved: Optional[Tuple[int, int, int, bool]] = None
         self._last_saved_path = ""
         self.micro_total = 0  # micro-steps run (skipped ones included), for train.max_nonfinite_fraction
-        self.logger = MetricLogger(self.out, tensorboard=t.tensorboard, progress_bar=t.progress_bar,
+        self.logger = MetricLogger(self.out, tensorboard=train_cfg.tensorboard, progress_bar=train_cfg.progress_bar,
                                    run_id=self.run_id)
         self.diag = LoopDiagnostics(self.device)  # data wait / compute / peak memory (engine.diagnostics)
-        if t.resume:
-            self._resume(t.resume)
 
-    # ------------------------------------------------------------------ building helpers
     def _load_pretrained(self, path: str) -> None:
         """`model.pretrained` into the model, strictly unless `model.pretrained_strict=false`
         (`videohpm.models.load_pretrained(strict="parts")`); every refusal is a `ConfigError`
         naming the keys, raised before anything is written."""
-        from videohpm.models.checkpoint import PretrainedMismatchError, load_pretrained
-
         if not os.path.exists(path):
             raise ConfigError(f"model.pretrained: no such file {path!r}")
         strict = bool(self.cfg.model.pretrained_strict)
@@ -265,7 +326,7 @@ class Trainer:
 
     def _check_labels(self, val_set: Any) -> None:
         """Labels of the training and validation lists against the classifier's class count."""
-        classes = getattr(self.recipe, "num_classes", None)
+        classes = self.recipe.num_classes
         if self.train_split == "pretrain" or not classes:
             return
         key = "method.kwargs.num_classes" if self.cfg.method.name == "linear_probe" else "model.kwargs.num_classes"
@@ -276,19 +337,6 @@ class Trainer:
         if val_set is not None:
             lists["data.val"] = _labels_of(val_set)
         check_labels(lists, int(classes), key)
-
-    def _build_knn_loaders(self, pin: bool) -> Tuple[Any, Any]:
-        """Deterministic train (memory bank) / val (queries) loaders for the k-NN health metric
-        (`videohpm.engine.data.build_knn_loaders`)."""
-        cfg = self.cfg
-        try:
-            loaders = build_knn_loaders(cfg.data, int(cfg.train.batch_size), self.world, self.rank, pin)
-        except (ValueError, FileNotFoundError) as e:
-            raise ConfigError(f"{e} (train.knn_every)") from e
-        log.info("k-NN health metric every %d epoch(s): %d train / %d val samples, k = %s, T = %g",
-                 cfg.train.knn_every, len(loaders[0].dataset), len(loaders[1].dataset), list(cfg.train.knn_k),
-                 cfg.train.knn_temperature)
-        return loaders
 
     def _param_groups(self) -> List[Dict[str, Any]]:
         """Optimizer groups: no decay on norms / biases / position tables / tokens (and the models'
@@ -313,10 +361,9 @@ class Trainer:
             return
         info = elastic.prepare_load(self.resume_plan, info, self.ckpt_root)  # universal copy if ranks changed
         state = ckpt.load_checkpoint(self.engine, info)
-        if hasattr(self.recipe, "load_teacher_state_dict"):
-            self.recipe.load_teacher_state_dict(state.get("teacher"))
-        if self.teacher is not None:
-            self.teacher.to(self.device)
+        self.recipe.load_teacher_state_dict(state.get("teacher"))
+        if self.recipe.ema is not None:
+            self.recipe.ema.to(self.device)
         self.epoch, self.micro = int(state["epoch"]), int(state["micro_step"])
         self.global_step = int(state["global_step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
@@ -359,7 +406,7 @@ class Trainer:
             "config_digest": self.run.digest,
             "lr_schedule": self.lr_schedule.state_dict(),
             "wd_schedule": self.wd_schedule.state_dict(),
-            "teacher": self.recipe.teacher_state_dict() if hasattr(self.recipe, "teacher_state_dict") else None,
+            "teacher": self.recipe.teacher_state_dict(),
             "history": self.history,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -402,7 +449,7 @@ class Trainer:
         if self.rank == 0:
             obj = {"model": sd, "weights": "model" if module is self.model else "recipe",
                    "global_step": self.global_step, "epoch": self.epoch,
-                   "teacher": self.recipe.teacher_state_dict() if hasattr(self.recipe, "teacher_state_dict") else None,
+                   "teacher": self.recipe.teacher_state_dict(),
                    "config": OmegaConf.to_container(self.cfg, resolve=True)}
             tmp = f"{path}.tmp{os.getpid()}"
             torch.save(obj, tmp)
@@ -415,22 +462,13 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
 
-    def _step_end_hook(self) -> None:
-        """`recipe.on_step_end()` with full student parameters under ZeRO-3 (EMA teacher, Eq. 1)."""
-        needs_params = self.teacher is not None or getattr(self.recipe, "on_step_end_needs_params", False)
-        if self.zero_stage == 3 and needs_params:
-            with gathered_parameters(self.recipe, self.zero_stage):
-                self.recipe.on_step_end()
-        else:
-            self.recipe.on_step_end()
-
     def replica_max_diff(self) -> float:
         """max |θ_rank − θ_other| over all student (and teacher) parameters and ranks
         (collective; 0 = every rank holds the same weights)."""
         with gathered_parameters(self.recipe, self.zero_stage):
             tensors = [p.detach().float().reshape(-1) for p in self.recipe.parameters()]
-        if self.teacher is not None:
-            tensors += [p.detach().float().reshape(-1) for p in self.teacher.parameters()]
+        if self.recipe.ema is not None:
+            tensors += [p.detach().float().reshape(-1) for p in self.recipe.ema.parameters()]
         flat = torch.cat(tensors)
         hi, lo = flat.clone(), flat.clone()
         vdist.all_reduce(hi, "max")
@@ -480,142 +518,150 @@ class Trainer:
         out["val_broken"] = float(vdist.all_reduce(broken, "sum").item())
         return out
 
-    @torch.no_grad()
-    def knn_evaluate(self) -> Dict[str, Any]:
-        """Weighted k-NN top-1 (percent, like `val_acc1`) of the student encoder's mean-pooled,
-        ℓ2-normalized features: train list → memory bank, val list → queries (collective).
-
-        Returns `knn_top1` (best over `train.knn_k`), `knn_best_k`, `knn_top1@<k>` for every k and
-        `knn_time_s`. The recipe is put in eval mode for the extraction (no dropout / drop path)
-        and back in training mode afterwards.
-        """
-        if self.knn_loaders is None:
-            return {}
-        from videohpm.evaluation.knn import knn_eval, mean_pooled_features
-
-        t0 = time.time()
-        features = mean_pooled_features(self.recipe)
-        dtype = self.input_dtype  # CPU bf16: clips in the compute dtype (see __init__)
-
-        def encode(x: torch.Tensor) -> torch.Tensor:
-            """`x: [B, C, T, H, W]` → `[B, D]` mean of the encoder's tokens over all patches."""
-            return features(x if dtype is None else x.to(dtype))
-
-        t = self.cfg.train
-        num_classes = self.cfg.data.num_classes
-        res = knn_eval(encode, self.knn_loaders[0], self.knn_loaders[1], ks=[int(k) for k in t.knn_k],
-                       temperature=float(t.knn_temperature),
-                       num_classes=int(num_classes) if num_classes is not None else None,
-                       device=self.device, amp_dtype=self.amp_dtype, module=self.recipe)
-        out: Dict[str, Any] = {"knn_top1": float(res["knn_top1"]), "knn_best_k": int(res["knn_best_k"])}
-        out.update({f"knn_top1@{int(k)}": float(res[f"knn_top1@{int(k)}"]) for k in t.knn_k})
-        out["knn_time_s"] = time.time() - t0
-        return out
-
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Dict[str, Any]:
         """Train to `train.epochs` (or `train.max_steps`); returns the last epoch's record."""
-        t = self.cfg.train
-        epochs, a = int(t.epochs), int(t.accum_steps)
+        epochs = int(self.cfg.train.epochs)
         apply_schedules(self.optimizer, self.lr_schedule(self.global_step), self.wd_schedule(self.global_step))
         self.engine.train()
         last: Dict[str, Any] = {}
-        stop = bool(t.max_steps) and self.global_step >= t.max_steps
-        while self.epoch < epochs and not stop:
-            epoch = self.epoch
-            self.sampler.set_epoch(epoch, start=self.micro * int(t.batch_size))
-            self.logger.start_epoch(epoch, epochs, self.steps_per_epoch, initial=self.micro // a)
-            self.diag.start_epoch(self.global_step)
-            window, epoch_avg = StepAverager(), StepAverager()
-            broken = torch.zeros((), device=self.device)
-            skipped_epoch = 0
-            t_log, clips_since = time.time(), 0
-            t_epoch = time.time()
-            for batch in self.diag.timed(self.loader):
-                if self.micro >= self.micro_per_epoch:
-                    break
-                batch = _to_device(batch, self.device, self.input_dtype)
-                if isinstance(batch, dict) and "broken" in batch:
-                    broken += batch.pop("broken").sum()
-                progress = (epoch + self.micro / self.micro_per_epoch) / epochs
-                with self._autocast():
-                    out = self.engine(batch, progress)
-                loss = out["loss"]
-                self.micro += 1
-                self.micro_total += 1
-                if t.check_nonfinite and self._nonfinite(loss):
-                    self._on_nonfinite(loss, epoch)
-                    skipped_epoch += 1
-                    continue
-                self.nonfinite_run = 0
-                boundary = self.engine.is_gradient_accumulation_boundary()
-                self.engine.backward(loss)
-                self.engine.step()
-                parts = {k: v.detach() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
-                window.add(parts)
-                epoch_avg.add(parts)
-                clips_since += self.micro_clips
-                if not boundary:
-                    continue
-                self.global_step += 1
-                if self.engine.was_step_applied():
-                    self._step_end_hook()
-                apply_schedules(self.optimizer, self.lr_schedule(self.global_step), self.wd_schedule(self.global_step))
-                self.logger.advance()
-                if self.global_step % t.log_every == 0:
-                    now = time.time()
-                    vals = window.pop(self.device)
-                    vals.update(self.diag.step_values(self.global_step))  # after pop's sync
-                    vals.update(epoch=epoch, progress=progress, lr=self.lr_schedule(self.global_step - 1),
-                                wd=self.wd_schedule(self.global_step - 1),
-                                clips_per_s=clips_since * self.world / max(now - t_log, 1e-9))
-                    gn = self.engine.get_global_grad_norm()
-                    if gn is not None:
-                        vals["grad_norm"] = float(gn)
-                    if t.check_replicas_every and self.global_step % t.check_replicas_every == 0:
-                        vals["replica_max_diff"] = self.replica_max_diff()
-                    self.logger.log_step(self.global_step, vals)
-                    t_log, clips_since = now, 0
-                elif t.check_replicas_every and self.global_step % t.check_replicas_every == 0:
-                    diff = self.replica_max_diff()
-                    self.logger.log_event("replicas", step=self.global_step, replica_max_diff=diff)
-                if t.max_steps and self.global_step >= t.max_steps:
-                    stop = True
-                    break
-                if t.save_every_steps and self.global_step % t.save_every_steps == 0 and \
-                        self.micro < self.micro_per_epoch:
-                    with self.diag.excluded():
-                        self.save(milestone=False)
-            self.logger.close_bar()
+        while self.epoch < epochs and not self._reached_max_steps():
+            tally = self.train_one_epoch()
             if self.micro < self.micro_per_epoch:  # stopped by max_steps mid-epoch
                 self.save(milestone=False)
                 break
-            # ---- end of epoch
-            self.epoch, self.micro = epoch + 1, 0
-            record: Dict[str, Any] = {f"train_{k}": v for k, v in epoch_avg.pop(self.device).items()}
-            record["skipped_nonfinite"] = skipped_epoch  # the same on every rank (global decision)
-            record["broken_videos"] = float(vdist.all_reduce(broken, "sum").item())
-            record["epoch_time_s"] = time.time() - t_epoch
-            record.update(self.diag.epoch_values())  # data_wait_frac: how much the loader starved the step
-            if self.val_loader is not None and (self.epoch % t.eval_every == 0 or self.epoch == epochs):
-                record.update(self.evaluate())
-                for k, v in record.items():
-                    if k.startswith("val_acc1"):
-                        self.history[f"best_{k}"] = max(self.history.get(f"best_{k}", -1.0), v)
-            if self.knn_loaders is not None and (self.epoch % t.knn_every == 0 or self.epoch == epochs):
-                record.update(self.knn_evaluate())
-                self.history["best_knn_top1"] = max(self.history.get("best_knn_top1", -1.0), record["knn_top1"])
-            record.update(self.history)
-            self.logger.log_epoch(epoch, self.global_step, record)
-            log.info("epoch %d/%d: %s", epoch + 1, epochs,
-                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            last = record
-            milestone = self.epoch == epochs or (t.save_every > 0 and self.epoch % t.save_every == 0)
-            self.save(milestone=milestone)
+            last = self._end_epoch(tally)
         self._check_nonfinite_fraction()
         if self.epoch >= epochs:
             self.export()
         return last
+
+    def train_one_epoch(self) -> "_EpochTally":
+        """The rest of epoch `self.epoch`, from micro-step `self.micro` (a resumed run starts
+        mid-epoch), until its last micro-step or `train.max_steps`."""
+        train_cfg = self.cfg.train
+        epoch, epochs, accum = self.epoch, int(train_cfg.epochs), int(train_cfg.accum_steps)
+        self.sampler.set_epoch(epoch, start=self.micro * int(train_cfg.batch_size))
+        self.logger.start_epoch(epoch, epochs, self.steps_per_epoch, initial=self.micro // accum)
+        self.diag.start_epoch(self.global_step)
+        tally = _EpochTally(self.device)
+        for batch in self.diag.timed(self.loader):
+            if self.micro >= self.micro_per_epoch:
+                break
+            progress = (epoch + self.micro / self.micro_per_epoch) / epochs
+            if not self._train_micro_batch(batch, progress, tally):
+                continue
+            self._after_optimizer_step(progress, tally)
+            if self._reached_max_steps():
+                break
+            if train_cfg.save_every_steps and self.global_step % train_cfg.save_every_steps == 0 and \
+                    self.micro < self.micro_per_epoch:
+                with self.diag.excluded():
+                    self.save(milestone=False)
+        self.logger.close_bar()
+        return tally
+
+    def _train_micro_batch(self, batch: Any, progress: float, tally: "_EpochTally") -> bool:
+        """Forward, backward and `engine.step()` of one micro-batch (the optimizer steps at the
+        accumulation boundary). A non-finite loss skips the micro-step on every rank. Returns
+        whether an optimizer step boundary was reached."""
+        batch = _to_device(batch, self.device, self.input_dtype)
+        if isinstance(batch, dict) and "broken" in batch:
+            tally.broken += batch.pop("broken").sum()
+        with self._autocast():
+            out = self.engine(batch, progress)
+        loss = out["loss"]
+        self.micro += 1
+        self.micro_total += 1
+        if self.cfg.train.check_nonfinite and self._nonfinite(loss):
+            self._on_nonfinite(loss, self.epoch)
+            tally.skipped += 1
+            return False
+        self.nonfinite_run = 0
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.backward(loss)
+        self.engine.step()
+        parts = {k: v.detach() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        tally.window.add(parts)
+        tally.epoch.add(parts)
+        tally.clips_since_log += self.micro_clips
+        return boundary
+
+    def _after_optimizer_step(self, progress: float, tally: "_EpochTally") -> None:
+        """The recipe's step end (the EMA teacher, Eq. 1) when the step was applied, the next
+        step's lr / weight decay, the progress bar, and every `train.log_every` steps a log line
+        (every `train.check_replicas_every` steps the replicas' largest difference)."""
+        train_cfg = self.cfg.train
+        self.global_step += 1
+        if self.engine.was_step_applied():
+            self.recipe.on_step_end()
+        apply_schedules(self.optimizer, self.lr_schedule(self.global_step), self.wd_schedule(self.global_step))
+        self.logger.advance()
+        check_replicas = bool(train_cfg.check_replicas_every) and self.global_step % train_cfg.check_replicas_every == 0
+        if self.global_step % train_cfg.log_every == 0:
+            self._log_step(progress, tally, check_replicas)
+        elif check_replicas:
+            diff = self.replica_max_diff()
+            self.logger.log_event("replicas", step=self.global_step, replica_max_diff=diff)
+
+    def _log_step(self, progress: float, tally: "_EpochTally", check_replicas: bool) -> None:
+        """One step record: the window's averaged parts, loop diagnostics, lr / wd of the step
+        just taken, throughput, the gradient norm (and the replicas' largest difference)."""
+        now = time.time()
+        values = tally.window.pop(self.device)
+        values.update(self.diag.step_values(self.global_step))  # after pop's sync
+        values.update(epoch=self.epoch, progress=progress, lr=self.lr_schedule(self.global_step - 1),
+                      wd=self.wd_schedule(self.global_step - 1),
+                      clips_per_s=tally.clips_since_log * self.world / max(now - tally.t_log, 1e-9))
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            values["grad_norm"] = float(grad_norm)
+        if check_replicas:
+            values["replica_max_diff"] = self.replica_max_diff()
+        self.logger.log_step(self.global_step, values)
+        tally.t_log, tally.clips_since_log = now, 0
+
+    def _end_epoch(self, tally: "_EpochTally") -> Dict[str, Any]:
+        """The epoch record (train averages, skipped / broken counts, time, diagnostics,
+        validation and evaluation hooks when due, best-so-far history), logged; then a
+        checkpoint (a milestone every `train.save_every` epochs and at the last)."""
+        train_cfg = self.cfg.train
+        epoch, epochs = self.epoch, int(train_cfg.epochs)
+        self.epoch, self.micro = epoch + 1, 0
+        record: Dict[str, Any] = {f"train_{k}": v for k, v in tally.epoch.pop(self.device).items()}
+        record["skipped_nonfinite"] = tally.skipped  # the same on every rank (global decision)
+        record["broken_videos"] = float(vdist.all_reduce(tally.broken, "sum").item())
+        record["epoch_time_s"] = time.time() - tally.t_start
+        record.update(self.diag.epoch_values())  # data_wait_frac: how much the loader starved the step
+        record.update(self._evaluate_when_due(epochs))
+        record.update(self.history)
+        self.logger.log_epoch(epoch, self.global_step, record)
+        log.info("epoch %d/%d: %s", epoch + 1, epochs,
+                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        milestone = self.epoch == epochs or (train_cfg.save_every > 0 and self.epoch % train_cfg.save_every == 0)
+        self.save(milestone=milestone)
+        return record
+
+    def _evaluate_when_due(self, epochs: int) -> Dict[str, Any]:
+        """Validation every `train.eval_every` epochs and the evaluation hooks when due (both at
+        the last epoch), with their best values kept in `history` (collective)."""
+        out: Dict[str, Any] = {}
+        if self.val_loader is not None and (self.epoch % self.cfg.train.eval_every == 0 or self.epoch == epochs):
+            out.update(self.evaluate())
+            for k, v in out.items():
+                if k.startswith("val_acc1"):
+                    self.history[f"best_{k}"] = max(self.history.get(f"best_{k}", -1.0), v)
+        for hook in self.eval_hooks:
+            if hook.due(self.epoch, epochs):
+                metrics = hook(self)
+                out.update(metrics)
+                for k in hook.best:
+                    self.history[f"best_{k}"] = max(self.history.get(f"best_{k}", -1.0), metrics[k])
+        return out
+
+    def _reached_max_steps(self) -> bool:
+        max_steps = self.cfg.train.max_steps
+        return bool(max_steps) and self.global_step >= max_steps
 
     def _check_nonfinite_fraction(self) -> None:
         """The run's final record: how many micro-steps were skipped (non-finite loss). More than
@@ -655,11 +701,11 @@ class Trainer:
         self.logger.close()
 
 
-def _checked_dataset(build: Any, data_cfg: Any, split: str) -> Any:
+def _checked_dataset(data_cfg: Any, split: str) -> Any:
     """`build_dataset(data_cfg, split)` with list errors (malformed line, label out of range,
     empty list, missing file) as `ConfigError`: tools/train.py's exit 2, before any folder."""
     try:
-        return build(data_cfg, split)
+        return build_dataset(data_cfg, split)
     except (ValueError, FileNotFoundError) as e:  # ListFormatError is a ValueError
         raise e if isinstance(e, ConfigError) else ConfigError(str(e)) from e
 
@@ -671,14 +717,15 @@ def _labels_of(dataset: Any) -> Any:
     return [c for _, c in dataset.folder.samples]
 
 
-def train(cfg: DictConfig) -> Dict[str, Any]:
-    """Run a training job described by a validated config (see `videohpm.config.load_config`).
+def train(cfg: DictConfig, eval_hooks: Sequence[EvalHook] = ()) -> Dict[str, Any]:
+    """Run a training job described by a validated config (see `videohpm.config.load_config`),
+    with the given end-of-epoch evaluation hooks (tools/train.py: `videohpm.evaluation.training.train`).
 
     First builds model, mask generator and recipe on the meta device so that a bad name or keyword
     fails before the process group, the data or DeepSpeed are touched.
     """
     check_buildable(cfg)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, eval_hooks)
     try:
         return trainer.fit()
     finally:
