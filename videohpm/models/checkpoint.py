@@ -30,8 +30,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .export import HF_COMMON_RULES as _HF_COMMON_RULES
 from .export import export_state_dict, hf_config_from_model, is_timm_layout, timm_to_ours
+from .hf_keys import hf_to_ours
 from .vit import Grid, interpolate_pos_embed
 
 __all__ = [
@@ -300,61 +300,6 @@ def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
 # ----------------------------------------------------------------------------------------------
 # Conversions to our key names
 # ----------------------------------------------------------------------------------------------
-# Per-layer HF names -> ours: _HF_COMMON_RULES (videohpm.models.export, shared with the HF export).
-# q/v biases: transformers >= 5 modules call them query.bias / value.bias; files on the Hub (and
-# transformers < 5 modules) call them q_bias / v_bias (transformers 5 renames them on load).
-_HF_BIAS_RULES = (
-    ("attention.attention.query.bias", "attn.q_bias"),
-    ("attention.attention.value.bias", "attn.v_bias"),
-    ("attention.attention.q_bias", "attn.q_bias"),
-    ("attention.attention.v_bias", "attn.v_bias"),
-)
-_HF_LAYER_RULES = _HF_BIAS_RULES + _HF_COMMON_RULES
-_HF_LAYER = re.compile(r"^(videomae\.encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$")
-
-
-def _hf_to_ours(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    src = dict(sd)
-    if any(k.startswith(("embeddings.", "encoder.layer.")) for k in src):  # bare VideoMAEModel
-        src = {("videomae." + k if k.startswith(("embeddings.", "encoder.layer.", "layernorm.")) else k): v
-               for k, v in src.items()}
-    out: StateDict = {}
-    qkv: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in src.items():
-        m = _HF_LAYER.match(k)
-        if m:
-            root = "encoder.blocks" if m.group(1).startswith("videomae") else "decoder.blocks"
-            base, rest = f"{root}.{m.group(2)}.", m.group(3)
-            proj = re.match(r"attention\.attention\.(query|key|value)\.weight$", rest)
-            if proj:
-                qkv.setdefault(base, {})[proj.group(1)] = v
-                continue
-            for old, new in _HF_LAYER_RULES:
-                if rest.startswith(old):
-                    out[base + new + rest[len(old):]] = v
-                    break
-            else:
-                out[k] = v  # unknown layer key: surfaces as "unexpected"
-            continue
-        if k.startswith("videomae.embeddings.patch_embeddings.projection."):
-            out["encoder.patch_embed.proj." + k.rsplit(".", 1)[1]] = v
-        elif k.startswith("videomae.layernorm."):
-            out["encoder.norm." + k.rsplit(".", 1)[1]] = v
-        elif k == "encoder_to_decoder.weight":
-            out["decoder.embed.weight"] = v
-        elif k == "mask_token":
-            out["decoder.mask_token"] = v
-        elif k.startswith("classifier."):
-            out["head." + k.split(".", 1)[1]] = v
-        else:  # decoder.norm, decoder.head, fc_norm keep their names
-            out[k] = v
-    for base, parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            raise ValueError(f"HF checkpoint: incomplete query/key/value weights for {base} (have {sorted(parts)})")
-        out[base + "attn.qkv.weight"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
-    return out
-
-
 def _videomae_to_ours(sd: Mapping[str, torch.Tensor]) -> StateDict:
     out: StateDict = {}
     for k, v in sd.items():
@@ -372,7 +317,7 @@ def to_canonical(sd: Mapping[str, torch.Tensor], source_format: Optional[str] = 
     """Convert an (unwrapped) state dict to our key names. Returns ``(state_dict, format)``."""
     fmt = source_format or detect_format(sd)
     if fmt == "hf":
-        return _hf_to_ours(sd), fmt
+        return hf_to_ours(sd), fmt
     if fmt == "videomae":
         return _videomae_to_ours(sd), fmt
     if fmt == "timm":

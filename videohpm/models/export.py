@@ -40,6 +40,8 @@ import torch
 from timm.models import save_for_hf
 from torch import nn
 
+from .hf_keys import ours_to_hf
+
 __all__ = [
     "EXPORT_FORMATS",
     "export_state_dict",
@@ -54,17 +56,6 @@ StateDict = dict[str, torch.Tensor]
 
 # Formats of write_export (tools/export.py --format).
 EXPORT_FORMATS = ("hf", "videomae", "timm")
-
-# Per-layer HF names -> ours (prefix replacements inside one transformer layer); shared with
-# the HF reader of videohpm.models.checkpoint.
-HF_COMMON_RULES = (
-    ("attention.output.dense.", "attn.proj."),
-    ("layernorm_before.", "norm1."),
-    ("layernorm_after.", "norm2."),
-    ("intermediate.dense.", "mlp.fc1."),
-    ("output.dense.", "mlp.fc2."),
-)
-
 
 def _is_pretrain(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("decoder.") for k in sd)
@@ -137,41 +128,7 @@ def export_state_dict(model_or_sd: Union[nn.Module, Mapping[str, torch.Tensor]],
                 k = k[len("encoder."):]
             out[k] = v
         return out
-    out = {}
-    bias_names = {"q": "q_bias", "v": "v_bias"} if fmt == "hf_file" else {"q": "query.bias", "v": "value.bias"}
-    inv_rules = (("attn.q_bias", f"attention.attention.{bias_names['q']}"),
-                 ("attn.v_bias", f"attention.attention.{bias_names['v']}"),
-                 *((new, old) for old, new in HF_COMMON_RULES))
-    for k, v in sd.items():
-        m = re.match(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$", k)
-        if m:
-            root = "videomae.encoder.layer." if m.group(1) == "encoder" else "decoder.decoder_layers."
-            base = f"{root}{m.group(2)}."
-            rest = m.group(3)
-            if rest == "attn.qkv.weight":
-                q, kk, vv = v.chunk(3, dim=0)
-                for name, t in (("query", q), ("key", kk), ("value", vv)):
-                    out[f"{base}attention.attention.{name}.weight"] = t.clone()
-                continue
-            for new, old in inv_rules:
-                if rest.startswith(new):
-                    out[base + old + rest[len(new):]] = v
-                    break
-            else:
-                raise ValueError(f"export to 'hf': no HF name for {k}")
-        elif k.startswith("encoder.patch_embed.proj."):
-            out["videomae.embeddings.patch_embeddings.projection." + k.rsplit(".", 1)[1]] = v
-        elif k.startswith("encoder.norm."):
-            out["videomae.layernorm." + k.rsplit(".", 1)[1]] = v
-        elif k == "decoder.embed.weight":
-            out["encoder_to_decoder.weight"] = v
-        elif k == "decoder.mask_token":
-            out["mask_token"] = v
-        elif k.startswith("head.") and not is_pretrain:
-            out["classifier." + k.split(".", 1)[1]] = v
-        else:  # decoder.norm/head, fc_norm
-            out[k] = v
-    return out
+    return ours_to_hf(sd, fmt, is_pretrain)
 
 
 def hf_config_from_model(model: nn.Module, **extra: Any):
