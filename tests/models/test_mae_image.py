@@ -62,7 +62,7 @@ def test_sincos_2d_table_is_maes():
     with pytest.raises(ValueError, match="one time slice"):
         create_model("pretrain_videomae_tiny_patch16_224", **TINY_VIDEO, sincos_table="2d")
     with pytest.raises(ValueError, match="sincos_table"):
-        create_model("pretrain_mae_base_patch16_224", **TINY_IMAGE, sincos_table="3d")
+        create_model("pretrain_mae_base_patch16_224", **TINY_IMAGE, sincos_table="4d")
 
 
 # --- an official MAE checkpoint, built key by key from models_mae.MaskedAutoencoderViT -----------

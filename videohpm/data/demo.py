@@ -21,9 +21,12 @@ mode. Everything is deterministic from ``seed``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import multiprocessing as mp
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,9 +34,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .lists import build_k400_lists, build_ssv2_lists, k400_video_name
+from .config import DataConfig
+from .lists import build_k400_lists, build_ssv2_lists, k400_video_name, write_list
 
-__all__ = ["CLASSES", "DemoState", "DemoAssets", "DemoData", "sample_state", "render_video", "make_demo_data"]
+__all__ = ["CLASSES", "DemoState", "DemoAssets", "DemoData", "sample_state", "render_video", "make_demo_data",
+           "MotionSplits", "make_motion_splits"]
 
 # (class name = K400 label, SSv2 template). Sorted by name, so the K400 builder (sorted class
 # names) and the SSv2 labels file (written in this order) give the same ids.
@@ -63,7 +68,7 @@ _MOTIONS: Dict[str, Tuple[float, float, float, float]] = {
     "zooming in on something": (0.0, 0.0, 0.0, _ZOOM),
     "zooming out of something": (0.0, 0.0, 0.0, -_ZOOM),
 }
-_SPLIT_IDS = {"train": 0, "val": 1}
+_SPLIT_IDS = {"train": 0, "val": 1, "pool": 2, "test": 3}
 
 
 @dataclass
@@ -92,7 +97,7 @@ class DemoAssets:
     """
 
     def __init__(self, size: int) -> None:
-        from sklearn.datasets import load_digits, load_sample_images
+        from sklearn.datasets import load_digits, load_sample_images  # lazy: heavy, only the demo set needs it
 
         digits = load_digits()
         self.size = int(size)
@@ -151,7 +156,8 @@ def _alpha_layer(sprite: Image.Image, size: int, scale: float, angle: float) -> 
     return layer
 
 
-def render_video(state: DemoState, cls: str, assets: DemoAssets, num_frames: int = 32) -> np.ndarray:
+def render_video(state: DemoState, cls: str, assets: DemoAssets, num_frames: int = 32,
+                 motion_scale: float = 1.0) -> np.ndarray:
     """Render one clip.
 
     Args:
@@ -159,6 +165,10 @@ def render_video(state: DemoState, cls: str, assets: DemoAssets, num_frames: int
         cls: class name (a key of the motion table, see :data:`CLASSES`).
         assets: images.
         num_frames: frames ``T``.
+        motion_scale: multiplies the translation and rotation over the clip (zoom: at most × 2,
+            so the digit stays on the canvas). Above 1 the digit crosses the torus more than
+            once; keep the motion between two *sampled* frames below half the canvas (at 32
+            frames, stride 4: ``motion_scale < 9``) or left and right alias.
 
     Returns:
         ``[T, size, size, 3]`` uint8; frame 0 depends on ``state`` only.
@@ -166,6 +176,10 @@ def render_video(state: DemoState, cls: str, assets: DemoAssets, num_frames: int
     if cls not in _MOTIONS:
         raise ValueError(f"unknown demo class {cls!r}; expected one of {sorted(_MOTIONS)}")
     dx, dy, dangle, dzoom = _MOTIONS[cls]
+    if motion_scale <= 0:
+        raise ValueError(f"motion_scale must be positive, got {motion_scale}")
+    dx, dy, dangle = dx * motion_scale, dy * motion_scale, dangle * motion_scale
+    dzoom *= min(motion_scale, 2.0)
     size = assets.size
     bg = assets.backgrounds[state.background][state.bg_top : state.bg_top + size, state.bg_left : state.bg_left + size]
     bg = bg.astype(np.float32)
@@ -185,9 +199,7 @@ def render_video(state: DemoState, cls: str, assets: DemoAssets, num_frames: int
 def _vp9_encoder_works() -> bool:
     """Whether PyAV can open its VP9 encoder in this process (see the note in video.py: a decord
     imported before PyAV breaks it)."""
-    import io
-
-    import av
+    import av  # lazy: PyAV must load before decord (see video.py); only writing the set needs it
 
     try:
         with av.open(io.BytesIO(), "w", format="webm") as c:
@@ -205,7 +217,7 @@ def _vp9_encoder_works() -> bool:
 
 def _encode(frames: np.ndarray, path: Path, codec: str, fps: int) -> None:
     """Write ``[T, H, W, 3]`` uint8 frames with PyAV (single-threaded, bit-exact → deterministic bytes)."""
-    import av
+    import av  # lazy: as in _vp9_encoder_works
 
     # bitexact: no random segment UID / muxer version string, so the bytes are a function of the seed
     container_opts = {"fflags": "+bitexact"}
@@ -257,8 +269,6 @@ class DemoData:
         ``"image"`` (the digit ImageFolder). ``input_size`` defaults to the frame size and the
         pre-training stride to 2 (16 × 2 = the 32 demo frames) for both video sets.
         """
-        from .config import DataConfig
-
         if fmt == "image":
             kw = dict(kind="image", dataset="imagefolder", train=self.image_dirs["train"], val=self.image_dirs["val"],
                       num_classes=10, input_size=32)
@@ -335,9 +345,6 @@ def make_demo_data(
         train_per_class, val_per_class, images_per_class = 1, 1, 8
     if "ssv2" in formats and not _vp9_encoder_works():
         # decord got loaded before PyAV in this process: write the set from a fresh one.
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         kwargs = dict(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class,
                       num_frames=num_frames, size=size, fps=fps, formats=tuple(formats), images=images,
                       images_per_class=images_per_class)
@@ -402,3 +409,96 @@ def make_demo_data(
     meta.update(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class)
     (root / "demo.json").write_text(json.dumps(meta, indent=1))
     return info
+
+
+@dataclass
+class MotionSplits:
+    """Where :func:`make_motion_splits` wrote things.
+
+    Attributes:
+        root: output folder.
+        classes: class names in label-id order.
+        lists: ``{split: path}`` of VideoMAE list files (``<id>.webm <label>``), one per split.
+        counts: ``{split: videos}``.
+        data_root: the folder of the ``.webm`` files (the lists' paths are relative to it).
+        num_frames, size, fps: video geometry.
+    """
+
+    root: str
+    classes: List[str]
+    lists: Dict[str, str]
+    counts: Dict[str, int]
+    data_root: str
+    num_frames: int = 32
+    size: int = 64
+    fps: int = 16
+
+
+def make_motion_splits(
+    out_dir: str | os.PathLike,
+    per_class: Dict[str, int],
+    seed: int = 0,
+    num_frames: int = 32,
+    size: int = 64,
+    fps: int = 16,
+    motion_scale: float = 1.0,
+) -> MotionSplits:
+    """Write disjoint splits of the motion set (VP9 ``.webm``) with one VideoMAE list per split.
+
+    The data-efficiency benchmark (``tools/ssl_benchmark.py``) uses a large unlabelled ``pool``
+    for pre-training and small labelled ``train`` / ``val`` / ``test`` splits; every video is a
+    fresh draw (RNG seeded by ``(seed, split, index)``, never by the class: the first frame
+    does not tell the class), so the splits share no clip. Labels are written for every split
+    (the pool's are never read by pre-training). Deterministic from ``seed``; a split whose list
+    already exists with the same settings (``splits.json``) is kept, so re-running is cheap.
+
+    Args:
+        out_dir: output folder (``videos/``, ``<split>.csv``, ``splits.json``).
+        per_class: videos per class of each split, e.g. ``{"pool": 400, "train": 25, "val": 16,
+            "test": 64}``; split names are keys of the split-id table (pool, train, val, test).
+        seed, num_frames, size, fps: as :func:`make_demo_data`.
+        motion_scale: see :func:`render_video` (1 = the demo's motion).
+    """
+    unknown = sorted(set(per_class) - set(_SPLIT_IDS))
+    if unknown:
+        raise ValueError(f"per_class: unknown split(s) {unknown}; expected some of {sorted(_SPLIT_IDS)}")
+    bad = {k: v for k, v in per_class.items() if int(v) < 1}
+    if bad:
+        raise ValueError(f"per_class: every split needs at least 1 video per class, got {bad}")
+    if size % 2:
+        raise ValueError(f"size must be even (yuv420p), got {size}")
+    if not _vp9_encoder_works():
+        raise RuntimeError("PyAV cannot open its VP9 encoder in this process (decord was imported before "
+                           "PyAV; import videohpm.data first, see videohpm/data/video.py)")
+    root = Path(out_dir)
+    vdir = root / "videos"
+    vdir.mkdir(parents=True, exist_ok=True)
+    settings = dict(seed=seed, num_frames=num_frames, size=size, fps=fps, motion_scale=float(motion_scale))
+    meta_path = root / "splits.json"
+    done = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if done.get("settings") != settings:
+        done = {"settings": settings, "per_class": {}}
+    assets = DemoAssets(size)
+    names = [c for c, _ in CLASSES]
+    lists: Dict[str, str] = {}
+    for split, n in per_class.items():
+        n_videos = int(n) * len(CLASSES)
+        lists[split] = str(root / f"{split}.csv")
+        if done["per_class"].get(split) == int(n) and Path(lists[split]).is_file():
+            continue
+        entries = []
+        for i in range(n_videos):
+            label = i % len(CLASSES)  # balanced; the state below does not depend on it
+            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
+            frames = render_video(sample_state(rng, assets), names[label], assets, num_frames, motion_scale)
+            name = f"{split}_{i:06d}.webm"
+            _encode(frames, vdir / name, "libvpx-vp9", fps)
+            entries.append((name, label))
+        tmp = Path(lists[split] + ".tmp")
+        write_list(tmp, entries)
+        os.replace(tmp, lists[split])
+        done["per_class"][split] = int(n)
+        meta_path.write_text(json.dumps(done, indent=1))
+    counts = {k: int(v) * len(CLASSES) for k, v in per_class.items()}
+    return MotionSplits(root=str(root), classes=names, lists=lists, counts=counts, data_root=str(vdir),
+                        num_frames=num_frames, size=size, fps=fps)

@@ -64,7 +64,7 @@ class MaskedDecoder(nn.Module):
         self.embed = Linear(in_dim, embed_dim, bias=embed_bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.register_buffer("pos_embed", make_sincos_table(sincos_table, self.default_grid, embed_dim),
-                             persistent=sincos_table == "2d")
+                             persistent=sincos_table != "1d")
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, 0.0, 0.0, dpr[i], norm_eps, init_values)

@@ -110,15 +110,46 @@ def sincos_table_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
     return torch.cat((one_d(ww), one_d(hh)), dim=1).to(torch.float32).unsqueeze(0)
 
 
-SINCOS_TABLES = ("1d", "2d")
+def _sincos_axis(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[len(positions), dim]``: ``[sin(pos·ω) | cos(pos·ω)]`` with ``ω_k = 10000^(-k/(dim/2))``."""
+    omega = 1.0 / 10000.0 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    angle = positions.to(torch.float64)[:, None] * omega[None]
+    return torch.cat((torch.sin(angle), torch.cos(angle)), dim=1)
+
+
+def sincos_table_3d(grid_t: int, grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
+    """A separable space-time sin-cos table: ``dim/4`` channels encode the time slice ``τ`` and
+    ``3·dim/8`` each the row ``h`` and the column ``w`` (each axis as in MAE's 2-D table,
+    ``[sin | cos]`` halves), concatenated ``[τ | h | w]``; tokens time-major
+    (``index = τ·H'·W' + h·W' + w``).
+
+    Beyond VideoMAE (whose table is 1-D over the flattened grid) and in the spirit of MAE-ST's
+    separable space / time embeddings: two tokens at the same place in different time slices
+    share their whole spatial part, so attention can match "the same patch, another time" with a
+    fixed projection — which a small model in a short schedule could not find in the 1-D table
+    (docs/EVIDENCE.md). Returns ``[1, T'·H'·W', dim]`` float32; needs ``dim % 16 == 0``.
+    """
+    if dim % 16:
+        raise ValueError(f"sincos_table_3d: dim {dim} must be divisible by 16")
+    dt, ds = dim // 4, 3 * dim // 8
+    tt, hh, ww = torch.meshgrid(torch.arange(grid_t), torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    table = torch.cat((_sincos_axis(tt.reshape(-1), dt), _sincos_axis(hh.reshape(-1), ds),
+                       _sincos_axis(ww.reshape(-1), ds)), dim=1)
+    return table.float()[None]
+
+
+SINCOS_TABLES = ("1d", "2d", "3d")
 
 
 def make_sincos_table(kind: str, grid: Sequence[int], dim: int) -> torch.Tensor:
     """The fixed table ``[1, N, dim]`` of ``kind`` for a ``(T', H', W')`` grid: ``"1d"`` VideoMAE's
-    over the flattened grid, ``"2d"`` MAE's image table (needs ``T' = 1``)."""
+    over the flattened grid, ``"2d"`` MAE's image table (needs ``T' = 1``), ``"3d"`` the separable
+    space-time table of :func:`sincos_table_3d`."""
     gt, gh, gw = (int(g) for g in grid)
     if kind == "1d":
         return sincos_table_1d(gt * gh * gw, dim)
+    if kind == "3d":
+        return sincos_table_3d(gt, gh, gw, dim)
     if kind == "2d":
         if gt != 1:
             raise ValueError(f"sincos_table='2d' is MAE's image table and needs one time slice (T' = 1), got grid "
@@ -410,7 +441,7 @@ class VisionTransformerEncoder(nn.Module):
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
             trunc_normal_(self.pos_embed, std=0.02)
         else:
-            self.register_buffer("pos_embed", table, persistent=sincos_table == "2d")
+            self.register_buffer("pos_embed", table, persistent=sincos_table != "1d")
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         self.blocks = nn.ModuleList(

@@ -1,0 +1,626 @@
+"""`make benchmark-ssl`: what pre-training buys when labels are scarce (the data-efficiency benchmark).
+
+Every row of HPM journal Table 12 (no pre-training; MAE with tube masks; MAE with per-frame random
+masks; HPM's L_pred with random masks; HPM learn-to-mask, easy-to-hard — plus, beyond the paper,
+HPM with the cheap `lowres:2` teacher of issue 17) is pre-trained with the **same budget in
+optimizer steps** on an **unlabelled pool** much larger than the labelled set, then evaluated with
+label-scarce protocols, for several seeds:
+
+- **probe**: the frozen encoder's features per time slice (`tools/extract_features.py --pool time`,
+  `[T', D]` per video, temporal order kept) and a linear probe on them
+  (:mod:`videohpm.evaluation.probe`: weight decay chosen on the validation split, the evaluated split
+  scored once), on 1 / 5 / 25 labelled videos per class;
+- **fine-tuning** of the whole encoder (`tools/train.py` with `configs/demo/ssl/finetune.yaml`) on
+  the same 1 / 5 / 25 labelled videos per class, with the same number of optimizer steps for every
+  row and label count (the few videos are repeated to fill an epoch), then `tools/test.py` (one
+  centre clip and crop per video).
+
+"No pre-training" probes the seeded random initialisation of the same encoder and fine-tunes from
+it. The labelled videos of a count are the first of each class in the training list (the same for
+every row and seed). Settings are chosen with ``eval_split="val"`` (the test split is never read)
+and the result is reported once with ``eval_split="test"``.
+
+Data: by default the bundled motion set (:func:`videohpm.data.demo.make_motion_splits`: a pool of
+fresh clips and disjoint labelled train / val / test splits); or any labelled list-file data set
+given as config overrides (``data.train``, ``data.val``, ``data.test``, ``data.num_classes``,
+``data.data_root``; the pool defaults to ``data.train``).
+
+Runs are independent chains (one per seed and row: pre-training → features + probe → the fine-tunings
+and their tests), `jobs` at a time, each in its own process with one thread. Every stage is a
+:class:`~tools.lib.demo.StageRunner` stage: re-running skips finished stages and resumes an
+interrupted training. Writes `<out>/results.json` and `<out>/RESULTS.md` (mean ± sample std over
+seeds, the per-seed values, the test set's sampling error, the chance level, the gap of the best
+pre-trained row over no pre-training, and the wall time of each part).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tools.lib.demo import REPO, DemoError, DemoOptions, StageRunner, _resolved_digest, _write_atomic
+
+__all__ = ["SSLRow", "SSL_ROWS", "SSLOptions", "run_ssl_benchmark", "summarize", "format_results",
+           "few_label_list", "gap_report", "extract_time_features", "demo_label_scarce_probe"]
+
+CONFIG_DIR = REPO / "configs" / "demo" / "ssl"
+MARKER = ".videohpm-ssl-benchmark"
+PROTOCOLS = ("probe", "finetune")
+
+
+@dataclass(frozen=True)
+class SSLRow:
+    """One row: `pretrain` = config name under `configs/demo/ssl/` (None = no pre-training),
+    `overrides` added to it."""
+
+    name: str
+    label: str
+    pretrain: Optional[str]
+    overrides: Tuple[str, ...] = ()
+    paper: bool = True  # a row of HPM journal Table 12 (False: beyond the paper)
+
+
+SSL_ROWS: Tuple[SSLRow, ...] = (
+    SSLRow("scratch", "no pre-training", None),
+    SSLRow("mae_tube", "MAE, tube masking", "pretrain_mae_tube"),
+    SSLRow("mae_frame", "MAE, per-frame random masking", "pretrain_mae_frame"),
+    SSLRow("hpm_pred_random", "HPM: L_pred with random masks", "pretrain_hpm_pred_random"),
+    SSLRow("hpm", "HPM: learn to mask (easy-to-hard)", "pretrain_hpm"),
+    SSLRow("hpm_lowres2", "HPM, teacher_mode lowres:2 (issue 17)", "pretrain_hpm",
+           ("method.kwargs.teacher_mode=lowres:2",), paper=False),
+)
+
+
+@dataclass
+class SSLOptions:
+    """What to run and where.
+
+    Attributes:
+        out_dir: output folder (one run of the benchmark; protected by a marker file).
+        seeds: training seeds (every row runs every seed).
+        rows: names of :data:`SSL_ROWS` to run (None: all).
+        labels_per_class: labelled videos per class of each label-scarce protocol.
+        eval_split: ``"val"`` while choosing settings, ``"test"`` for the one report.
+        pool_per_class, train_per_class, val_per_class, test_per_class: sizes of the generated set.
+        pretrain_steps: optimizer steps of every pre-training (rounded up to whole epochs of the pool).
+        finetune_steps: optimizer steps of every fine-tuning (every row and label count).
+        jobs: chains run at a time (one process and one thread each).
+        data: config overrides naming a list-file data set (``data.train=…`` etc.; empty: the
+            generated motion set); ``pool``: the unlabelled list (default ``data.train``).
+        smoke: test-sized (tiny set, a few steps).
+        in_process: run each chain's tools in the chain's process (default) — no interpreter start
+            per stage; False runs every tool as a subprocess.
+        overwrite: delete a previous benchmark folder first (only one this code wrote).
+        extra: overrides added to every pre-training and fine-tuning (e.g. ``train.batch_size=8``).
+    """
+
+    out_dir: str = "outputs/ssl_benchmark"
+    seeds: Sequence[int] = (0, 1, 2)
+    rows: Optional[Sequence[str]] = None
+    labels_per_class: Sequence[int] = (1, 5, 25)
+    eval_split: str = "test"
+    pool_per_class: int = 384
+    train_per_class: int = 25
+    val_per_class: int = 24
+    test_per_class: int = 64
+    pretrain_steps: int = 768
+    finetune_steps: int = 192
+    jobs: int = 2
+    data: Sequence[str] = ()
+    pool: Optional[str] = None
+    smoke: bool = False
+    in_process: bool = True
+    overwrite: bool = False
+    extra: Sequence[str] = ()
+    data_seed: int = 0
+
+    def chosen_rows(self) -> List[SSLRow]:
+        names = [r.name for r in SSL_ROWS]
+        unknown = sorted(set(self.rows or ()) - set(names))
+        if unknown:
+            raise DemoError(f"unknown row(s) {unknown}; choose from {names}")
+        return [r for r in SSL_ROWS if self.rows is None or r.name in self.rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def _read_lines(path: str) -> List[str]:
+    return [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+def few_label_list(train_list: str, per_class: int, dest: Path, fill_to: int = 0, skip_per_class: int = 0) -> Dict[str, Any]:
+    """The first `per_class` lines of every class of a `path [num_frames] label` list (after the
+    first `skip_per_class` of that class), written to `dest` in list order, each repeated
+    ``max(1, ceil(fill_to / kept))`` times (so that an epoch of a tiny labelled set is not shorter
+    than a batch). Returns ``{"path", "videos", "lines", "repeat", "classes"}``. Raises
+    :class:`DemoError` if a class has fewer lines than that."""
+    lines = _read_lines(train_list)
+    seen: Dict[str, int] = {}
+    taken: Dict[str, int] = {}
+    kept = []
+    for ln in lines:
+        label = ln.split()[-1]
+        seen[label] = seen.get(label, 0) + 1
+        taken.setdefault(label, 0)
+        if seen[label] > skip_per_class and taken[label] < per_class:
+            taken[label] += 1
+            kept.append(ln)
+    short = sorted((k for k, n in taken.items() if n < per_class), key=lambda s: int(s) if s.isdigit() else s)
+    if short:
+        raise DemoError(f"{train_list}: class(es) {short} have fewer than {skip_per_class + per_class} labelled videos")
+    repeat = max(1, math.ceil(fill_to / len(kept))) if fill_to else 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(dest, "\n".join(ln for ln in kept for _ in range(repeat)) + "\n")
+    return {"path": str(dest), "videos": len(kept), "lines": len(kept) * repeat, "repeat": repeat,
+            "classes": len(taken)}
+
+
+def _label_counts(path: str) -> Dict[int, int]:
+    counts: Dict[int, int] = {}
+    for ln in _read_lines(path):
+        label = ln.split()[-1]
+        if not label.lstrip("-").isdigit():
+            raise DemoError(f"{path}: line {ln!r} has no integer label")
+        counts[int(label)] = counts.get(int(label), 0) + 1
+    return counts
+
+
+def _generated_data(opts: SSLOptions, out: Path) -> Dict[str, str]:
+    from videohpm.data.demo import make_motion_splits
+
+    if opts.smoke:
+        sizes = {"pool": 4, "train": max(opts.labels_per_class), "val": 2, "test": 2}
+    else:
+        sizes = {"pool": opts.pool_per_class, "train": opts.train_per_class, "val": opts.val_per_class,
+                 "test": opts.test_per_class}
+    t0 = time.time()
+    info = make_motion_splits(out / "data", sizes, seed=opts.data_seed)
+    print(f"    motion set: {info.counts} videos in {time.time() - t0:.0f} s → {info.root}", flush=True)
+    return {"train": info.lists["train"], "val": info.lists["val"], "test": info.lists["test"],
+            "pool": info.lists["pool"], "data_root": info.data_root, "num_classes": str(len(info.classes))}
+
+
+def _user_data(opts: SSLOptions) -> Dict[str, str]:
+    keys = {}
+    for o in opts.data:
+        k, sep, v = o.partition("=")
+        if not sep or not k.startswith("data."):
+            raise DemoError(f"data override {o!r}: expected data.<key>=<value>")
+        keys[k[len("data."):]] = v
+    missing = [k for k in ("train", "val", "test", "num_classes") if not keys.get(k)]
+    if missing:
+        raise DemoError(f"a list-file data set needs data.{', data.'.join(missing)}")
+    keys.setdefault("data_root", "")
+    keys["pool"] = opts.pool or keys["train"]
+    return keys
+
+
+def _check_data(data: Dict[str, str], opts: SSLOptions) -> Dict[str, Any]:
+    """Every list exists, every label is in [0, num_classes), every class has the labelled videos
+    the protocols need — checked before anything runs."""
+    n = int(data["num_classes"])
+    report: Dict[str, Any] = {"num_classes": n}
+    for split in ("pool", "train", "val", "test"):
+        path = data[split]
+        if not Path(path).is_file():
+            raise DemoError(f"data.{split}: list file {path} not found")
+        counts = _label_counts(path) if split != "pool" else {0: len(_read_lines(path))}
+        if split != "pool":
+            bad = sorted(k for k in counts if not 0 <= k < n)
+            if bad:
+                raise DemoError(f"data.{split} ({path}): label(s) {bad[:5]} outside [0, {n}) "
+                                f"(data.num_classes={n})")
+        report[split] = sum(counts.values())
+    need = max(opts.labels_per_class)
+    counts = _label_counts(data["train"])
+    short = sorted(c for c in range(n) if counts.get(c, 0) < need)
+    if short:
+        raise DemoError(f"data.train ({data['train']}): class(es) {short[:10]} have fewer than {need} labelled "
+                        f"videos (labels_per_class={list(opts.labels_per_class)})")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# one chain: a (seed, row) pair
+# ---------------------------------------------------------------------------------------------
+def _steps_to_epochs(steps: int, videos: int, batch: int) -> Tuple[int, int]:
+    """Whole epochs for at least `steps` optimizer steps (drop_last batches) → (epochs, steps)."""
+    per_epoch = videos // batch
+    if per_epoch < 1:
+        raise DemoError(f"{videos} videos do not fill one batch of {batch}")
+    epochs = max(1, math.ceil(steps / per_epoch))
+    return epochs, epochs * per_epoch
+
+
+def _batch(cfg: Path, extra: Sequence[str]) -> int:
+    from videohpm.config import load_config
+
+    return int(load_config(str(cfg), [o for o in extra if o.startswith("train.")]).train.batch_size)
+
+
+def _smoke_overrides(opts: SSLOptions) -> List[str]:
+    return ["train.batch_size=2", "train.log_every=1"] if opts.smoke else []
+
+
+@dataclass
+class _Chain:
+    seed: int
+    row: SSLRow
+    out: str
+    data: Dict[str, str]
+    opts: SSLOptions
+    few: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+
+
+def _pretrain_stage(runner: StageRunner, ch: _Chain, base: Path) -> Tuple[Optional[Path], Dict[str, Any]]:
+    row, opts = ch.row, ch.opts
+    if row.pretrain is None:
+        return None, {}
+    cfg = CONFIG_DIR / f"{row.pretrain}.yaml"
+    extra = [*_smoke_overrides(opts), *opts.extra]
+    batch = _batch(cfg, extra)
+    epochs, steps = _steps_to_epochs(opts.pretrain_steps, len(_read_lines(ch.data["pool"])), batch)
+    run_dir = base / "pretrain"
+    args = ["--config", str(cfg), f"data.train={ch.data['pool']}", f"data.data_root={ch.data['data_root']}",
+            f"data.num_classes={ch.data['num_classes']}", f"train.seed={ch.seed}", f"train.epochs={epochs}",
+            f"optim.warmup_epochs={max(epochs * 0.1, 0.0):g}", *row.overrides, *extra,
+            f"train.output_dir={run_dir}"]
+    key = {"args": args, "config": _resolved_digest(cfg, args[2:])}
+    name = f"seed {ch.seed} {row.name} pre-training"
+    runner.stage(name, f"{row.label}: {steps} steps on {len(_read_lines(ch.data['pool']))} unlabelled videos",
+                 run_dir, key, lambda: runner.tool(name, "train", [*args, "train.resume=auto"]))
+    final = run_dir / "model_final.pth"
+    if not final.is_file():
+        raise DemoError(f"stage {name!r}: {final} was not written")
+    return final, {"steps": steps, "epochs": epochs}
+
+
+def extract_time_features(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], seed: int,
+                          list_path: str, folder: Path, data: Sequence[str]) -> str:
+    """Stage `name`: `tools/extract_features.py --pool time` of `list_path` into `folder` with the
+    encoder of `ckpt` (None: the random initialisation of `cfg`'s encoder for `train.seed=seed`);
+    `data`: more overrides (``data.data_root=…`` etc.). Returns the folder."""
+    weights = [f"checkpoint={ckpt}"] if ckpt is not None else ["--random-init", f"train.seed={seed}"]
+    args = ["--config", str(cfg), *weights, "--pool", "time", list_path, "--output-dir", str(folder), *data]
+    stamp = [ckpt.stat().st_mtime, ckpt.stat().st_size] if ckpt is not None else None
+    key = {"args": args, "checkpoint": stamp,
+           "config": _resolved_digest(cfg, [a for a in args if "=" in a and not a.startswith("checkpoint=")])}
+
+    def run() -> None:
+        if any(p.name != ".stage.json" for p in folder.iterdir()):  # an interrupted extraction: again
+            state = (folder / ".stage.json").read_text()
+            shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            (folder / ".stage.json").write_text(state)
+        runner.tool(name, "extract_features", args)
+
+    runner.stage(name, f"frozen features per time slice of {Path(list_path).name}", folder, key, run)
+    return str(folder)
+
+
+def _feature_stage(runner: StageRunner, ch: _Chain, base: Path, ckpt: Optional[Path]) -> Dict[str, str]:
+    cfg = CONFIG_DIR / f"{ch.row.pretrain or 'pretrain_hpm'}.yaml"
+    data = [f"data.data_root={ch.data['data_root']}", f"data.num_classes={ch.data['num_classes']}", *ch.row.overrides]
+    return {split: extract_time_features(runner, f"seed {ch.seed} {ch.row.name} features {split}", cfg, ckpt, ch.seed,
+                                         ch.data[split], base / "features" / split, data)
+            for split in dict.fromkeys(("train", "val", ch.opts.eval_split))}  # unique, in order
+
+
+def _probe(ch: _Chain, folders: Dict[str, str]) -> Dict[str, Dict[str, Any]]:
+    import numpy as np
+
+    from videohpm.evaluation.features import load_features
+    from videohpm.evaluation.probe import linear_probe
+
+    def read(split):
+        feats, rows = load_features(folders[split])
+        return feats, np.asarray([int(r["label"]) for r in rows]), [r["path"] for r in rows]
+
+    xtr, ytr, ptr = read("train")
+    xva, yva, _ = read("val")
+    xev, yev, _ = read(ch.opts.eval_split)
+    index = {os.path.basename(p): i for i, p in enumerate(ptr)}
+    out = {}
+    for k, few in ch.few.items():
+        names = []
+        for ln in _read_lines(few["path"]):
+            name = os.path.basename(ln.split()[0].strip('"'))
+            if name not in names:
+                names.append(name)
+        rows = [index[n] for n in names if n in index]
+        if len(rows) != few["videos"]:
+            raise DemoError(f"probe: {few['videos'] - len(rows)} labelled video(s) have no features (broken?)")
+        r = linear_probe(xtr[rows], ytr[rows], xva, yva, xev, yev, num_classes=int(ch.data["num_classes"]))
+        out[str(k)] = r
+    return out
+
+
+def _finetune_stages(runner: StageRunner, ch: _Chain, base: Path, ckpt: Optional[Path]) -> Dict[str, Dict[str, Any]]:
+    opts = ch.opts
+    cfg = CONFIG_DIR / "finetune.yaml"
+    extra = [*_smoke_overrides(opts), *opts.extra]
+    batch = _batch(cfg, extra)
+    n = ch.data["num_classes"]
+    results = {}
+    for k, few in ch.few.items():
+        epochs, steps = _steps_to_epochs(opts.finetune_steps, few["lines"], batch)
+        run_dir = base / f"finetune_{k}pc"
+        data = [f"data.test={ch.data[opts.eval_split]}",  # no data.val: nothing is chosen during fine-tuning
+                f"data.data_root={ch.data['data_root']}", f"data.num_classes={n}", f"model.kwargs.num_classes={n}"]
+        args = ["--config", str(cfg), f"data.train={few['path']}", *data, f"train.seed={ch.seed}",
+                f"model.pretrained={ckpt if ckpt is not None else 'null'}", f"train.epochs={epochs}",
+                f"optim.warmup_epochs={max(epochs * 0.1, 0.0):g}", *extra, f"train.output_dir={run_dir}"]
+        stamp = [ckpt.stat().st_mtime, ckpt.stat().st_size] if ckpt is not None else None
+        key = {"args": args, "config": _resolved_digest(cfg, args[2:]), "checkpoint": stamp}
+        name = f"seed {ch.seed} {ch.row.name} fine-tuning {k}/class"
+        runner.stage(name, f"fine-tuning on {few['videos']} labelled videos, {steps} steps", run_dir, key,
+                     lambda: runner.tool(name, "train", [*args, "train.resume=auto"]))
+        final = run_dir / "model_final.pth"
+        test_dir = base / f"test_{k}pc"
+        # one centre clip and crop: the benchmark compares encoders, not the multi-view protocol
+        # (tools/test.py's 2 × 3 views would be ~6× the test time of 54 fine-tunings)
+        targs = ["--config", str(cfg), f"checkpoint={final}", "--output-dir", str(test_dir), *data,
+                 "data.test_num_clips=1", "data.test_num_crops=1", *extra]
+        tkey = {"args": targs, "checkpoint": [final.stat().st_mtime, final.stat().st_size]}
+        tname = f"seed {ch.seed} {ch.row.name} test {k}/class"
+        runner.stage(tname, f"test on the {opts.eval_split} split (tools/test.py, 1 clip × 1 crop)", test_dir, tkey,
+                     lambda: runner.tool(tname, "test", targs))
+        m = json.loads((test_dir / "metrics.json").read_text())
+        results[str(k)] = {"top1": float(m["top1"]), "top5": float(m.get("top5", float("nan"))),
+                           "n_test": int(m["num_videos"]), "steps": steps, "broken": int(m["num_broken"])}
+    return results
+
+
+def _run_chain(ch: _Chain) -> Dict[str, Any]:
+    """Pre-training, features + probe, fine-tunings and tests of one (seed, row); in a fresh process."""
+    import torch
+
+    torch.set_num_threads(1)
+    base = Path(ch.out) / f"seed{ch.seed}" / ch.row.name
+    base.mkdir(parents=True, exist_ok=True)
+    opts = DemoOptions(out_dir=str(base), in_process=ch.opts.in_process, threads=1)
+    runner = StageRunner(base, opts)
+    log = base / "chain.log"
+    t0 = time.time()
+    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        import logging
+
+        for h in logging.getLogger().handlers:  # the tools log to stderr: into this chain's log
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setStream(f)
+        ckpt, pre = _pretrain_stage(runner, ch, base)
+        folders = _feature_stage(runner, ch, base, ckpt)
+        t_probe = time.time()
+        probe = _probe(ch, folders)
+        probe_s = time.time() - t_probe
+        finetune = _finetune_stages(runner, ch, base, ckpt)
+    seconds: Dict[str, float] = {"pretrain": 0.0, "features": 0.0, "finetune": 0.0, "test": 0.0}
+    for name, t in runner.timings.items():
+        part = ("pretrain" if "pre-training" in name else "features" if "features" in name
+                else "finetune" if "fine-tuning" in name else "test")
+        seconds[part] += float(t["seconds"]) if t["status"] == "ran" else 0.0
+    seconds["probe"] = round(probe_s, 1)
+    result = {"seed": ch.seed, "row": ch.row.name, "pretrain": pre, "probe": probe, "finetune": finetune,
+              "seconds": seconds, "stages": runner.timings, "wall_s": round(time.time() - t0, 1)}
+    _write_atomic(base / "result.json", json.dumps(result, indent=1))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------------------------
+def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def summarize(results: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """``{row: {"probe_<k>" | "finetune_<k>": {"mean", "std", "seeds": {seed: top1}}}}``."""
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for r in results:
+        for proto in PROTOCOLS:
+            for k, v in r[proto].items():
+                top1 = v["test_top1"] if proto == "probe" else v["top1"]
+                cell = out.setdefault(r["row"], {}).setdefault(f"{proto}_{k}", {"seeds": {}})
+                cell["seeds"][str(r["seed"])] = float(top1)
+    for row in out.values():
+        for cell in row.values():
+            cell["mean"], cell["std"] = _mean_std(list(cell["seeds"].values()))
+    return out
+
+
+def gap_report(summary: Dict[str, Dict[str, Dict[str, Any]]], rows: Sequence[SSLRow]) -> Dict[str, Dict[str, Any]]:
+    """Per protocol: the best pre-trained row of the paper's table, its gap over no pre-training,
+    the pooled seed std (root mean square of the two rows' stds) and whether the gap is ≥ 5 points
+    and above twice that std (the issue's target)."""
+    if "scratch" not in summary:
+        return {}
+    out = {}
+    for proto, base in summary["scratch"].items():
+        cands = [(summary[r.name][proto]["mean"], r.name) for r in rows
+                 if r.pretrain is not None and r.paper and proto in summary.get(r.name, {})]
+        if not cands:
+            continue
+        best_mean, best = max(cands)
+        pooled = math.sqrt((base["std"] ** 2 + summary[best][proto]["std"] ** 2) / 2)
+        gap = best_mean - base["mean"]
+        out[proto] = {"best": best, "gap": gap, "pooled_std": pooled, "met": bool(gap >= 5.0 and gap > 2 * pooled)}
+    return out
+
+
+def format_results(doc: Dict[str, Any]) -> str:
+    rows = [r for r in SSL_ROWS if r.name in doc["summary"]]
+    protos = [f"{p}_{k}" for p in PROTOCOLS for k in doc["labels_per_class"]]
+    n_eval, chance = doc["n_eval"], 100.0 / doc["num_classes"]
+    head = "| row | " + " | ".join(f"{p.split('_')[0]} {p.split('_')[1]}/class" for p in protos) + " |"
+    lines = [head, "|" + "---|" * (len(protos) + 1)]
+    for r in rows:
+        cells = []
+        for p in protos:
+            c = doc["summary"][r.name].get(p)
+            if c is None:
+                cells.append("–")
+                continue
+            per_seed = " / ".join(f"{v:.1f}" for _, v in sorted(c["seeds"].items(), key=lambda kv: int(kv[0])))
+            cells.append(f"**{c['mean']:.1f}** ± {c['std']:.1f} <sub>({per_seed})</sub>")
+        lines.append(f"| {r.label}{'' if r.paper else ' †'} | " + " | ".join(cells) + " |")
+    se = 100.0 * math.sqrt(0.25 / max(n_eval, 1))
+    text = [
+        f"Top-1 (%) on the **{doc['eval_split']}** split ({n_eval} videos, {doc['num_classes']} classes; "
+        f"chance = {chance:.1f} %; one test set's sampling error ≤ {se:.1f} points, 100·√(p(1−p)/n) at p = ½). "
+        f"Mean ± sample std over seeds {doc['seeds']} (per-seed values in brackets). Same budget for every "
+        f"row: {doc['pretrain_steps']} pre-training steps on {doc['n_pool']} unlabelled videos, "
+        f"{doc['finetune_steps']} fine-tuning steps per label count. † beyond the paper (issue 17).", "",
+        *lines, "", "Best pre-trained row (paper rows) against no pre-training:", ""]
+    for proto, g in doc["gaps"].items():
+        text.append(f"- {proto.replace('_', ' ')}/class: {g['best']} {g['gap']:+.1f} points (pooled seed std "
+                    f"{g['pooled_std']:.1f}) — {'meets' if g['met'] else 'does not meet'} the ≥ 5 points, > 2 std target")
+    text += ["", "Wall time, summed over the chains (s; chains ran "
+             f"{doc['jobs']} at a time, total wall {doc['wall_s']:.0f} s = {doc['wall_s'] / 60:.1f} min):", ""]
+    for r in rows:
+        parts = doc["seconds"].get(r.name, {})
+        text.append(f"- {r.label}: " + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()))
+    return "\n".join(text) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and overwrite:
+        if not (out / MARKER).exists() and any(out.iterdir()):
+            raise DemoError(f"--overwrite: {out} exists but was not written by this benchmark (no {MARKER})")
+        print(f"overwrite: removing {out}", flush=True)
+        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise DemoError(f"{out} holds other files (no {MARKER}); pick another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by tools/ssl_benchmark.py; --overwrite may delete this folder\n")
+
+
+def _settings(opts: SSLOptions) -> Dict[str, Any]:
+    keys = ("labels_per_class", "eval_split", "pool_per_class", "train_per_class", "val_per_class", "test_per_class",
+            "pretrain_steps", "finetune_steps", "data", "pool", "smoke", "extra", "data_seed")
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(opts).items() if k in keys}
+
+
+def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
+    """Run (or continue) the benchmark; returns and writes `results.json` / `RESULTS.md`."""
+    t_start = time.time()
+    if opts.eval_split not in ("val", "test"):
+        raise DemoError(f"eval_split must be 'val' or 'test', got {opts.eval_split!r}")
+    if not opts.labels_per_class or min(opts.labels_per_class) < 1:
+        raise DemoError(f"labels_per_class must be positive, got {list(opts.labels_per_class)}")
+    if opts.jobs < 1:
+        raise DemoError(f"jobs must be ≥ 1, got {opts.jobs}")
+    rows = opts.chosen_rows()
+    out = Path(opts.out_dir).resolve()
+    _prepare_out(out, opts.overwrite)
+    settings_path = out / "settings.json"
+    settings = _settings(opts)
+    if settings_path.is_file():
+        old = json.loads(settings_path.read_text())
+        if old != settings:
+            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise DemoError(f"{out} holds a benchmark run with other settings ({', '.join(changed)}); "
+                            "use --overwrite or another --out (results of different settings never mix)")
+    print(f"videohpm data-efficiency benchmark → {out}  ({len(rows)} rows × seeds {list(opts.seeds)}, "
+          f"{opts.jobs} at a time; evaluated on the {opts.eval_split} split)", flush=True)
+    data = _user_data(opts) if opts.data else _generated_data(opts, out)
+    check = _check_data(data, opts)
+    _write_atomic(settings_path, json.dumps(settings, indent=1))
+    few = {}
+    # every labelled list is repeated to fill ≥ 1/4 of the fine-tuning steps per epoch: about 4
+    # epochs whatever the label count (an epoch ends with a checkpoint and a loader restart)
+    fill = max(max(opts.labels_per_class) * int(data["num_classes"]),
+               _batch(CONFIG_DIR / "finetune.yaml", [*_smoke_overrides(opts), *opts.extra]) * math.ceil(opts.finetune_steps / 4))
+    for k in opts.labels_per_class:
+        few[k] = few_label_list(data["train"], k, out / "labelled" / f"train_{k}_per_class.csv", fill_to=fill)
+    chains = [_Chain(seed, row, str(out), data, opts, few) for seed in opts.seeds for row in rows]
+    # longest chains first (pre-training with the full teacher), so the last ones to finish are short
+    cost = {"hpm": 4, "hpm_lowres2": 3, "hpm_pred_random": 3, "mae_tube": 2, "mae_frame": 2, "scratch": 1}
+    chains.sort(key=lambda c: (-cost.get(c.row.name, 2), c.seed))
+    results: List[Dict[str, Any]] = []
+    failures: List[str] = []
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(opts.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_run_chain, ch): ch for ch in chains}
+        for i, fut in enumerate(as_completed(futures), 1):
+            ch = futures[fut]
+            log = out / f"seed{ch.seed}" / ch.row.name / "chain.log"
+            try:
+                r = fut.result()
+            except Exception as e:  # noqa: BLE001  (report every failing chain, then stop)
+                failures.append(f"seed {ch.seed} {ch.row.name}: {e} (log: {log})")
+                print(f"  [{i}/{len(chains)}] seed {ch.seed} {ch.row.name} FAILED: {e}\n      log: {log}", flush=True)
+                continue
+            results.append(r)
+            probe = ", ".join(f"{k}/class {v['test_top1']:.1f}" for k, v in r["probe"].items())
+            ft = ", ".join(f"{k}/class {v['top1']:.1f}" for k, v in r["finetune"].items())
+            print(f"  [{i}/{len(chains)}] seed {ch.seed} {ch.row.label}: probe {probe}; fine-tuning {ft} "
+                  f"({r['wall_s']:.0f} s)", flush=True)
+    if failures:
+        raise DemoError(f"{len(failures)} chain(s) failed:\n  " + "\n  ".join(failures))
+    summary = summarize(results)
+    seconds: Dict[str, Dict[str, float]] = {}
+    for r in results:
+        for part, s in r["seconds"].items():
+            seconds.setdefault(r["row"], {}).setdefault(part, 0.0)
+            seconds[r["row"]][part] += s
+    n_eval = check[opts.eval_split]
+    doc = {"eval_split": opts.eval_split, "seeds": list(opts.seeds), "rows": [asdict(r) for r in rows],
+           "labels_per_class": list(opts.labels_per_class), "num_classes": check["num_classes"],
+           "n_eval": n_eval, "n_pool": check["pool"], "n_train": check["train"], "n_val": check["val"],
+           "pretrain_steps": next((r["pretrain"]["steps"] for r in results if r["pretrain"]), 0),
+           "finetune_steps": next((v["steps"] for r in results for v in r["finetune"].values()), 0),
+           "chance": 100.0 / check["num_classes"], "summary": summary, "gaps": gap_report(summary, rows),
+           "seconds": seconds, "results": sorted(results, key=lambda r: (r["row"], r["seed"])),
+           "settings": settings, "jobs": opts.jobs, "wall_s": round(time.time() - t_start, 1),
+           "machine": _machine()}
+    _write_atomic(out / "results.json", json.dumps(doc, indent=1))
+    text = format_results(doc)
+    _write_atomic(out / "RESULTS.md", "# Data-efficiency benchmark\n\n" + text)
+    print("\n" + text + f"\nresults: {out / 'results.json'}", flush=True)
+    return doc
+
+
+def demo_label_scarce_probe(runner: StageRunner, out: Path, pretrain_cfg: Path, ckpt: Path, train_list: str,
+                            eval_list: str, data_root: str, num_classes: int, seed: int = 0, per_class: int = 5,
+                            val_per_class: int = 8) -> Dict[str, Any]:
+    """The benchmark's label-scarce probe inside `make demo`: the frozen time probe on
+    `per_class` labelled videos per class (the first of each class in `train_list`), its λ chosen
+    on the next `val_per_class` of each class, scored once on `eval_list` — for the pre-trained
+    encoder (`ckpt`) and for no pre-training (the random initialisation of the same encoder and
+    seed). Returns ``{"per_class", "n_eval", "chance", "rows": {"pretrained" | "scratch": probe}}``."""
+    from videohpm.evaluation.probe import probe_feature_folders
+
+    few = few_label_list(train_list, per_class, out / "labelled.csv")
+    held = few_label_list(train_list, val_per_class, out / "probe_val.csv", skip_per_class=per_class)
+    data = [f"data.data_root={data_root}", f"data.num_classes={num_classes}"]
+    rows = {}
+    for row, weights in (("pretrained", ckpt), ("scratch", None)):
+        folders = [extract_time_features(runner, f"label-scarce {row} features {split}", pretrain_cfg, weights, seed,
+                                         path, out / row / split, data)
+                   for split, path in (("labelled", few["path"]), ("probe_val", held["path"]), ("eval", eval_list))]
+        rows[row] = probe_feature_folders(*folders, num_classes=num_classes)
+    return {"per_class": per_class, "n_eval": rows["scratch"]["n_test"], "chance": 100.0 / num_classes, "rows": rows}
+
+
+def _machine() -> Dict[str, Any]:
+    try:
+        from tools.lib.demo import machine_summary
+
+        return machine_summary()
+    except Exception as e:  # noqa: BLE001  (the summary is informative only)
+        return {"error": str(e), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
