@@ -37,6 +37,8 @@ from torchvision import datasets as tv_datasets
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from videohpm.constants import IMAGENET_MEAN, IMAGENET_STD
+
 from .lists import VideoList
 from .sampling import multiview_indices, union_indices, usable_length
 from .transforms import MultiViewTransform, frames_to_video
@@ -217,8 +219,8 @@ class VideoMultiViewDataset(Dataset):
         crop_size: int,
         mode: str = "window",
         stride: int = 4,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         backend: str = "decord",
         fallback: Optional[str] = "pyav",
         decode_threads: int = 1,

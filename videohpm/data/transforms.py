@@ -37,6 +37,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
+from videohpm.constants import IMAGENET_MEAN, IMAGENET_STD
+
 from .sampling import crop_offsets
 
 __all__ = [
@@ -53,9 +55,6 @@ __all__ = [
     "image_pretrain_transform",
     "MultiViewTransform",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def frames_to_video(frames: np.ndarray | torch.Tensor) -> tv_tensors.Video:

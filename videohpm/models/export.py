@@ -40,6 +40,8 @@ import torch
 from timm.models import save_for_hf
 from torch import nn
 
+from videohpm.constants import IMAGENET_MEAN, IMAGENET_STD
+
 from .hf_keys import ours_to_hf
 
 __all__ = [
@@ -365,8 +367,8 @@ def write_export(model: nn.Module, fmt: str, out: Union[str, os.PathLike],
             arch, kwargs = timm_model_args(model)
             net = timm.create_model(arch, pretrained=False, **kwargs)
             net.load_state_dict(sd, strict=True)
-            mean = getattr(model, "input_mean", None) or (0.485, 0.456, 0.406)
-            std = getattr(model, "input_std", None) or (0.229, 0.224, 0.225)
+            mean = getattr(model, "input_mean", None) or IMAGENET_MEAN
+            std = getattr(model, "input_std", None) or IMAGENET_STD
             size = kwargs["img_size"] if isinstance(kwargs["img_size"], list) else [kwargs["img_size"]] * 2
             save_for_hf(net, tmp, model_args=kwargs, safe_serialization="both",
                         data_config=dict(mean=tuple(mean), std=tuple(std), input_size=(kwargs["in_chans"], *size),

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from videohpm.constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -18,9 +20,6 @@ __all__ = [
     "pixel_target",
     "mask_split",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _grid(x: torch.Tensor, t: int, p: int) -> tuple[int, int, int]:
