@@ -121,9 +121,6 @@ class DemoOptions:
         return path
 
 
-# ---------------------------------------------------------------------------------------------
-# Running one stage
-# ---------------------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,7 +161,6 @@ class StageRunner:
         self.log_dir = self.out / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    # -------------------------------------------------------------- bookkeeping
     def _announce(self, name: str, what: str) -> None:
         self.count += 1
         n = f"{self.count}/{self.total}" if self.total else str(self.count)
@@ -220,7 +216,6 @@ class StageRunner:
         print(f"    done in {seconds:.0f} s", flush=True)
         return True
 
-    # -------------------------------------------------------------- tools
     def tool(self, name: str, tool: str, args: Sequence[str], ranks: int = 1) -> None:
         """Run `tools/<tool>.py ARGS` (through the `deepspeed` launcher for `ranks > 1`), in this
         process when `opts.in_process`; raise :class:`DemoError` if it fails."""
@@ -286,9 +281,6 @@ class StageRunner:
                             + "\n".join("  | " + ln for ln in lines))
 
 
-# ---------------------------------------------------------------------------------------------
-# Stages
-# ---------------------------------------------------------------------------------------------
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if overwrite and out.exists():
         if not (out / MARKER).exists() and any(out.iterdir()):
@@ -511,18 +503,15 @@ def _run_config(run_dir: Path):
 
 
 def _model_line(cfg) -> str:
-    k = cfg.model.kwargs
-    t = int(k.get("num_frames", 16))
-    size = int(k.get("img_size", 224))
-    tub = int(k.get("tubelet_size", 2 if t > 1 else 1))
-    p = int(k.get("patch_size", 16))
-    return (f"ViT {int(k.get('depth'))}×{int(k.get('embed_dim'))}-d, {t}×{size}² input, "
-            f"{tub}×{p}×{p} patches ({(t // tub) * (size // p) ** 2} tokens)")
+    kwargs = cfg.model.kwargs
+    frames = int(kwargs.get("num_frames", 16))
+    size = int(kwargs.get("img_size", 224))
+    tubelet = int(kwargs.get("tubelet_size", 2 if frames > 1 else 1))
+    patch = int(kwargs.get("patch_size", 16))
+    return (f"ViT {int(kwargs.get('depth'))}×{int(kwargs.get('embed_dim'))}-d, {frames}×{size}² input, "
+            f"{tubelet}×{patch}×{patch} patches ({(frames // tubelet) * (size // patch) ** 2} tokens)")
 
 
-# ---------------------------------------------------------------------------------------------
-# The demo
-# ---------------------------------------------------------------------------------------------
 def _epochs_override(opts: DemoOptions, name: str) -> List[str]:
     return [f"train.epochs={opts.epochs[name]}"] if name in opts.epochs else []
 
@@ -545,38 +534,10 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     pre_over: Dict[str, List[str]] = {}
     for kind in kinds:
         data = _data_overrides(meta, kind)
-        seed = [f"train.seed={opts.seed}"]
-        pre_cfg, ft_cfg = opts.config(f"pretrain_{kind}_hpm"), opts.config(f"finetune_{kind}")
-        pre_cfgs[kind], pre_over[kind] = pre_cfg, data
-        pre_dir, ft_dir, test_dir = out / kind / "pretrain", out / kind / "finetune", out / kind / "test"
-        pre_ckpt = _train_stage(runner, f"{kind} pre-training",
-                                f"HPM pre-training of the {kind} model (tools/train.py)", pre_cfg, pre_dir,
-                                [*data, *seed, *_epochs_override(opts, f"{kind}_pretrain")], opts.ranks)
-        ft_ckpt = _train_stage(runner, f"{kind} fine-tuning", f"fine-tuning the pre-trained {kind} encoder",
-                               ft_cfg, ft_dir, [*data, *seed, f"model.pretrained={pre_ckpt}",
-                                                *_epochs_override(opts, f"{kind}_finetune")], opts.ranks)
-        metrics = _test_stage(runner, f"{kind} test", ft_cfg, ft_ckpt, test_dir, data)
-        runs[f"{kind}_pretrain"], runs[f"{kind}_finetune"] = pre_dir, ft_dir
-        _, ft_epochs = _read_log(ft_dir)
-        pre_c, ft_c = _run_config(pre_dir), _run_config(ft_dir)
-        cost = metrics.get("cost", {})
-        results[kind] = {
-            "top1": float(metrics["top1"]), "top5": float(metrics["top5"]),
-            "mean_class_acc": float(metrics["mean_class_acc"]), "num_videos": int(metrics["num_videos"]),
-            "num_broken": int(metrics.get("num_broken", 0)),
-            "clips": int(cost.get("clips", 0)), "crops": int(cost.get("crops", 0)),
-            "gflops": float(cost.get("gflops_per_view", float("nan"))),
-            "params_m": float(cost.get("params_m", float("nan"))),
-            "chance": CHANCE[kind], "num_classes": VIDEO_CLASSES if kind == "video" else IMAGE_CLASSES,
-            "best_val_acc1": max((ft_epochs.get("val_acc1") or {0: float("nan")}).values()),
-            "pretrain_epochs": int(pre_c.train.epochs), "finetune_epochs": int(ft_c.train.epochs),
-            "model": _model_line(pre_c), "mask": f"{pre_c.mask.name} {dict(pre_c.mask.kwargs)}",
-            "hpm": hpm_progress_summary(pre_dir),
-        }
-    vis = {"video": _pick_vis_videos(meta, opts.num_vis)}
-    if opts.images:
-        vis["image"] = _pick_vis_images(meta, max(1, opts.num_vis // 2))
-    figures = _figures_stage(runner, out, opts, runs, vis, pre_cfgs, pre_over, progress=1.0)
+        pre_cfgs[kind], pre_over[kind] = opts.config(f"pretrain_{kind}_hpm"), data
+        results[kind] = _run_kind(runner, out, opts, kind, pre_cfgs[kind], data)
+        runs[f"{kind}_pretrain"], runs[f"{kind}_finetune"] = out / kind / "pretrain", out / kind / "finetune"
+    figures = _figures_stage(runner, out, opts, runs, _vis_inputs(meta, opts), pre_cfgs, pre_over, progress=1.0)
     predict = _predict_stage(runner, out, meta, runs["video_finetune"] / "model_final.pth")
 
     ablation_md = out / "ablation" / "ABLATION.md"  # written by tools/ablation.py, if it has run
@@ -584,12 +545,63 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
                "ablation": ablation_md.read_text() if ablation_md.is_file() else None, "predict": predict,
                "ranks": opts.ranks, "cpu_count": os.cpu_count(), "seed": opts.seed, "machine": machine,
                "total_seconds": round(time.time() - t_start, 1), "out_dir": str(out)}
+    _write_demo_report(runner, out, summary)
+    return summary
+
+
+def _run_kind(runner: StageRunner, out: Path, opts: DemoOptions, kind: str, pre_cfg: Path,
+              data: List[str]) -> Dict[str, Any]:
+    """HPM pre-training, fine-tuning and the multi-view test of one mode (`video` / `image`) into
+    `<out>/<kind>/{pretrain,finetune,test}`; returns its row of the report."""
+    seed = [f"train.seed={opts.seed}"]
+    ft_cfg = opts.config(f"finetune_{kind}")
+    pre_dir, ft_dir, test_dir = out / kind / "pretrain", out / kind / "finetune", out / kind / "test"
+    pre_ckpt = _train_stage(runner, f"{kind} pre-training",
+                            f"HPM pre-training of the {kind} model (tools/train.py)", pre_cfg, pre_dir,
+                            [*data, *seed, *_epochs_override(opts, f"{kind}_pretrain")], opts.ranks)
+    ft_ckpt = _train_stage(runner, f"{kind} fine-tuning", f"fine-tuning the pre-trained {kind} encoder",
+                           ft_cfg, ft_dir, [*data, *seed, f"model.pretrained={pre_ckpt}",
+                                            *_epochs_override(opts, f"{kind}_finetune")], opts.ranks)
+    metrics = _test_stage(runner, f"{kind} test", ft_cfg, ft_ckpt, test_dir, data)
+    return _kind_result(kind, metrics, pre_dir, ft_dir)
+
+
+def _kind_result(kind: str, metrics: Dict[str, Any], pre_dir: Path, ft_dir: Path) -> Dict[str, Any]:
+    """One mode's row: the test's `metrics.json`, the best validation top-1 of the fine-tuning,
+    what the runs' saved configs say (epochs, model, mask) and HPM's progress."""
+    _, ft_epochs = _read_log(ft_dir)
+    pre_config, ft_config = _run_config(pre_dir), _run_config(ft_dir)
+    cost = metrics.get("cost", {})
+    return {
+        "top1": float(metrics["top1"]), "top5": float(metrics["top5"]),
+        "mean_class_acc": float(metrics["mean_class_acc"]), "num_videos": int(metrics["num_videos"]),
+        "num_broken": int(metrics.get("num_broken", 0)),
+        "clips": int(cost.get("clips", 0)), "crops": int(cost.get("crops", 0)),
+        "gflops": float(cost.get("gflops_per_view", float("nan"))),
+        "params_m": float(cost.get("params_m", float("nan"))),
+        "chance": CHANCE[kind], "num_classes": VIDEO_CLASSES if kind == "video" else IMAGE_CLASSES,
+        "best_val_acc1": max((ft_epochs.get("val_acc1") or {0: float("nan")}).values()),
+        "pretrain_epochs": int(pre_config.train.epochs), "finetune_epochs": int(ft_config.train.epochs),
+        "model": _model_line(pre_config), "mask": f"{pre_config.mask.name} {dict(pre_config.mask.kwargs)}",
+        "hpm": hpm_progress_summary(pre_dir),
+    }
+
+
+def _vis_inputs(meta: Dict[str, Any], opts: DemoOptions) -> Dict[str, List[str]]:
+    """The validation videos (and images, half as many) drawn in the Fig. 2-style figure."""
+    vis = {"video": _pick_vis_videos(meta, opts.num_vis)}
+    if opts.images:
+        vis["image"] = _pick_vis_images(meta, max(1, opts.num_vis // 2))
+    return vis
+
+
+def _write_demo_report(runner: StageRunner, out: Path, summary: Dict[str, Any]) -> None:
+    """The last stage: `<out>/summary.json` and `<out>/REPORT.md`, and the accuracy table printed."""
     runner._announce("report", "REPORT.md and summary.json")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "REPORT.md").write_text(format_report(summary))
-    print(f"\n{format_results_table(results)}\n\nreport: {out / 'REPORT.md'}  "
+    print(f"\n{format_results_table(summary['results'])}\n\nreport: {out / 'REPORT.md'}  "
           f"(total {summary['total_seconds']:.0f} s)", flush=True)
-    return summary
 
 
 def machine_summary() -> Dict[str, Any]:
@@ -618,11 +630,11 @@ def format_results_table(results: Dict[str, Any]) -> str:
             "| top-5 (%) | mean class acc (%) | test samples | GFLOPs / view | param. (M) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     names = {"video": "video — motion demo (webm, SSv2 layout)", "image": "image — handwritten digits (T = 1)"}
-    for kind, r in results.items():
-        rows.append(f"| {names.get(kind, kind)} | {r['num_classes']} | HPM {r['pretrain_epochs']} ep → "
-                    f"{r['finetune_epochs']} ep | {r['clips']} × {r['crops']} | **{r['top1']:.1f}** | "
-                    f"{r['chance']:.1f} | {r['top5']:.1f} | {r['mean_class_acc']:.1f} | {r['num_videos']} | "
-                    f"{_fmt(r['gflops'], 3)} | {_fmt(r['params_m'], 2)} |")
+    for kind, row in results.items():
+        rows.append(f"| {names.get(kind, kind)} | {row['num_classes']} | HPM {row['pretrain_epochs']} ep → "
+                    f"{row['finetune_epochs']} ep | {row['clips']} × {row['crops']} | **{row['top1']:.1f}** | "
+                    f"{row['chance']:.1f} | {row['top5']:.1f} | {row['mean_class_acc']:.1f} | {row['num_videos']} | "
+                    f"{_fmt(row['gflops'], 3)} | {_fmt(row['params_m'], 2)} |")
     return "\n".join(rows)
 
 
@@ -632,8 +644,15 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 def format_report(summary: Dict[str, Any]) -> str:
     """`REPORT.md` from `summary.json`'s content (paths relative to the report's folder)."""
-    res, fig = summary["results"], summary["figures"]
-    lines = [
+    return "\n".join([*_report_intro(summary), *_report_hpm_runs(summary["results"]),
+                      *_report_figures(summary["figures"]), *_report_ablation(summary.get("ablation")),
+                      *_report_timings(summary["stages"]), *_report_predict(summary.get("predict"))])
+
+
+def _report_intro(summary: Dict[str, Any]) -> List[str]:
+    """Title, how and where the demo ran, and the accuracy table."""
+    results = summary["results"]
+    return [
         "# videohpm demo report",
         "",
         f"Written by `tools/demo.py` "
@@ -647,54 +666,78 @@ def format_report(summary: Dict[str, Any]) -> str:
         "",
         "## Accuracy (multi-view test of the fine-tuned models)",
         "",
-        format_results_table(res),
+        format_results_table(results),
         "",
         "Chance is the top-1 of a uniform guess over the classes (balanced validation sets). "
         "Best single-view validation top-1 during fine-tuning: "
-        + ", ".join(f"{k} {_fmt(r['best_val_acc1'], 1)}%" for k, r in res.items()) + ".",
+        + ", ".join(f"{kind} {_fmt(row['best_val_acc1'], 1)}%" for kind, row in results.items()) + ".",
         "",
+    ]
+
+
+def _report_hpm_runs(results: Dict[str, Any]) -> List[str]:
+    """Model, mask and HPM's α_t / L_rec / L_pred at the first and last logged step, per mode."""
+    lines = [
         "## Models and HPM pre-training",
         "",
         "| set | model | mask | steps | α_t first → last (Eq. 8) | L_rec first → last | "
         "L_pred first → last (relative BCE, ln 2 = 0.693 ≙ no ranking) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for kind, r in res.items():
-        h = r["hpm"]
-        ff = lambda k: f"{_fmt(h.get(k, {}).get('first'))} → {_fmt(h.get(k, {}).get('last'))}"  # noqa: E731
-        lines.append(f"| {kind} | {r['model']} | {r['mask']} | {h.get('steps', 0)} | {ff('alpha')} | "
-                     f"{ff('loss_rec')} | {ff('loss_pred')} |")
-    lines += ["", "## Training curves", ""]
-    for run, png in fig.get("curves", {}).items():
+    for kind, row in results.items():
+        hpm = row["hpm"]
+
+        def first_to_last(key: str) -> str:
+            return f"{_fmt(hpm.get(key, {}).get('first'))} → {_fmt(hpm.get(key, {}).get('last'))}"
+
+        lines.append(f"| {kind} | {row['model']} | {row['mask']} | {hpm.get('steps', 0)} | {first_to_last('alpha')} | "
+                     f"{first_to_last('loss_rec')} | {first_to_last('loss_pred')} |")
+    return lines
+
+
+def _report_figures(figures: Dict[str, Any]) -> List[str]:
+    """The training curves of every run and the Fig. 2-style maps."""
+    lines = ["", "## Training curves", ""]
+    for run, png in figures.get("curves", {}).items():
         lines += [f"**{run.replace('_', ' ')}**", "", f"![{run}](figures/{png})", ""]
     lines += ["## What HPM sees (HPM journal Fig. 2)", "",
               "Rows: input, true per-patch reconstruction loss (mean over 10 random masks), loss predicted "
               "by the EMA teacher's d_ψ, the easy-to-hard HPM mask at the end of training (α_T), and the "
               "reconstruction under that mask. Columns are frames (a token spans 2 frames).", ""]
-    for kind, items in fig.get("fig2", {}).items():
-        for it in items:
-            lines += [f"**{kind}: {it['input']}**", "", f"![{it['input']}](figures/{it['png']})",
-                      f"([animation](figures/{it['animation']}))", ""]
-    if summary.get("ablation"):
-        body = summary["ablation"].split("\n", 1)[1] if summary["ablation"].startswith("#") else summary["ablation"]
-        lines += ["## Ablation on the same data (`make demo-ablation`; [ablation/ABLATION.md](ablation/ABLATION.md))",
-                  "", body.strip(), ""]
-    lines += ["## Stage timings", "", "| stage | seconds | |", "|---|---|---|"]
-    for name, t in summary["stages"].items():
-        note = "reused from an earlier run" if t["status"] == "reused" else ""
-        lines.append(f"| {name} | {t['seconds']:.0f} | {note} |")
-    lines += ["", "Timings are wall-clock seconds on a shared machine; they vary with its load.", ""]
-    if summary.get("predict"):
-        p = summary["predict"]
-        lines += ["## Answers for two demo videos (`tools/predict.py`)", "",
-                  "The fine-tuned video model, the test's 2 × 3 views, top-3 classes with their probabilities; "
-                  f"true classes: {', '.join(p['truth'])}.", "", "```", f"$ {p['command']}", *p["lines"], "```", ""]
-    return "\n".join(lines)
+    for kind, items in figures.get("fig2", {}).items():
+        for item in items:
+            lines += [f"**{kind}: {item['input']}**", "", f"![{item['input']}](figures/{item['png']})",
+                      f"([animation](figures/{item['animation']}))", ""]
+    return lines
 
 
-# ---------------------------------------------------------------------------------------------
-# The ablation (HPM journal Table 12 on the demo data)
-# ---------------------------------------------------------------------------------------------
+def _report_ablation(ablation: Optional[str]) -> List[str]:
+    """The ablation's table (`ABLATION.md` without its title), if `tools/ablation.py` has run."""
+    if not ablation:
+        return []
+    body = ablation.split("\n", 1)[1] if ablation.startswith("#") else ablation
+    return ["## Ablation on the same data (`make demo-ablation`; [ablation/ABLATION.md](ablation/ABLATION.md))",
+            "", body.strip(), ""]
+
+
+def _report_timings(stages: Dict[str, Dict[str, Any]]) -> List[str]:
+    lines = ["## Stage timings", "", "| stage | seconds | |", "|---|---|---|"]
+    for name, timing in stages.items():
+        note = "reused from an earlier run" if timing["status"] == "reused" else ""
+        lines.append(f"| {name} | {timing['seconds']:.0f} | {note} |")
+    return lines + ["", "Timings are wall-clock seconds on a shared machine; they vary with its load.", ""]
+
+
+def _report_predict(predict: Optional[Dict[str, Any]]) -> List[str]:
+    """The `tools/predict.py` call on two validation videos and its answers."""
+    if not predict:
+        return []
+    return ["## Answers for two demo videos (`tools/predict.py`)", "",
+            "The fine-tuned video model, the test's 2 × 3 views, top-3 classes with their probabilities; "
+            f"true classes: {', '.join(predict['truth'])}.", "", "```", f"$ {predict['command']}",
+            *predict["lines"], "```", ""]
+
+
 @dataclass(frozen=True)
 class AblationVariant:
     """One row: `pretrain` = config name under `configs/demo/[smoke/]` (None = no pre-training)."""
@@ -761,65 +804,104 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
     fine-tuning, tested on the same videos (0 = skip)."""
     t_start = time.time()
     out = Path(opts.out_dir).resolve()
-    _prepare_out(out, overwrite=False)  # the demo's folder (and data) are shared: keep them
-    if opts.overwrite and (out / "ablation").exists():
-        print(f"overwrite: removing {out / 'ablation'}", flush=True)
-        shutil.rmtree(out / "ablation")
-    chosen = [v for v in ABLATION_VARIANTS if variants is None or v.name in variants]
-    unknown = sorted(set(variants or ()) - {v.name for v in ABLATION_VARIANTS})
-    if unknown:
-        raise DemoError(f"unknown ablation variant(s) {unknown}; choose from {[v.name for v in ABLATION_VARIANTS]}")
+    _prepare_ablation_out(out, opts.overwrite)
+    chosen = _chosen_variants(variants)
     per_run = 2 * (labels_per_class > 0)
     runner = StageRunner(out / "ablation", opts,
-                         total=1 + len(seeds) * sum((4 if v.pretrain else 3) + per_run for v in chosen))
+                         total=1 + len(seeds) * sum((4 if variant.pretrain else 3) + per_run for variant in chosen))
     print(f"videohpm ablation → {out / 'ablation'}  ({len(chosen)} variants × seeds {list(seeds)})", flush=True)
     meta = _data_stage(runner, out, opts)
     data = _data_overrides(meta, "video")
     ft_cfg = opts.config("finetune_video")
-    few: List[str] = []
-    if labels_per_class > 0:
-        train_list = Path(next(o for o in data if o.startswith("data.train=")).split("=", 1)[1])
-        few_list, kept, total = few_label_list(train_list, labels_per_class,
-                                               out / "ablation" / f"train_{labels_per_class}_per_class.csv")
-        few = [f"data.train={few_list}", *_few_label_overrides(ft_cfg, opts, max(1, total // kept))]
+    few = _few_label_setup(out, opts, data, ft_cfg, labels_per_class) if labels_per_class > 0 else []
     results: Dict[str, Dict[int, Dict[str, float]]] = {}
     for seed in seeds:
-        for v in chosen:
-            base = out / "ablation" / f"seed{seed}" / v.name
-            over = [*data, f"train.seed={seed}"]
-            pretrained, ckpt = "null", None
-            if v.pretrain:
-                ckpt = _train_stage(runner, f"seed {seed} {v.name} pre-training", f"{v.label}, seed {seed}",
-                                    opts.config(v.pretrain), base / "pretrain",
-                                    [*over, *_epochs_override(opts, "video_pretrain")], opts.ranks)
-                pretrained = str(ckpt)
-            # frozen features before any fine-tuning; no pre-training = the random initialisation
-            # of the same encoder (HPM's pre-training config, this seed)
-            knn = _knn_stage(runner, f"seed {seed} {v.name} k-NN", opts.config(v.pretrain or "pretrain_video_hpm"),
-                             ckpt, base / "knn", [*over, f"data.num_classes={VIDEO_CLASSES}"])
-            ft = _train_stage(runner, f"seed {seed} {v.name} fine-tuning", f"fine-tuning ({v.label}), seed {seed}",
-                              ft_cfg, base / "finetune",
-                              [*over, f"model.pretrained={pretrained}", *_epochs_override(opts, "video_finetune")],
-                              opts.ranks)
-            m = _test_stage(runner, f"seed {seed} {v.name} test", ft_cfg, ft, base / "test", data)
-            results.setdefault(v.name, {})[seed] = {"top1": float(m["top1"]), "top5": float(m["top5"]),
-                                                    "knn_top1": float(knn["knn_top1"])}
-            if few:
-                ft = _train_stage(runner, f"seed {seed} {v.name} few-label fine-tuning",
-                                  f"fine-tuning on {labels_per_class} videos per class ({v.label}), seed {seed}",
-                                  ft_cfg, base / f"finetune_{labels_per_class}pc",
-                                  [*over, f"model.pretrained={pretrained}", *few], opts.ranks)
-                m = _test_stage(runner, f"seed {seed} {v.name} few-label test", ft_cfg, ft,
-                                base / f"test_{labels_per_class}pc", data)
-                results[v.name][seed]["few_top1"] = float(m["top1"])
+        for variant in chosen:
+            results.setdefault(variant.name, {})[seed] = _run_ablation_row(
+                runner, opts, variant, seed, out / "ablation" / f"seed{seed}" / variant.name, data, ft_cfg,
+                few, labels_per_class)
     summary = summarize_ablation(results)
-    stage_seconds = {k: t["seconds"] for k, t in runner.timings.items()}
-    doc = {"variants": [dataclasses.asdict(v) for v in chosen], "seeds": list(seeds), "results": results,
+    stage_seconds = {name: timing["seconds"] for name, timing in runner.timings.items()}
+    doc = {"variants": [dataclasses.asdict(variant) for variant in chosen], "seeds": list(seeds), "results": results,
            "summary": summary, "stages": runner.timings, "smoke": opts.smoke, "ranks": opts.ranks,
            "stage_seconds_total": round(sum(stage_seconds.values()), 1),
            "total_seconds": round(time.time() - t_start, 1)}
     (out / "ablation" / "ablation.json").write_text(json.dumps(doc, indent=1))
     table = format_ablation_table(chosen, summary, results, CHANCE["video"])
+    (out / "ablation" / "ABLATION.md").write_text(
+        _ablation_markdown(opts, doc, table, chosen, stage_seconds, labels_per_class if few else 0))
+    _add_ablation_to_demo_report(out)
+    print(f"\n{table}\n\nablation: {out / 'ablation' / 'ABLATION.md'} (total {doc['total_seconds'] / 60:.1f} min)",
+          flush=True)
+    return doc
+
+
+def _prepare_ablation_out(out: Path, overwrite: bool) -> None:
+    """The demo's folder (and data) are shared: `overwrite` clears only `<out>/ablation`."""
+    _prepare_out(out, overwrite=False)
+    if overwrite and (out / "ablation").exists():
+        print(f"overwrite: removing {out / 'ablation'}", flush=True)
+        shutil.rmtree(out / "ablation")
+
+
+def _chosen_variants(names: Optional[Sequence[str]]) -> List[AblationVariant]:
+    """The rows of :data:`ABLATION_VARIANTS` named in `names` (all for None), in table order."""
+    known = [variant.name for variant in ABLATION_VARIANTS]
+    chosen = [variant for variant in ABLATION_VARIANTS if names is None or variant.name in names]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise DemoError(f"unknown ablation variant(s) {unknown}; choose from {known}")
+    return chosen
+
+
+def _few_label_setup(out: Path, opts: DemoOptions, data: Sequence[str], ft_cfg: Path,
+                     labels_per_class: int) -> List[str]:
+    """Overrides of the few-label fine-tuning: a train list of `labels_per_class` videos per class
+    (`<out>/ablation/train_<n>_per_class.csv`) and the budget of :func:`_few_label_overrides`."""
+    train_list = Path(next(item for item in data if item.startswith("data.train=")).split("=", 1)[1])
+    few_list, kept, total = few_label_list(train_list, labels_per_class,
+                                           out / "ablation" / f"train_{labels_per_class}_per_class.csv")
+    return [f"data.train={few_list}", *_few_label_overrides(ft_cfg, opts, max(1, total // kept))]
+
+
+def _run_ablation_row(runner: StageRunner, opts: DemoOptions, variant: AblationVariant, seed: int, base: Path,
+                      data: Sequence[str], ft_cfg: Path, few: Sequence[str], labels_per_class: int) -> Dict[str, float]:
+    """One variant, one seed, in `base`: pre-training (unless `scratch`), k-NN of the frozen
+    encoder, fine-tuning and its test, and with `few` overrides the few-label fine-tuning and its
+    test. Returns `{"top1", "top5", "knn_top1"[, "few_top1"]}`."""
+    over = [*data, f"train.seed={seed}"]
+    pretrained, ckpt = "null", None
+    if variant.pretrain:
+        ckpt = _train_stage(runner, f"seed {seed} {variant.name} pre-training", f"{variant.label}, seed {seed}",
+                            opts.config(variant.pretrain), base / "pretrain",
+                            [*over, *_epochs_override(opts, "video_pretrain")], opts.ranks)
+        pretrained = str(ckpt)
+    # frozen features before any fine-tuning; no pre-training = the random initialisation
+    # of the same encoder (HPM's pre-training config, this seed)
+    knn = _knn_stage(runner, f"seed {seed} {variant.name} k-NN", opts.config(variant.pretrain or "pretrain_video_hpm"),
+                     ckpt, base / "knn", [*over, f"data.num_classes={VIDEO_CLASSES}"])
+    ft = _train_stage(runner, f"seed {seed} {variant.name} fine-tuning", f"fine-tuning ({variant.label}), seed {seed}",
+                      ft_cfg, base / "finetune",
+                      [*over, f"model.pretrained={pretrained}", *_epochs_override(opts, "video_finetune")],
+                      opts.ranks)
+    metrics = _test_stage(runner, f"seed {seed} {variant.name} test", ft_cfg, ft, base / "test", data)
+    row = {"top1": float(metrics["top1"]), "top5": float(metrics["top5"]), "knn_top1": float(knn["knn_top1"])}
+    if few:
+        ft = _train_stage(runner, f"seed {seed} {variant.name} few-label fine-tuning",
+                          f"fine-tuning on {labels_per_class} videos per class ({variant.label}), seed {seed}",
+                          ft_cfg, base / f"finetune_{labels_per_class}pc",
+                          [*over, f"model.pretrained={pretrained}", *few], opts.ranks)
+        metrics = _test_stage(runner, f"seed {seed} {variant.name} few-label test", ft_cfg, ft,
+                              base / f"test_{labels_per_class}pc", data)
+        row["few_top1"] = float(metrics["top1"])
+    return row
+
+
+def _ablation_markdown(opts: DemoOptions, doc: Dict[str, Any], table: str, chosen: Sequence[AblationVariant],
+                       stage_seconds: Dict[str, float], few_labels_per_class: int) -> str:
+    """`ABLATION.md`: what was measured and how, the table, and the wall time per variant
+    (`few_labels_per_class` = 0: no few-label column)."""
+    seeds = doc["seeds"]
     text = ["# Ablation on the demo data (HPM journal Table 12 protocol, small scale)", "",
             f"Fine-tuning top-1 / top-5 (%) of the multi-view test (mean ± sample std over seeds "
             f"{list(seeds)}); chance = {CHANCE['video']:.1f}%. Same budget for every row: the configs of "
@@ -831,22 +913,24 @@ def run_ablation(opts: DemoOptions, seeds: Sequence[int] = (0, 1, 2),
             "k-NN column: weighted k-NN top-1 (`tools/knn.py`: k ∈ {10, 20, 100, 200}, best k, T = 0.07) of "
             "the frozen encoder's mean-pooled features before fine-tuning — train list as memory bank, "
             "val list as queries; for \"no pre-training\" the random initialisation of the same encoder."
-            + (f" Few-label column: fine-tuning on {labels_per_class} videos per class (the first of each "
+            + (f" Few-label column: fine-tuning on {few_labels_per_class} videos per class (the first of each "
                f"class in the train list) with half the optimizer steps of the full fine-tuning, same test."
-               if few else ""), "",
+               if few_labels_per_class else ""), "",
             table, "", "Wall time per variant (s, summed over seeds; pre-training + k-NN + fine-tunings + tests):", ""]
-    for v in chosen:  # stage names are "seed <s> <variant> <what>"
-        secs = sum(s for k, s in stage_seconds.items() if k.split(" ")[2:3] == [v.name])
-        text.append(f"- {v.label}: {secs:.0f} s")
-    (out / "ablation" / "ABLATION.md").write_text("\n".join(text) + "\n")
-    if (out / "summary.json").is_file():  # the demo has run in this folder: add the table to its report
-        demo_summary = json.loads((out / "summary.json").read_text())
-        demo_summary["ablation"] = (out / "ablation" / "ABLATION.md").read_text()
-        _write_atomic(out / "summary.json", json.dumps(demo_summary, indent=1, default=str))
-        _write_atomic(out / "REPORT.md", format_report(demo_summary))
-    print(f"\n{table}\n\nablation: {out / 'ablation' / 'ABLATION.md'} (total {doc['total_seconds'] / 60:.1f} min)",
-          flush=True)
-    return doc
+    for variant in chosen:  # stage names are "seed <s> <variant> <what>"
+        seconds = sum(spent for stage, spent in stage_seconds.items() if stage.split(" ")[2:3] == [variant.name])
+        text.append(f"- {variant.label}: {seconds:.0f} s")
+    return "\n".join(text) + "\n"
+
+
+def _add_ablation_to_demo_report(out: Path) -> None:
+    """If the demo has run in `out`, put the new `ABLATION.md` into its summary.json and REPORT.md."""
+    if not (out / "summary.json").is_file():
+        return
+    demo_summary = json.loads((out / "summary.json").read_text())
+    demo_summary["ablation"] = (out / "ablation" / "ABLATION.md").read_text()
+    _write_atomic(out / "summary.json", json.dumps(demo_summary, indent=1, default=str))
+    _write_atomic(out / "REPORT.md", format_report(demo_summary))
 
 
 def summarize_ablation(results: Dict[str, Dict[int, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
@@ -873,21 +957,23 @@ def format_ablation_table(variants: Sequence[AblationVariant], summary: Dict[str
     when measured, the k-NN top-1 of the frozen encoder before fine-tuning and the top-1 after
     few-label fine-tuning)."""
     ref = summary.get("mae_frame", {}).get("top1_mean")
-    extra = [(m, head) for m, head in (("knn_top1", "k-NN top-1, frozen encoder"),
-                                       ("few_top1", "top-1, few-label fine-tuning"))
-             if any(f"{m}_mean" in s for s in summary.values())]
+    extra = [(metric, head) for metric, head in (("knn_top1", "k-NN top-1, frozen encoder"),
+                                                 ("few_top1", "top-1, few-label fine-tuning"))
+             if any(f"{metric}_mean" in row for row in summary.values())]
     rows = ["| pre-training | L_pred | mask | top-1 (mean ± std) | Δ vs MAE per-frame | top-5 (mean ± std) "
             "| top-1 per seed |" + "".join(f" {head} (mean ± std) |" for _, head in extra),
             "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
-    for v in variants:
-        s = summary.get(v.name)
-        if not s:
+    for variant in variants:
+        row = summary.get(variant.name)
+        if not row:
             continue
-        delta = f"{s['top1_mean'] - ref:+.1f}" if ref is not None and v.name != "mae_frame" else "–"
-        seeds = ", ".join(f"{results[v.name][k]['top1']:.1f}" for k in sorted(results[v.name]))
-        cells = "".join(f" {s[f'{m}_mean']:.1f} ± {s[f'{m}_std']:.1f} |" if f"{m}_mean" in s else " – |"
-                        for m, _ in extra)
-        rows.append(f"| {v.label} | {v.l_pred} | {v.mask} | {s['top1_mean']:.1f} ± {s['top1_std']:.1f} | {delta} | "
-                    f"{s['top5_mean']:.1f} ± {s['top5_std']:.1f} | {seeds} |{cells}")
+        delta = f"{row['top1_mean'] - ref:+.1f}" if ref is not None and variant.name != "mae_frame" else "–"
+        per_seed = results[variant.name]
+        seeds = ", ".join(f"{per_seed[seed]['top1']:.1f}" for seed in sorted(per_seed))
+        cells = "".join(f" {row[f'{metric}_mean']:.1f} ± {row[f'{metric}_std']:.1f} |"
+                        if f"{metric}_mean" in row else " – |" for metric, _ in extra)
+        rows.append(f"| {variant.label} | {variant.l_pred} | {variant.mask} | "
+                    f"{row['top1_mean']:.1f} ± {row['top1_std']:.1f} | {delta} | "
+                    f"{row['top5_mean']:.1f} ± {row['top5_std']:.1f} | {seeds} |{cells}")
     rows.append(f"| *chance* | | | {chance:.1f} | | | |" + f" {chance:.1f} |" * len(extra))
     return "\n".join(rows)
