@@ -10,6 +10,7 @@ Names: ``random`` (MAE), ``tube`` (VideoMAE), ``frame`` (per-frame random), ``hp
 """
 from .base import (
     MaskGenerator,
+    RowMaskGenerator,
     SliceMaskGenerator,
     available_mask_generators,
     make_mask_generator,
@@ -24,6 +25,7 @@ from .tube import TubeMaskGenerator
 
 __all__ = [
     "MaskGenerator",
+    "RowMaskGenerator",
     "SliceMaskGenerator",
     "available_mask_generators",
     "make_mask_generator",

@@ -245,6 +245,44 @@ class SliceMaskGenerator(MaskGenerator):
         return T * self.num_masked_per_slice(grid)
 
 
+class RowMaskGenerator(MaskGenerator):
+    """Strategies that select ``k`` tokens within each *row* (``hpm``, ``importance``).
+
+    A row is a time slice of ``n = H'·W'`` tokens for video (T' > 1) with ``per_frame=True``,
+    with ``k = int(γ·n)`` as ``frame``/``tube``; else the whole sample, ``n = N`` and
+    ``k = N − int(N·(1−γ))`` as ``random``. Subclasses set ``self.per_frame`` (a bool, checked
+    by :func:`check_per_frame`).
+    """
+
+    per_frame: bool
+
+    def _rows(self, grid: Grid) -> Tuple[int, int]:
+        """(rows, n): selection is independent within each row of ``n`` tokens."""
+        B, T, H, W = grid
+        if self.per_frame and T > 1:
+            return B * T, H * W
+        return B, T * H * W
+
+    def num_masked_per_row(self, grid: Sequence[int]) -> int:
+        """``k``: masked tokens per row (per time slice if per-frame, else per sample)."""
+        B, T, H, W = parse_grid(grid)
+        if self.per_frame and T > 1:
+            return per_slice_count(H * W, self.mask_ratio)
+        return global_count(T * H * W, self.mask_ratio)
+
+    def num_masked_per_sample(self, grid: Sequence[int]) -> int:
+        g = parse_grid(grid)
+        rows, _ = self._rows(g)
+        return (rows // g[0]) * self.num_masked_per_row(g)
+
+
+def check_per_frame(per_frame: bool) -> bool:
+    """``per_frame`` as given, if it is a bool (a string such as ``"false"`` would be truthy)."""
+    if not isinstance(per_frame, bool):
+        raise TypeError(f"per_frame must be a bool, got {per_frame!r}")
+    return per_frame
+
+
 def per_slice_count(n_slice: int, mask_ratio: float) -> int:
     """Masked tokens per time slice: ``int(γ · n_s)`` (VideoMAE's TubeMaskingGenerator)."""
     return int(mask_ratio * n_slice)

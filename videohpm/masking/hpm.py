@@ -6,18 +6,17 @@ predicted reconstruction loss ``L̂^t`` (the hardest ones, ``argmax``), the rest
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 
 from .base import (
     Grid,
-    MaskGenerator,
+    RowMaskGenerator,
+    check_per_frame,
     check_ratio,
     check_scores,
-    global_count,
     parse_grid,
-    per_slice_count,
     register_mask_generator,
     topk_mask,
     uniform_noise,
@@ -27,7 +26,7 @@ _MODES = ("argmax", "argmin")
 
 
 @register_mask_generator("hpm")
-class HPMMaskGenerator(MaskGenerator):
+class HPMMaskGenerator(RowMaskGenerator):
     """Easy-to-hard mask from per-token scores (teacher-predicted losses), HPM journal Eq. 8.
 
     Within each *row* of ``n`` tokens (see below), with ``k`` tokens to mask:
@@ -72,9 +71,7 @@ class HPMMaskGenerator(MaskGenerator):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {list(_MODES)}, got {mode!r}")
         self.mode = mode
-        if not isinstance(per_frame, bool):
-            raise TypeError(f"per_frame must be a bool, got {per_frame!r}")
-        self.per_frame = per_frame
+        self.per_frame = check_per_frame(per_frame)
 
     # -- schedule ----------------------------------------------------------------------
     def alpha(self, progress: Optional[float]) -> float:
@@ -93,26 +90,6 @@ class HPMMaskGenerator(MaskGenerator):
         return self.alpha_0 + p * (self.alpha_T - self.alpha_0)
 
     # -- counts ------------------------------------------------------------------------
-    def _rows(self, grid: Grid) -> Tuple[int, int]:
-        """(rows, n): selection is independent within each row of ``n`` tokens."""
-        B, T, H, W = grid
-        if self.per_frame and T > 1:
-            return B * T, H * W
-        return B, T * H * W
-
-    def num_masked_per_row(self, grid: Sequence[int]) -> int:
-        """``k``: masked tokens per row (per time slice if per-frame, else per sample)."""
-        g = parse_grid(grid)
-        B, T, H, W = g
-        if self.per_frame and T > 1:
-            return per_slice_count(H * W, self.mask_ratio)
-        return global_count(T * H * W, self.mask_ratio)
-
-    def num_masked_per_sample(self, grid: Sequence[int]) -> int:
-        g = parse_grid(grid)
-        rows, _ = self._rows(g)
-        return (rows // g[0]) * self.num_masked_per_row(g)
-
     def num_hard_per_row(self, grid: Sequence[int], progress: Optional[float]) -> int:
         """``p = int(n·γ·α_t)``: tokens per row masked by score (Alg. S1 ``len_pred``).
 

@@ -10,17 +10,15 @@ Two pieces:
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
 from .base import (
     Grid,
-    MaskGenerator,
+    RowMaskGenerator,
+    check_per_frame,
     check_scores,
-    global_count,
-    parse_grid,
-    per_slice_count,
     register_mask_generator,
     topk_mask,
     uniform_noise,
@@ -105,7 +103,7 @@ def cls_attention_importance(
 
 
 @register_mask_generator("importance")
-class ImportanceMaskGenerator(MaskGenerator):
+class ImportanceMaskGenerator(RowMaskGenerator):
     """Importance-sampled mask (ccMIM Eq. 5–6) from ``scores`` = importance ``[B, N]``.
 
     The masked set is a sample *without replacement* from the importance distribution, so that
@@ -152,27 +150,7 @@ class ImportanceMaskGenerator(MaskGenerator):
         if not t > 0 or t != t or t == float("inf"):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.temperature = t
-        if not isinstance(per_frame, bool):
-            raise TypeError(f"per_frame must be a bool, got {per_frame!r}")
-        self.per_frame = per_frame
-
-    def _rows(self, grid: Grid) -> Tuple[int, int]:
-        B, T, H, W = grid
-        if self.per_frame and T > 1:
-            return B * T, H * W
-        return B, T * H * W
-
-    def num_masked_per_row(self, grid: Sequence[int]) -> int:
-        """Masked tokens per row (per time slice if per-frame, else per sample)."""
-        B, T, H, W = parse_grid(grid)
-        if self.per_frame and T > 1:
-            return per_slice_count(H * W, self.mask_ratio)
-        return global_count(T * H * W, self.mask_ratio)
-
-    def num_masked_per_sample(self, grid: Sequence[int]) -> int:
-        g = parse_grid(grid)
-        rows, _ = self._rows(g)
-        return (rows // g[0]) * self.num_masked_per_row(g)
+        self.per_frame = check_per_frame(per_frame)
 
     def _generate(self, grid: Grid, *, scores, progress, device, generator) -> torch.Tensor:
         if scores is None:
