@@ -319,6 +319,26 @@ def _ucf_split_entries(path: Path, classes: List[str], labelled: bool) -> List[T
     return [(p.replace("\\", "/"), label_of[p.replace("\\", "/")]) for p, _ in rows]
 
 
+def _write_split_lists(
+    out: Path,
+    classes: List[str],
+    train: List[Tuple[str, int]],
+    val: List[Tuple[str, int]],
+    video_dir: Optional[str | os.PathLike],
+    drop_missing: bool,
+) -> ListBuildReport:
+    """An official split's lists (UCF101, HMDB51): ``classes.txt``, ``train.csv``, ``val.csv`` and
+    ``test.csv`` (a copy of val), each checked against ``video_dir`` when given."""
+    vdir = Path(video_dir) if video_dir is not None else None
+    out.mkdir(parents=True, exist_ok=True)
+    report = ListBuildReport(classes=classes)
+    write_classes(out / "classes.txt", classes)
+    _finish_split(report, "train", train, out, vdir, drop_missing)
+    _finish_split(report, "val", val, out, vdir, drop_missing)
+    _copy_val_as_test(report, out)
+    return report
+
+
 def build_ucf101_lists(
     annotation_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -339,14 +359,7 @@ def build_ucf101_lists(
     classes = _read_ucf_class_ind(ann / "classInd.txt")
     train = _ucf_split_entries(ann / f"trainlist0{split}.txt", classes, labelled=True)
     val = _ucf_split_entries(ann / f"testlist0{split}.txt", classes, labelled=False)
-    vdir = Path(video_dir) if video_dir is not None else None
-    out.mkdir(parents=True, exist_ok=True)
-    report = ListBuildReport(classes=classes)
-    write_classes(out / "classes.txt", classes)
-    _finish_split(report, "train", train, out, vdir, drop_missing)
-    _finish_split(report, "val", val, out, vdir, drop_missing)
-    _copy_val_as_test(report, out)
-    return report
+    return _write_split_lists(out, classes, train, val, video_dir, drop_missing)
 
 
 _HMDB_SUFFIX = "_test_split"
@@ -412,11 +425,4 @@ def build_hmdb51_lists(
                                       f"in the *{_HMDB_SUFFIX}{split}.txt files") from None
             rows = [parsed[k] for k in range(len(parsed))]  # (class/video, {"label": class name, ...})
             entries[split_name] = [(p.replace(os.sep, "/"), class_to_id[meta["label"]]) for p, meta in rows]
-    vdir = Path(video_dir) if video_dir is not None else None
-    out.mkdir(parents=True, exist_ok=True)
-    report = ListBuildReport(classes=classes)
-    write_classes(out / "classes.txt", classes)
-    _finish_split(report, "train", entries["train"], out, vdir, drop_missing)
-    _finish_split(report, "val", entries["val"], out, vdir, drop_missing)
-    _copy_val_as_test(report, out)
-    return report
+    return _write_split_lists(out, classes, entries["train"], entries["val"], video_dir, drop_missing)
