@@ -68,6 +68,20 @@ def replacement_index(index: int, attempt: int, length: int) -> int:
     return random.Random(index * 1_000_003 + attempt).randrange(length)
 
 
+def _augmented_sample(video: tv_tensors.Video, transform: Callable, num_sample: int,
+                      label: Optional[int]) -> Dict[str, Any]:
+    """``{"video": transform(video)}``, or with ``num_sample = S > 1`` S augmentations of the one
+    decode stacked ``[S, ...]``; plus ``"label"`` unless ``label`` is None."""
+    if num_sample == 1:
+        clip = transform(video)
+    else:
+        clip = torch.stack([transform(video) for _ in range(num_sample)])
+    sample: Dict[str, Any] = {"video": clip}
+    if label is not None:
+        sample["label"] = label
+    return sample
+
+
 class _ReplaceBroken:
     """Mixin: load a sample, replacing broken ones (training / validation semantics)."""
 
@@ -164,14 +178,8 @@ class VideoClipDataset(_ReplaceBroken, Dataset):
 
     def _load(self, index: int) -> Dict[str, Any]:
         video = self.decode_clip(index)
-        if self.num_sample == 1:
-            clip = self.transform(video)
-        else:
-            clip = torch.stack([self.transform(video) for _ in range(self.num_sample)])
-        sample: Dict[str, Any] = {"video": clip}
-        if self.with_label:
-            sample["label"] = int(self.videos.labels[index])
-        return sample
+        label = int(self.videos.labels[index]) if self.with_label else None
+        return _augmented_sample(video, self.transform, self.num_sample, label)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         return self._load_with_replacement(int(index), self._load)
@@ -329,14 +337,7 @@ class ImageFolderDataset(_ReplaceBroken, Dataset):
         path, label = self.folder.samples[index]
         img = self.folder.loader(path)  # PIL RGB
         video = tv_tensors.Video(F.pil_to_tensor(img).unsqueeze(0))  # [1, C, H, W] uint8
-        if self.num_sample == 1:
-            clip = self.transform(video)
-        else:
-            clip = torch.stack([self.transform(video) for _ in range(self.num_sample)])
-        sample: Dict[str, Any] = {"video": clip}
-        if self.with_label:
-            sample["label"] = int(label)
-        return sample
+        return _augmented_sample(video, self.transform, self.num_sample, int(label) if self.with_label else None)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         index = int(index)
