@@ -9,7 +9,8 @@ the data or DeepSpeed are touched.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -33,14 +34,24 @@ def _kwargs(node: Any) -> Dict[str, Any]:
     return dict(OmegaConf.to_container(node, resolve=True)) if isinstance(node, DictConfig) else dict(node or {})
 
 
+@contextmanager
+def _config_key(value_key: str, type_key: str, keep: Tuple[str, ...] = ()) -> Iterator[None]:
+    """A factory's ``ValueError`` (a bad name or value) as a :class:`ConfigError` naming
+    ``value_key``, its ``TypeError`` (a bad keyword) naming ``type_key``; a message that already
+    starts with one of ``keep`` (it names its own key) is kept as it is."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        if keep and msg.startswith(keep):
+            raise ConfigError(msg) from e
+        raise ConfigError(f"{value_key if isinstance(e, ValueError) else type_key}: {msg}") from e
+
+
 def build_model(cfg: DictConfig) -> nn.Module:
     """`create_model(cfg.model.name, **cfg.model.kwargs)`; errors name `model.name` / `model.kwargs`."""
-    try:
+    with _config_key("model.name", "model.kwargs"):
         return create_model(cfg.model.name, **_kwargs(cfg.model.kwargs))
-    except ValueError as e:
-        raise ConfigError(f"model.name: {e}") from e
-    except TypeError as e:
-        raise ConfigError(f"model.kwargs: {e}") from e
 
 
 def build_mask_generator(cfg: DictConfig) -> Optional[Any]:
@@ -50,24 +61,14 @@ def build_mask_generator(cfg: DictConfig) -> Optional[Any]:
         if cfg.mask.kwargs:
             raise ConfigError(f"mask.kwargs: given {sorted(cfg.mask.kwargs)} but mask.name is {cfg.mask.name!r}")
         return None
-    try:
+    with _config_key("mask", "mask.kwargs"):
         return make_mask_generator(cfg.mask.name, **_kwargs(cfg.mask.kwargs))
-    except ValueError as e:
-        raise ConfigError(f"mask: {e}") from e
-    except TypeError as e:
-        raise ConfigError(f"mask.kwargs: {e}") from e
 
 
 def build_recipe_from_config(cfg: DictConfig, model: nn.Module, mask_generator: Optional[Any]) -> nn.Module:
     """`build_recipe(cfg.method.name, model, mask_generator, **cfg.method.kwargs)`."""
-    try:
+    with _config_key("method", "method.kwargs", keep=("method", "mask", "model")):
         return build_recipe(cfg.method.name, model, mask_generator, **_kwargs(cfg.method.kwargs))
-    except TypeError as e:
-        msg = str(e)
-        raise ConfigError(msg if msg.startswith(("method", "mask", "model")) else f"method.kwargs: {msg}") from e
-    except ValueError as e:
-        msg = str(e)
-        raise ConfigError(msg if msg.startswith(("method", "mask", "model")) else f"method: {msg}") from e
 
 
 def build_all(cfg: DictConfig) -> Tuple[nn.Module, Optional[Any], nn.Module]:
