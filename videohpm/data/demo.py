@@ -360,48 +360,16 @@ def make_demo_data(
     assets = DemoAssets(size)
     names = [c for c, _ in CLASSES]
     info = DemoData(root=str(root), classes=names, num_frames=num_frames, size=size, fps=fps)
-    seconds = max(1, round(num_frames / fps))
     vdirs = {fmt: root / fmt / "videos" for fmt in formats}
     for d in vdirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    ssv2_items: Dict[str, list] = {"train": [], "val": []}
-    k400_rows: Dict[str, list] = {"train": [], "val": []}
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        for i in range(per_class * len(CLASSES)):
-            cls_name, template = CLASSES[i % len(CLASSES)]  # balanced classes
-            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])  # independent of the class
-            frames = render_video(sample_state(rng, assets), cls_name, assets, num_frames)
-            vid = f"{_SPLIT_IDS[split] + 1}{i:05d}"
-            if "ssv2" in formats:
-                _encode(frames, vdirs["ssv2"] / f"{vid}.webm", "libvpx-vp9", fps)
-                ssv2_items[split].append({"id": vid, "label": template.replace("[something]", "a digit"),
-                                          "template": template, "placeholders": ["a digit"]})
-            if "k400" in formats:
-                ytid = f"demo{vid}"
-                _encode(frames, vdirs["k400"] / k400_video_name(ytid, 0, seconds), "libx264", fps)
-                k400_rows[split].append((cls_name, ytid, 0, seconds, split))
+    ssv2_items, k400_rows = _write_videos(assets, vdirs, {"train": train_per_class, "val": val_per_class},
+                                          seed, num_frames, fps)
     if "ssv2" in formats:
-        ann = root / "ssv2" / "annotations"
-        ann.mkdir(parents=True, exist_ok=True)
-        labels = {t.replace("[", "").replace("]", ""): str(k) for k, (_, t) in enumerate(CLASSES)}
-        (ann / "something-something-v2-labels.json").write_text(json.dumps(labels, indent=1))
-        (ann / "something-something-v2-train.json").write_text(json.dumps(ssv2_items["train"], indent=1))
-        (ann / "something-something-v2-validation.json").write_text(json.dumps(ssv2_items["val"], indent=1))
-        rep = build_ssv2_lists(ann, root / "ssv2", video_dir=vdirs["ssv2"])
-        info.lists["ssv2"] = dict(rep.lists)
+        info.lists["ssv2"] = _write_ssv2_lists(root / "ssv2", vdirs["ssv2"], ssv2_items)
         info.video_dirs["ssv2"] = str(vdirs["ssv2"])
     if "k400" in formats:
-        ann = root / "k400" / "annotations"
-        ann.mkdir(parents=True, exist_ok=True)
-        for split, fname in (("train", "train.csv"), ("val", "validate.csv")):
-            with open(ann / fname, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
-                w.writerows([(c, y, s, e, "validate" if sp == "val" else sp) for c, y, s, e, sp in k400_rows[split]])
-        rep = build_k400_lists(ann, root / "k400", video_dir=vdirs["k400"])
-        if rep.classes != names:  # both sets must share the label ids
-            raise RuntimeError(f"K400 class order {rep.classes} differs from {names}")
-        info.lists["k400"] = dict(rep.lists)
+        info.lists["k400"] = _write_k400_lists(root / "k400", vdirs["k400"], k400_rows, names)
         info.video_dirs["k400"] = str(vdirs["k400"])
     if images:
         info.image_dirs = _write_images(assets, root / "images", images_per_class, 0.2, seed)
@@ -409,6 +377,58 @@ def make_demo_data(
     meta.update(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class)
     (root / "demo.json").write_text(json.dumps(meta, indent=1))
     return info
+
+
+def _write_videos(
+    assets: DemoAssets, vdirs: Dict[str, Path], per_class: Dict[str, int], seed: int, num_frames: int, fps: int
+) -> Tuple[Dict[str, list], Dict[str, list]]:
+    """Render and encode every clip (one encoding per folder of ``vdirs``, keyed by format);
+    returns the SSv2 annotation items and the K400 CSV rows of each split."""
+    seconds = max(1, round(num_frames / fps))
+    ssv2_items: Dict[str, list] = {"train": [], "val": []}
+    k400_rows: Dict[str, list] = {"train": [], "val": []}
+    for split, n in per_class.items():
+        for i in range(n * len(CLASSES)):
+            cls_name, template = CLASSES[i % len(CLASSES)]  # balanced classes
+            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])  # independent of the class
+            frames = render_video(sample_state(rng, assets), cls_name, assets, num_frames)
+            vid = f"{_SPLIT_IDS[split] + 1}{i:05d}"
+            if "ssv2" in vdirs:
+                _encode(frames, vdirs["ssv2"] / f"{vid}.webm", "libvpx-vp9", fps)
+                ssv2_items[split].append({"id": vid, "label": template.replace("[something]", "a digit"),
+                                          "template": template, "placeholders": ["a digit"]})
+            if "k400" in vdirs:
+                ytid = f"demo{vid}"
+                _encode(frames, vdirs["k400"] / k400_video_name(ytid, 0, seconds), "libx264", fps)
+                k400_rows[split].append((cls_name, ytid, 0, seconds, split))
+    return ssv2_items, k400_rows
+
+
+def _write_ssv2_lists(out: Path, video_dir: Path, items: Dict[str, list]) -> Dict[str, str]:
+    """The official SSv2 annotations under ``out/annotations`` and, from them, the VideoMAE lists."""
+    ann = out / "annotations"
+    ann.mkdir(parents=True, exist_ok=True)
+    labels = {t.replace("[", "").replace("]", ""): str(k) for k, (_, t) in enumerate(CLASSES)}
+    (ann / "something-something-v2-labels.json").write_text(json.dumps(labels, indent=1))
+    (ann / "something-something-v2-train.json").write_text(json.dumps(items["train"], indent=1))
+    (ann / "something-something-v2-validation.json").write_text(json.dumps(items["val"], indent=1))
+    return dict(build_ssv2_lists(ann, out, video_dir=video_dir).lists)
+
+
+def _write_k400_lists(out: Path, video_dir: Path, rows: Dict[str, list], names: List[str]) -> Dict[str, str]:
+    """The official K400 CSVs under ``out/annotations`` and, from them, the VideoMAE lists (whose
+    class ids must be the SSv2 set's: ``names``)."""
+    ann = out / "annotations"
+    ann.mkdir(parents=True, exist_ok=True)
+    for split, fname in (("train", "train.csv"), ("val", "validate.csv")):
+        with open(ann / fname, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+            w.writerows([(c, y, s, e, "validate" if sp == "val" else sp) for c, y, s, e, sp in rows[split]])
+    rep = build_k400_lists(ann, out, video_dir=video_dir)
+    if rep.classes != names:  # both sets must share the label ids
+        raise RuntimeError(f"K400 class order {rep.classes} differs from {names}")
+    return dict(rep.lists)
 
 
 @dataclass
