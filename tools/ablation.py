@@ -14,19 +14,20 @@ resumes interrupted ones. Writes <out>/ablation/ABLATION.md and ablation.json. S
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import videohpm.data  # noqa: E402,F401  (loads PyAV before decord, see videohpm/data/video.py)
+from tools.lib import cli  # noqa: E402
 from tools.lib.demo import ABLATION_VARIANTS, DemoError, DemoOptions, run_ablation  # noqa: E402
 
 
+@cli.main
 def main(argv=None) -> int:
     names = [v.name for v in ABLATION_VARIANTS]
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--out", default="outputs/demo", help="demo output folder (results in <out>/ablation)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", choices=names, default=None, help=f"subset of {names}")
@@ -40,11 +41,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     opts = DemoOptions(out_dir=args.out, smoke=args.smoke, ranks=args.ranks, threads=args.threads,
                        in_process=args.in_process, overwrite=args.overwrite)
-    try:
+    with cli.exits(DemoError, prefix="\nablation FAILED", code=1):
         run_ablation(opts, seeds=args.seeds, variants=args.variants, labels_per_class=args.labels_per_class)
-    except DemoError as e:
-        print(f"\nablation FAILED: {e}", file=sys.stderr)
-        return 1
     return 0
 
 

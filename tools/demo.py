@@ -15,13 +15,13 @@ See docs/DEMO.md and tools/lib/demo.py.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import videohpm.data  # noqa: E402,F401  (loads PyAV before decord, see videohpm/data/video.py)
+from tools.lib import cli  # noqa: E402
 from tools.lib.demo import DemoError, DemoOptions, run_demo  # noqa: E402
 
 
@@ -37,8 +37,9 @@ def parse_epochs(items) -> dict:
     return out
 
 
+@cli.main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch (tests); numbers mean nothing")
     p.add_argument("--ranks", type=int, default=1, help="DeepSpeed ranks per training stage (CPU: processes)")
@@ -55,11 +56,8 @@ def main(argv=None) -> int:
     opts = DemoOptions(out_dir=args.out, smoke=args.smoke, ranks=args.ranks, threads=args.threads,
                        in_process=args.in_process, overwrite=args.overwrite, seed=args.seed,
                        images=not args.no_images, num_vis=args.num_vis, epochs=parse_epochs(args.epochs))
-    try:
+    with cli.exits(DemoError, prefix="\ndemo FAILED", code=1):
         run_demo(opts)
-    except DemoError as e:
-        print(f"\ndemo FAILED: {e}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -29,46 +29,38 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError  # noqa: E402
+from tools.lib import cli  # noqa: E402
 
 FORMATS = ("hf", "videomae", "timm")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--format", required=True, choices=FORMATS, help="hf | videomae | timm")
     p.add_argument("--out", required=True, help="output folder (hf, timm) or file (videomae); must not exist")
     p.add_argument("--config", default=None,
                    help="the model's YAML config (default: config.yaml of the checkpoint's run folder)")
     p.add_argument("--teacher", action="store_true", help="export the EMA teacher saved with the checkpoint (HPM)")
     p.add_argument("--classes", default=None, help="hf: classes.txt or SSv2 labels JSON for id2label")
-    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    cli.add_options(p, "overrides")
     return p.parse_intermixed_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.classes is not None and args.format != "hf":
-        print(f"error: --classes: only --format hf stores class names (id2label), not {args.format}", file=sys.stderr)
-        return 2
+        raise cli.ToolError(f"error: --classes: only --format hf stores class names (id2label), not {args.format}")
     if os.path.lexists(args.out):  # before any work
-        print(f"error: --out {args.out}: already exists; the export never overwrites, pick a new path",
-              file=sys.stderr)
-        return 2
+        raise cli.ToolError(f"error: --out {args.out}: already exists; the export never overwrites, pick a new path")
     from videohpm.evaluation.predict import resolve_class_names, tool_config
 
-    try:
+    with cli.config_errors():
         cfg, checkpoint = tool_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     from videohpm.evaluation.export import load_for_export
     from videohpm.models.export import write_export
 
-    try:
+    with cli.config_errors(), cli.exits(FileExistsError):
         model = load_for_export(cfg, checkpoint, teacher=args.teacher)
         names = None
         if args.classes is not None or cfg.data.get("class_names"):
@@ -77,12 +69,6 @@ def main(argv=None) -> int:
             elif args.classes is not None:
                 raise ValueError("--classes: a pre-training model has no classes")
         files = write_export(model, args.format, args.out, class_names=names)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print(f"exported {'the EMA teacher of ' if args.teacher else ''}{checkpoint} as {args.format} → {args.out}")
     for f in files:
         print(f"  {f}")

@@ -27,60 +27,39 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError  # noqa: E402
+from tools.lib import cli  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--config", default=None,
                    help="the model's pre-training or fine-tuning YAML (default: config.yaml of the checkpoint's run)")
     p.add_argument("--output-dir", required=True, help="folder for the shards and index.csv (must not hold features)")
     p.add_argument("--pool", default="mean", choices=("mean", "time", "tokens"), help="what to keep per video")
     p.add_argument("--teacher", action="store_true", help="the EMA teacher saved with the checkpoint (HPM)")
     p.add_argument("--random-init", action="store_true", help="no checkpoint: the randomly initialised encoder")
-    p.add_argument("--data-root", default=None, help="prefix of relative paths in list files (default data.data_root)")
-    p.add_argument("--batch-size", type=int, default=None, help="videos per rank per batch (default train.batch_size)")
+    cli.add_options(p, "--data-root", "--batch-size")
     p.add_argument("--shard-rows", type=int, default=0, help="videos per .npy shard (default: up to 256 MiB each)")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
-    p.add_argument("args", nargs="*", metavar="checkpoint=PATH | INPUT | key=value",
-                   help="checkpoint=<path>, videos / folders / lists, and config overrides")
+    cli.add_options(p, "--local_rank", "args")
     return p.parse_intermixed_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    from videohpm.evaluation.predict import split_tool_args, tool_config
-
-    overrides, inputs = split_tool_args(args.args)
+    cli.launcher_env(args, slurm=False)
     if args.random_init and args.config is None:
-        print("error: --random-init needs --config", file=sys.stderr)
-        return 2
-    try:
-        cfg, checkpoint = tool_config(args.config, overrides, require_checkpoint=not args.random_init)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.random_init and (checkpoint or args.teacher):
-        print("error: --random-init evaluates no checkpoint: drop checkpoint= and --teacher", file=sys.stderr)
-        return 2
-    if not inputs:
-        print("error: no input: give video files, folders or list files", file=sys.stderr)
-        return 2
+        raise cli.ToolError("error: --random-init needs --config")
+    cfg, checkpoint, inputs = cli.video_tool_config(args, require_checkpoint=not args.random_init)
+    cli.refuse_random_init_checkpoint(args, checkpoint)
+    cli.require_inputs(inputs)
     from videohpm import distributed as vdist
     from videohpm.evaluation.features import run_extract
 
     vdist.setup_logging(None)
-    try:
+    with cli.exits(ValueError, FileNotFoundError, FileExistsError):  # ConfigError included
         meta = run_extract(cfg, checkpoint, inputs, args.output_dir, pool=args.pool, teacher=args.teacher,
                            data_root=args.data_root, batch_size=args.batch_size, shard_rows=args.shard_rows)
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     if vdist.is_main_process():
         print(f"{meta['num_videos']} videos ({meta['num_broken']} broken) → {len(meta['shards'])} shard(s) of "
               f"{args.pool} features {meta['shape']} in {args.output_dir}")

@@ -25,48 +25,36 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+from tools.lib import cli  # noqa: E402
+from videohpm.config import load_tool_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--config", required=True, help="the model's pre-training (or fine-tuning) YAML config")
     p.add_argument("--output-dir", default=None, help="where to write knn.json (default <train.output_dir>/knn)")
-    p.add_argument("--batch-size", type=int, default=None, help="videos per rank per batch (default train.batch_size)")
+    cli.add_options(p, "--batch-size")
     p.add_argument("--teacher", action="store_true", help="the EMA teacher saved with the checkpoint (HPM)")
     p.add_argument("--random-init", action="store_true",
                    help="no checkpoint: the randomly initialised encoder (seeded by train.seed), the baseline")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
-    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    cli.add_options(p, "--local_rank", "overrides")
     return p.parse_intermixed_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    try:
+    cli.launcher_env(args, slurm=False)
+    with cli.config_errors(value_hint=", or --random-init"):
         cfg, checkpoint = load_tool_config(args.config, args.overrides, require_checkpoint=not args.random_init)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}, or --random-init" if isinstance(e, ValueError) else f"error: {e}", file=sys.stderr)
-        return 2
-    if args.random_init and (checkpoint or args.teacher):
-        print("error: --random-init evaluates no checkpoint: drop checkpoint= and --teacher", file=sys.stderr)
-        return 2
+    cli.refuse_random_init_checkpoint(args, checkpoint)
     from videohpm import distributed as vdist
     from videohpm.evaluation.runner import run_knn
 
     out = args.output_dir or os.path.join(cfg.train.output_dir, "knn")
     vdist.setup_logging(os.path.join(out, "knn.log") if vdist.is_main_process() else None)
-    try:
-        m = run_knn(cfg, checkpoint, out, teacher=args.teacher,
-                    batch_size=args.batch_size)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with cli.exits(ValueError, FileNotFoundError):  # ConfigError included
+        m = run_knn(cfg, checkpoint, out, teacher=args.teacher, batch_size=args.batch_size)
     if vdist.is_main_process():
         per_k = "  ".join(f"k={k}: {m[f'knn_top1@{k}']:.2f}" for k in cfg.train.knn_k)
         print(f"k-NN top-1 {m['knn_top1']:.2f} (best k={m['knn_best_k']}; {per_k}) on "

@@ -21,12 +21,12 @@ With --video-dir, videos listed but missing on disk are reported (and written to
 OUT_DIR/missing_<split>.txt); --drop-missing leaves them out of the lists. Paths with spaces are
 written double-quoted. See data_lists/README.md for the formats.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.lib import cli  # noqa: E402
 from videohpm.data.lists import build_k400_lists, build_ssv2_lists  # noqa: E402
 from videohpm.data.own_lists import (  # noqa: E402
     VIDEO_EXTENSIONS,
@@ -36,9 +36,9 @@ from videohpm.data.own_lists import (  # noqa: E402
 )
 
 
+@cli.main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__, summary=True)
     p.add_argument("dataset", choices=["folder", "ucf101", "hmdb51", "ssv2", "k400"])
     p.add_argument("annotation_dir", help="folder: the video root; otherwise the annotation folder")
     p.add_argument("out_dir")
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--drop-missing", action="store_true", help="leave videos missing on disk out of the lists")
     p.add_argument("--class-subdirs", action="store_true", help="k400: videos stored as <label>/<name>.mp4")
     args = p.parse_args(argv)
-    try:
+    with cli.exits(FileNotFoundError, ValueError):
         if args.dataset == "folder":
             exts = [e.strip() for e in args.extensions.split(",") if e.strip()]
             report = build_folder_lists(args.annotation_dir, args.out_dir, args.val_ratio, args.seed, exts,
@@ -71,9 +71,6 @@ def main(argv=None) -> int:
         else:
             report = build_k400_lists(args.annotation_dir, args.out_dir, args.video_dir, args.ext or ".mp4",
                                       args.class_subdirs, args.drop_missing)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print(report.summary())
     for split, names in report.missing.items():
         if names:

@@ -27,6 +27,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.lib import cli  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (label, config, extra overrides) of the per-clip table: fp32, 16 × 224², batch 1 and 2.
@@ -185,14 +187,14 @@ def _table(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("step", help="measure one configuration (this process / these ranks)")
     s.add_argument("--config", required=True)
     s.add_argument("--batch", type=int, default=2, help="clips per rank per micro-batch (train.batch_size)")
     s.add_argument("--steps", type=int, default=1, help="optimizer steps to run")
-    s.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    s.add_argument("overrides", nargs="*", help="key=value config overrides")
+    cli.add_options(s, "--local_rank", local_rank=argparse.SUPPRESS)
+    cli.add_options(s, "overrides", overrides="key=value config overrides")
     tb = sub.add_parser("table", help="the per-clip table and the OOM ladder of docs/MEMORY.md")
     tb.add_argument("--parts", default="clip,ladder", help="clip, ladder or both (comma-separated)")
     tb.add_argument("--steps", type=int, default=1)

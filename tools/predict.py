@@ -32,55 +32,37 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError  # noqa: E402
+from tools.lib import cli  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--config", default=None,
                    help="the fine-tuning / linear-probing YAML (default: config.yaml of the checkpoint's run folder)")
     p.add_argument("--classes", default=None, help="classes.txt (one name per line) or the SSv2 labels JSON")
     p.add_argument("--topk", type=int, default=5, help="classes per video (default 5)")
     p.add_argument("--output-dir", default=None, help="where to write the answers (default <train.output_dir>/predict)")
-    p.add_argument("--data-root", default=None, help="prefix of relative paths in list files (default data.data_root)")
-    p.add_argument("--batch-size", type=int, default=None, help="videos per rank per batch (default train.batch_size)")
-    p.add_argument("--views-per-forward", type=int, default=None, help="cap on views in one forward (memory)")
+    cli.add_options(p, "--data-root", "--batch-size", "--views-per-forward")
     p.add_argument("--ema", action="store_true", help="the model EMA saved with the checkpoint")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
-    p.add_argument("args", nargs="*", metavar="checkpoint=PATH | INPUT | key=value",
-                   help="checkpoint=<path>, videos / folders / lists, and config overrides")
+    cli.add_options(p, "--local_rank", "args")
     return p.parse_intermixed_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    from videohpm.evaluation.predict import split_tool_args, tool_config
-
-    overrides, inputs = split_tool_args(args.args)
-    try:
-        cfg, checkpoint = tool_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not inputs:
-        print("error: no input: give video files, folders or list files", file=sys.stderr)
-        return 2
+    cli.launcher_env(args, slurm=False)
+    cfg, checkpoint, inputs = cli.video_tool_config(args)
+    cli.require_inputs(inputs)
     from videohpm import distributed as vdist
     from videohpm.evaluation.predict import run_predict
 
     out = args.output_dir or os.path.join(cfg.train.output_dir, "predict")
     vdist.setup_logging(None)
-    try:
+    with cli.exits(ValueError, FileNotFoundError):  # ConfigError included
         res = run_predict(cfg, checkpoint, inputs, out, topk=args.topk, classes_file=args.classes,
                           data_root=args.data_root, batch_size=args.batch_size, ema=args.ema,
                           max_views_per_forward=args.views_per_forward)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     if vdist.is_main_process():
         print(f"{res['num_videos']} videos ({res['num_broken']} broken), {res['clips']}×{res['crops']} views, "
               f"class names: {res['class_names_source']}  → {res['csv']}, {res['json']}")

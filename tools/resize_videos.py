@@ -12,18 +12,18 @@ could not be read; they are left out of the new list). Re-running the same comma
 videos already done (outputs are renamed into place only when complete), so a killed run
 resumes. Exit status 1 when any video is broken, 2 on bad arguments.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.lib import cli  # noqa: E402
 from videohpm.data.resize import TARGETS, resize_list  # noqa: E402
 
 
+@cli.main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__, summary=True)
     p.add_argument("list", help="list file (<path> <label> or <path> <start> <total> per line)")
     p.add_argument("out_dir", help="folder for the re-encoded videos and the new list")
     p.add_argument("--short-side", type=int, default=320, help="new short side in pixels (even; default 320)")
@@ -36,12 +36,9 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="medium", help="x264 preset (ultrafast ... veryslow)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    try:
+    with cli.exits(FileNotFoundError, ValueError):
         report = resize_list(args.list, args.out_dir, args.short_side, args.workers, args.to, args.data_root,
                              args.out_list, args.crf, args.preset, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     for r in report.results:
         if r.status == "broken":
             print(f"BROKEN {r.src}: {r.reason}")

@@ -20,11 +20,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+from tools.lib import cli  # noqa: E402
+from videohpm.config import load_tool_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--config", required=True, help="the HPM pre-training YAML config of the checkpoint")
     p.add_argument("--modes", default="subset:0.25,lowres:2", help="comma list of method.kwargs.teacher_mode values")
     p.add_argument("--alpha", type=float, default=0.5, help="α of Eq. 8: the fraction of masked patches chosen by score")
@@ -32,37 +33,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="clips per batch (default train.batch_size)")
     p.add_argument("--seed", type=int, default=0, help="seeds the subset modes' token draws and the random row")
     p.add_argument("--output-dir", default=None, help="default <train.output_dir>/teacher_fidelity")
-    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    cli.add_options(p, "overrides")
     return p.parse_intermixed_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    with cli.config_errors():
         cfg, checkpoint = load_tool_config(args.config, args.overrides, require_checkpoint=True)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     from videohpm.evaluation.teacher_fidelity import format_table, run_teacher_fidelity
     from videohpm.methods.hpm import parse_teacher_mode
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    try:
+    with cli.exits(ValueError, prefix="error: --modes"):
         for m in modes:
             parse_teacher_mode(m)
-    except ValueError as e:
-        print(f"error: --modes: {e}", file=sys.stderr)
-        return 2
     out = args.output_dir or os.path.join(str(cfg.train.output_dir), "teacher_fidelity")
-    try:
+    with cli.exits(ValueError, FileNotFoundError):  # ConfigError included
         res = run_teacher_fidelity(cfg, checkpoint, modes, output_dir=out, alpha=args.alpha,
                                    max_clips=args.max_clips, batch_size=args.batch_size, seed=args.seed)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print(format_table(res))
     print(f"wrote {os.path.join(out, 'teacher_fidelity.json')}")
     return 0

@@ -24,57 +24,40 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from videohpm.config import ConfigError, load_tool_config  # noqa: E402
+from tools.lib import cli  # noqa: E402
+from videohpm.config import load_tool_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--config", required=True, help="the fine-tuning / linear-probing YAML config of the model")
     p.add_argument("--output-dir", default=None, help="where to write the results (default <train.output_dir>/test)")
-    p.add_argument("--batch-size", type=int, default=None, help="videos per rank per batch (default train.batch_size)")
-    p.add_argument("--views-per-forward", type=int, default=None, help="cap on views in one forward (memory)")
+    cli.add_options(p, "--batch-size", "--views-per-forward")
     p.add_argument("--ema", action="store_true", help="test the model EMA saved with the checkpoint")
     p.add_argument("--videomae-txt", action="store_true", help="also write VideoMAE V1's per-rank {rank}.txt files")
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
-    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    cli.add_options(p, "--local_rank", "overrides")
     return p.parse_intermixed_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    from videohpm import distributed as vdist
-
-    try:
-        vdist.apply_slurm_env()  # srun: SLURM_PROCID/NTASKS/LOCALID/NODELIST → RANK, WORLD_SIZE, ...
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
+    cli.launcher_env(args)
+    with cli.config_errors():
         cfg, checkpoint = load_tool_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from videohpm import distributed as vdist
     from videohpm.evaluation.runner import run_test
 
     out = args.output_dir or os.path.join(cfg.train.output_dir, "test")
     vdist.setup_logging(os.path.join(out, "test.log") if vdist.is_main_process() else None)
-    try:
+    with cli.exits(ValueError, FileNotFoundError):  # ConfigError included
         m = run_test(cfg, checkpoint, out, batch_size=args.batch_size, ema=args.ema,
                      videomae_txt=args.videomae_txt, flops=not args.no_flops,
                      max_views_per_forward=args.views_per_forward)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     if not m["num_videos"]:  # every video broken: there is no result, whatever metrics.json says
-        print(f"error: no video could be evaluated ({m['num_broken']} broken, listed in {out}/metrics.json); "
-              "check data.data_root and the list", file=sys.stderr)
-        return 1
+        raise cli.ToolError(f"error: no video could be evaluated ({m['num_broken']} broken, listed in "
+                            f"{out}/metrics.json); check data.data_root and the list", code=1)
     if vdist.is_main_process():
         print(f"top-1 {m['top1']:.2f}  top-5 {m['top5']:.2f}  mean class {m['mean_class_acc']:.2f}  "
               f"({m['num_videos']} videos, {m['num_broken']} broken, {m['cost']['views']} GFLOPs×views)  → {out}")

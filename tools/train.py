@@ -29,35 +29,25 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.lib import cli  # noqa: E402
 from videohpm.config import ConfigError, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--config", required=True, help="YAML run config (may use _base_: other.yaml)")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                   help="set by the deepspeed launcher (the engine reads $LOCAL_RANK)")
+    cli.add_options(p, "--local_rank", local_rank="set by the deepspeed launcher (the engine reads $LOCAL_RANK)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10")
+    cli.add_options(p, "overrides", overrides="key=value overrides, e.g. train.epochs=10")
     return p.parse_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    from videohpm import distributed as vdist
-
-    try:
-        vdist.apply_slurm_env()  # srun: SLURM_PROCID/NTASKS/LOCALID/NODELIST → RANK, WORLD_SIZE, ...
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
+    cli.launcher_env(args)
+    with cli.exits(ConfigError, prefix="config error"):
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
     if args.print_config:
         from omegaconf import OmegaConf
 
@@ -66,14 +56,9 @@ def main(argv=None) -> int:
     from videohpm.engine import NonFiniteLossError
     from videohpm.evaluation.training import train  # the engine's train with the config's k-NN hook
 
-    try:
+    # a non-finite loss: the run failed (exit 1), its checkpoints stay
+    with cli.exits(NonFiniteLossError, code=1), cli.exits(ConfigError, prefix="config error"):
         train(cfg)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:  # the run failed; its checkpoints stay
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -20,9 +20,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.lib import cli  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--config", help="pre-training YAML config of the checkpoint")
     p.add_argument("--input", help="a video file or an image")
     p.add_argument("--progress", type=float, default=1.0, help="training progress t/T that sets α_t (Eq. 8)")
@@ -33,10 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mp4", action="store_true", help="write an MP4 instead of a GIF")
     p.add_argument("--log", help="plot this log.jsonl instead (no model needed)")
     p.add_argument("--out", required=True, help="output folder (figures) or .png path (--log)")
-    p.add_argument("overrides", nargs="*", help="checkpoint=<path> and key=value config overrides")
+    cli.add_options(p, "overrides")
     return p.parse_intermixed_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.log:
@@ -47,19 +50,15 @@ def main(argv=None) -> int:
         print(f"wrote {out}: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in panels.items()))
         return 0
     if not (args.config and args.input):
-        print("error: give --config, --input and one checkpoint=<path> (or --log)", file=sys.stderr)
-        return 2
-    from videohpm.config import ConfigError, load_tool_config
+        raise cli.ToolError("error: give --config, --input and one checkpoint=<path> (or --log)")
+    from videohpm.config import load_tool_config
     from videohpm.evaluation.runner import run_visualize
 
-    try:
+    with cli.exits(ValueError, FileNotFoundError):  # a ConfigError, too, is reported as "error: ..."
         cfg, checkpoint = load_tool_config(args.config, args.overrides)
         files = run_visualize(cfg, checkpoint, args.input, args.out, progress=args.progress,
                               use_teacher=not args.student, num_loss_masks=args.loss_masks, seed=args.seed,
                               fmt="mp4" if args.mp4 else "gif", start=args.start)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print("wrote " + ", ".join(files.values()))
     return 0
 
