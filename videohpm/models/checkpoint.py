@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .export import export_state_dict, hf_config_from_model, is_timm_layout, timm_to_ours
-from .hf_keys import hf_to_ours
+from .hf_keys import VIDEOMAE_DECODER_RULES, hf_to_ours, rename_key
 from .vit import Grid, interpolate_pos_embed
 
 __all__ = [
@@ -303,10 +303,9 @@ def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
 def _videomae_to_ours(sd: Mapping[str, torch.Tensor]) -> StateDict:
     out: StateDict = {}
     for k, v in sd.items():
-        if k == "encoder_to_decoder.weight":
-            k = "decoder.embed.weight"
-        elif k == "mask_token":
-            k = "decoder.mask_token"
+        new = rename_key(k, VIDEOMAE_DECODER_RULES)
+        if new is not None:
+            k = new
         elif k.startswith(("patch_embed.", "blocks.", "norm.", "pos_embed")):  # fine-tuned ViT
             k = "encoder." + k
         out[k] = v

@@ -42,7 +42,7 @@ from torch import nn
 
 from videohpm.constants import IMAGENET_MEAN, IMAGENET_STD
 
-from .hf_keys import ours_to_hf
+from .hf_keys import VIDEOMAE_DECODER_RULES, ours_to_hf, rename_key
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -122,10 +122,9 @@ def export_state_dict(model_or_sd: Union[nn.Module, Mapping[str, torch.Tensor]],
     if fmt == "videomae":
         out: StateDict = {}
         for k, v in sd.items():
-            if k == "decoder.embed.weight":
-                k = "encoder_to_decoder.weight"
-            elif k == "decoder.mask_token":
-                k = "mask_token"
+            new = rename_key(k, VIDEOMAE_DECODER_RULES, to_ours=False)
+            if new is not None:
+                k = new
             elif not is_pretrain and k.startswith("encoder."):
                 k = k[len("encoder."):]
             out[k] = v

@@ -10,6 +10,10 @@ Inside a transformer layer (`HF_LAYER_ROOTS`): `HF_LAYER_RULES`, plus the q/v bi
 Hub and `transformers` < 5 modules `q_bias` / `v_bias`; the reader takes both) and the attention
 projection (`HF_QKV`: HF's separate query/key/value weights are our `attn.qkv.weight`,
 concatenated in that order).
+
+The decoder's input projection and mask token keep VideoMAE's own names in HF
+(`VIDEOMAE_DECODER_RULES`), so the VideoMAE reader and export (`videohpm.models.checkpoint`,
+`videohpm.models.export`) read that one table too, through `rename_key`.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["HF_LAYER_ROOTS", "HF_LAYER_RULES", "HF_BIAS_NAMES", "HF_QKV", "HF_TOP_RULES", "hf_to_ours", "ours_to_hf"]
+__all__ = ["HF_LAYER_ROOTS", "HF_LAYER_RULES", "HF_BIAS_NAMES", "HF_QKV", "HF_TOP_RULES", "VIDEOMAE_DECODER_RULES",
+           "hf_to_ours", "ours_to_hf", "rename_key"]
 
 StateDict = dict[str, torch.Tensor]
 Rules = Sequence[Tuple[str, str]]
@@ -37,13 +42,14 @@ HF_LAYER_RULES: Rules = (
 HF_BIAS_NAMES = {"hf": ("query.bias", "value.bias"), "hf_file": ("q_bias", "v_bias")}
 #: HF's attention projections (`{}` = query, key, value) ↔ our `attn.qkv.weight`.
 HF_QKV = ("attention.attention.{}.weight", ("query", "key", "value"), "attn.qkv.weight")
+#: VideoMAE's names (HF's too) of the decoder's input projection and mask token ↔ ours.
+VIDEOMAE_DECODER_RULES: Rules = (("encoder_to_decoder.weight", "decoder.embed.weight"), ("mask_token", "decoder.mask_token"))
 #: Outside the layers. `classifier.` ↔ `head.` is a fine-tuned model's (a pre-training model's
 #: `decoder.head` keeps its name).
 HF_TOP_RULES: Rules = (
     ("videomae.embeddings.patch_embeddings.projection.", "encoder.patch_embed.proj."),
     ("videomae.layernorm.", "encoder.norm."),
-    ("encoder_to_decoder.weight", "decoder.embed.weight"),
-    ("mask_token", "decoder.mask_token"),
+    *VIDEOMAE_DECODER_RULES,
     ("classifier.", "head."),
 )
 
@@ -63,6 +69,12 @@ def _rename(key: str, rules: Iterable[Tuple[str, str]]) -> Optional[str]:
 
 def _flip(rules: Iterable[Tuple[str, str]]) -> Rules:
     return tuple((ours, hf) for hf, ours in rules)
+
+
+def rename_key(key: str, rules: Rules, to_ours: bool = True) -> Optional[str]:
+    """`key` renamed by the first rule `(their name, our name)` that matches it, into our names
+    or (`to_ours=False`) back into theirs; None when no rule matches."""
+    return _rename(key, rules if to_ours else _flip(rules))
 
 
 def _layer_pattern(prefixes: Iterable[str]) -> "re.Pattern[str]":
