@@ -37,7 +37,7 @@ from videohpm import distributed as vdist
 from videohpm.config import ConfigError, save_config
 from videohpm.engine import checkpoint as ckpt
 
-__all__ = ["RESUME_IGNORED_KEYS", "RunPlan", "config_digest", "config_differences", "plan_run",
+__all__ = ["RESUME_IGNORED_KEYS", "RunPlan", "config_digest", "config_differences", "flatten_config", "plan_run",
            "prepare_run_folder", "rank_change_keeps_global_batch"]
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,12 @@ _RUN_OUTPUTS = ("checkpoints", "model_final.pth", "config.yaml", "log.jsonl", "t
                 "pretrained_report.json")
 
 
-def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+def flatten_config(d: Any, prefix: str = "") -> Dict[str, Any]:
+    """A nested mapping as ``{"dotted.key": leaf value}`` (lists are leaves)."""
     out: Dict[str, Any] = {}
     if isinstance(d, Mapping):
         for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
     else:
         out[prefix[:-1]] = d
     return out
@@ -70,7 +71,7 @@ def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
 def _compared(config: Any) -> Dict[str, Any]:
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
-    return {k: v for k, v in _flatten(config or {}).items() if k not in RESUME_IGNORED_KEYS}
+    return {k: v for k, v in flatten_config(config or {}).items() if k not in RESUME_IGNORED_KEYS}
 
 
 def config_digest(config: Any) -> str:

@@ -51,7 +51,7 @@ from videohpm.engine.deepspeed_setup import (
 from videohpm.engine.diagnostics import LoopDiagnostics
 from videohpm.engine.hooks import EvalHook
 from videohpm.engine.metrics import MetricLogger, StepAverager
-from videohpm.engine.runs import plan_run, prepare_run_folder
+from videohpm.engine.runs import flatten_config, plan_run, prepare_run_folder
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
 from videohpm.methods.base import Recipe
 from videohpm.models.checkpoint import PretrainedMismatchError, load_pretrained
@@ -84,16 +84,6 @@ def _to_device(batch: Any, device: torch.device, float_dtype: Optional[torch.dty
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device, float_dtype) for v in batch)
     return batch
-
-
-def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = d
-    return out
 
 
 class _EpochTally:
@@ -382,8 +372,8 @@ class Trainer:
         if state.get("lr_schedule") and state["lr_schedule"] != self.lr_schedule.state_dict():
             log.warning("lr schedule differs from the checkpoint's: %s vs %s", self.lr_schedule.state_dict(),
                         state["lr_schedule"])
-        old = _flatten(state.get("config", {}))
-        new = _flatten(OmegaConf.to_container(self.cfg, resolve=True))
+        old = flatten_config(state.get("config", {}))
+        new = flatten_config(OmegaConf.to_container(self.cfg, resolve=True))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(
             ("train.resume", "train.max_steps", "train.output_dir")))
         if changed:
