@@ -19,6 +19,18 @@ PYTHON = sys.executable
 DEEPSPEED = str(Path(PYTHON).with_name("deepspeed"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): on
+    the small shared test machine two threads mostly wait for each other (~3× faster with one)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> Dict[str, str]:
     """16 training and 8 validation SSv2-style webm clips (16 frames, 32×32, 8 classes)."""

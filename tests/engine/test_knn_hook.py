@@ -21,14 +21,7 @@ TEMPERATURE = 0.07
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on the small shared test machine two threads mostly wait for each
-    other (this module runs ~3× faster with one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _knn_overrides(demo: Dict[str, str], out: Path) -> List[str]:
     return [*data_overrides(demo, val=True), "data.num_classes=8", f"train.output_dir={out}", "train.batch_size=4",

@@ -31,14 +31,7 @@ STEPS = 2 * 16 // BATCH  # 2 epochs of the 16 demo training clips
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on the small shared test machine two threads mostly wait for each
-    other (this module runs ~3× faster with one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _overrides(demo: Dict[str, str], out: Path, pretrained: Path) -> List[str]:
     return [*TINY_MODEL, f"model.pretrained={pretrained}", f"data.train={demo['train']}", f"data.val={demo['val']}",

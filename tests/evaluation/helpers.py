@@ -1,12 +1,26 @@
 """Tiny models and synthetic data sets shared by the evaluation tests."""
 from __future__ import annotations
 
+import importlib.util
+import os
+from types import ModuleType
 from typing import Any, Dict, Iterable
 
 import torch
 from torch.utils.data import Dataset
 
 from videohpm.models import create_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import tools/<name>.py under a private name (`test` would clash with the stdlib package)."""
+    spec = importlib.util.spec_from_file_location(f"_videohpm_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
 
 CLIP = (3, 4, 32, 32)  # C, T, H, W: tubelet 2, patch 16 → grid (2, 2, 2)
 

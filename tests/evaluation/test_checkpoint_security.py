@@ -3,12 +3,12 @@
 
 Each tool is run in process through its `main()`: if the file were unpickled, the command in it
 would create the marker file of the test."""
-import importlib.util
 import os
 
 import pytest
 import torch
 
+from tests.evaluation.helpers import load_tool
 from videohpm.config import load_config
 from videohpm.engine.build import build_model
 
@@ -27,11 +27,7 @@ class _RunsACommand:
         return (os.system, (self.command,))
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"_videohpm_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_tool = load_tool
 
 
 @pytest.fixture(scope="module")

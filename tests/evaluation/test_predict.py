@@ -2,7 +2,6 @@
 tools/test.py, the same features as the encoder, the same k-NN as tools/knn.py, and the same
 answers on 1 and 2 ranks (two real CPU processes)."""
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.evaluation.helpers import load_tool
 from videohpm.config import load_config, save_config
 from videohpm.engine.build import build_model
 
@@ -26,11 +26,7 @@ PRE = os.path.join(ROOT, "configs/test/pretrain_hpm_tiny.yaml")
 VIEWS = ["data.dataset=k400", "data.test_num_clips=2", "data.test_num_crops=3"]
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"_videohpm_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_tool = load_tool
 
 
 @pytest.fixture(scope="module")

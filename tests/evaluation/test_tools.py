@@ -1,7 +1,6 @@
 """tools/test.py and tools/visualize.py end to end on the real demo videos, and the checkpoint
 layouts they read."""
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from tests.evaluation.helpers import load_tool
 from videohpm.config import load_config
 from videohpm.engine.build import build_model, build_recipe_from_config
 from videohpm.evaluation.runner import load_classifier, read_checkpoint
@@ -39,12 +39,7 @@ def demo(tmp_path_factory):
     return {"root": str(root), "videos": vids, "test": test_list, "n": len(lines)}
 
 
-def _tool(name):
-    """Import tools/<name>.py under a private name (`test` would clash with the stdlib package)."""
-    spec = importlib.util.spec_from_file_location(f"_videohpm_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_tool = load_tool
 
 
 def _save_final(cfg, path):
