@@ -8,8 +8,9 @@ import pytest
 
 import videohpm.data  # noqa: F401  (PyAV before decord)
 from tools.lib.demo import DemoError
-from tools.lib.ssl_benchmark import (SSL_ROWS, SSLOptions, few_label_list, format_results, gap_report,
-                                     run_ssl_benchmark, summarize)
+from tools.lib.ssl_benchmark import (CONFIG_DIR, SSL_ROWS, SSLOptions, _steps_to_epochs, demo_label_scarce_probe,
+                                     fidelity_report, few_label_list, format_results, gap_report, run_ssl_benchmark,
+                                     summarize)
 
 
 def _smoke(out, **kw):
@@ -107,3 +108,90 @@ def test_few_label_list_and_summary(tmp_path):
            "wall_s": 60.0, "seconds": {}}
     md = format_results(doc)
     assert "**42.0** ± 2.8 <sub>(40.0 / 44.0)</sub>" in md and "meets" in md
+
+
+def test_demo_label_scarce_probe_reads_the_benchmark_encoders(smoke_run, tmp_path):
+    """`make demo`'s scratch row: the same probe for a checkpoint and for the random initialisation
+    of the same config and seed. Its features are the benchmark's own (the same encoders), the
+    labelled and the λ videos are disjoint, and the test list is only scored."""
+    import numpy as np
+
+    from tools.lib.demo import DemoOptions, StageRunner
+    from videohpm.evaluation.features import load_features
+
+    out, doc = smoke_run
+    data = out / "data"
+    ckpt = out / "seed0" / "hpm" / "pretrain" / "model_final.pth"
+    runner = StageRunner(tmp_path, DemoOptions(out_dir=str(tmp_path), in_process=True, threads=1))
+    r = demo_label_scarce_probe(runner, tmp_path / "probe", CONFIG_DIR / "pretrain_hpm.yaml", ckpt,
+                                str(data / "train.csv"), str(data / "test.csv"), str(data / "videos"), 8,
+                                seed=0, per_class=1, val_per_class=1, prefix="t")
+    assert r["per_class"] == 1 and r["n_eval"] == 16 and r["chance"] == pytest.approx(12.5)
+    for row in ("pretrained", "scratch"):
+        p = r["rows"][row]
+        assert (p["n_train"], p["n_val"], p["n_test"]) == (8, 8, 16) and 0.0 <= p["test_top1"] <= 100.0
+        assert p["broken"] == {"train": 0, "val": 0, "test": 0}
+    labelled = (tmp_path / "probe" / "labelled.csv").read_text().split()[0::2]
+    held = (tmp_path / "probe" / "probe_val.csv").read_text().split()[0::2]
+    assert len(labelled) == len(held) == 8 and not set(labelled) & set(held)
+    assert sorted(runner.timings) == sorted(f"t {row} features {s}" for row in ("pretrained", "scratch")
+                                            for s in ("labelled", "probe_val", "eval"))
+    # the test-list features equal the benchmark's: the scratch row is the seeded random encoder
+    for row, bench_row in (("pretrained", "hpm"), ("scratch", "scratch")):
+        mine, _ = load_features(str(tmp_path / "probe" / row / "eval"))
+        theirs, _ = load_features(str(out / "seed0" / bench_row / "features" / "test"))
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    a, _ = load_features(str(tmp_path / "probe" / "pretrained" / "eval"))
+    b, _ = load_features(str(tmp_path / "probe" / "scratch" / "eval"))
+    assert not np.allclose(a, b)
+    with pytest.raises(DemoError, match="fewer than 3 labelled videos"):  # 2 per class in the smoke set
+        demo_label_scarce_probe(runner, tmp_path / "p2", CONFIG_DIR / "pretrain_hpm.yaml", ckpt,
+                                str(data / "train.csv"), str(data / "test.csv"), str(data / "videos"), 8,
+                                per_class=1, val_per_class=2)
+
+
+def test_cheap_teacher_rows_merged_with_a_finished_run(smoke_run, tmp_path):
+    """Issue 17's rows run next to a finished run: its rows join the table only when its settings and
+    seeds are this run's (checked before any work); the fidelity report compares with `hpm`."""
+    out, first = smoke_run
+    with pytest.raises(DemoError, match="other settings.*finetune_steps"):
+        run_ssl_benchmark(_smoke(tmp_path / "x", rows=("hpm_lowres2",), finetune_steps=3,
+                                 merge=[str(out / "results.json")]))
+    with pytest.raises(DemoError, match="seeds"):
+        run_ssl_benchmark(_smoke(tmp_path / "y", rows=("hpm_lowres2",), seeds=(1,), merge=[str(out / "results.json")]))
+    assert not (tmp_path / "x" / "settings.json").exists() and not (tmp_path / "y" / "settings.json").exists()
+    doc = run_ssl_benchmark(_smoke(tmp_path / "z", rows=("hpm_lowres2", "hpm_lowres2_eqtime"),
+                                   merge=[str(out / "results.json")]))
+    assert set(doc["summary"]) == {"scratch", "hpm", "hpm_lowres2", "hpm_lowres2_eqtime"}
+    assert doc["merged_rows"] == {"scratch": str(out / "results.json"), "hpm": str(out / "results.json")}
+    assert doc["summary"]["hpm"] == first["summary"]["hpm"]  # the merged row as it was
+    cfg = (tmp_path / "z" / "seed0" / "hpm_lowres2" / "pretrain" / "config.yaml").read_text()
+    assert "teacher_mode: lowres:2" in cfg
+    for proto in ("probe_1", "finetune_2"):
+        f = doc["fidelity"]["hpm_lowres2"][proto]
+        want = doc["summary"]["hpm_lowres2"][proto]["mean"] - doc["summary"]["hpm"][proto]["mean"]
+        assert f["diff"] == pytest.approx(want) and f["within_noise"] == (abs(want) <= 2 * f["pooled_std"])
+    assert doc["gaps"]["probe_1"]["best"] == "hpm"  # beyond-the-paper rows never count for the target
+    md = (tmp_path / "z" / "RESULTS.md").read_text()
+    assert "Cheap HPM teachers against the full teacher" in md and "‡" in md
+    assert sum(ln.startswith("| HPM, teacher_mode lowres:2") for ln in md.splitlines()) == 2
+
+
+def test_step_scale_and_fidelity_maths():
+    assert _steps_to_epochs(768, 3072, 16) == (4, 768)
+    assert _steps_to_epochs(768 * 1.3, 3072, 16) == (6, 1152)  # at least the steps: rounds up
+    assert _steps_to_epochs(768 * 1.3, 3072, 16, nearest=True) == (5, 960)
+    assert _steps_to_epochs(768 * 1.1, 3072, 16, nearest=True) == (4, 768)
+    eq = next(r for r in SSL_ROWS if r.name == "hpm_lowres2_eqtime")
+    assert eq.step_scale >= 1.0 and not eq.paper and "method.kwargs.teacher_mode=lowres:2" in eq.overrides
+    cell = lambda m, s: {"mean": m, "std": s, "seeds": {}}  # noqa: E731
+    summary = {"hpm": {"probe_5": cell(19.0, 1.0)}, "hpm_lowres2": {"probe_5": cell(17.0, 0.5)},
+               "hpm_lowres2_eqtime": {"probe_5": cell(21.5, 0.5)}}
+    f = fidelity_report(summary)
+    pooled = (1.25 / 2) ** 0.5
+    assert f["hpm_lowres2"]["probe_5"] == {"diff": pytest.approx(-2.0), "pooled_std": pytest.approx(pooled),
+                                           "within_noise": False}  # 2.0 > 2 × 0.79
+    assert f["hpm_lowres2_eqtime"]["probe_5"]["within_noise"] is False
+    summary["hpm_lowres2"]["probe_5"] = cell(18.0, 0.5)
+    assert fidelity_report(summary)["hpm_lowres2"]["probe_5"]["within_noise"] is True
+    assert fidelity_report({"hpm_lowres2": {}}) == {}

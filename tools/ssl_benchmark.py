@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--subprocess", action="store_true", help="run every tool as a subprocess")
     p.add_argument("--smoke", action="store_true", help="tiny data and a few steps (tests)")
     p.add_argument("--overwrite", action="store_true", help="delete the previous benchmark folder first")
+    p.add_argument("--merge", nargs="+", default=[], metavar="RESULTS_JSON",
+                   help="results.json of other runs with the same settings: their other rows join the table")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="data.* keys name a list-file data set; train.* / optim.* keys go to every training")
     return p.parse_args(argv)
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
                       eval_split=args.eval_split, pretrain_steps=args.pretrain_steps,
                       finetune_steps=args.finetune_steps, pool_per_class=args.pool_per_class,
                       test_per_class=args.test_per_class, jobs=args.jobs, data=data, pool=args.pool,
-                      smoke=args.smoke, in_process=not args.subprocess, overwrite=args.overwrite, extra=extra)
+                      smoke=args.smoke, in_process=not args.subprocess, overwrite=args.overwrite, extra=extra,
+                      merge=args.merge)
     if args.smoke:
         opts.pretrain_steps, opts.finetune_steps = min(opts.pretrain_steps, 4), min(opts.finetune_steps, 4)
     try:

@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tools.lib.demo import REPO, DemoError, DemoOptions, StageRunner, _resolved_digest, _write_atomic
 
 __all__ = ["SSLRow", "SSL_ROWS", "SSLOptions", "run_ssl_benchmark", "summarize", "format_results",
-           "few_label_list", "gap_report", "extract_time_features", "demo_label_scarce_probe"]
+           "few_label_list", "gap_report", "fidelity_report", "extract_time_features", "demo_label_scarce_probe"]
 
 CONFIG_DIR = REPO / "configs" / "demo" / "ssl"
 MARKER = ".videohpm-ssl-benchmark"
@@ -67,7 +67,15 @@ class SSLRow:
     pretrain: Optional[str]
     overrides: Tuple[str, ...] = ()
     paper: bool = True  # a row of HPM journal Table 12 (False: beyond the paper)
+    #: pre-training steps relative to the benchmark's budget, rounded to the nearest whole epoch of
+    #: the pool (1.0: the same budget in steps as every other row)
+    step_scale: float = 1.0
 
+
+#: Wall time of one pre-training step of `configs/demo/ssl/pretrain_hpm.yaml` with the full teacher
+#: over the same with ``teacher_mode=lowres:2`` (1 thread; measured, see docs/EVIDENCE.md "Cheap
+#: teachers"): the equal-wall-time row gets this many times the steps.
+LOWRES2_STEP_SPEEDUP = 1.21
 
 SSL_ROWS: Tuple[SSLRow, ...] = (
     SSLRow("scratch", "no pre-training", None),
@@ -77,6 +85,9 @@ SSL_ROWS: Tuple[SSLRow, ...] = (
     SSLRow("hpm", "HPM: learn to mask (easy-to-hard)", "pretrain_hpm"),
     SSLRow("hpm_lowres2", "HPM, teacher_mode lowres:2 (issue 17)", "pretrain_hpm",
            ("method.kwargs.teacher_mode=lowres:2",), paper=False),
+    # the same at the full teacher's wall time: LOWRES2_STEP_SPEEDUP × the steps
+    SSLRow("hpm_lowres2_eqtime", "HPM, teacher_mode lowres:2, at the full teacher's wall time (issue 17)",
+           "pretrain_hpm", ("method.kwargs.teacher_mode=lowres:2",), paper=False, step_scale=LOWRES2_STEP_SPEEDUP),
 )
 
 
@@ -101,6 +112,8 @@ class SSLOptions:
             per stage; False runs every tool as a subprocess.
         overwrite: delete a previous benchmark folder first (only one this code wrote).
         extra: overrides added to every pre-training and fine-tuning (e.g. ``train.batch_size=8``).
+        merge: `results.json` files of other runs with the same settings; their rows that this run
+            does not have join the summary and the table (e.g. a new row next to a finished run).
     """
 
     out_dir: str = "outputs/ssl_benchmark"
@@ -122,6 +135,7 @@ class SSLOptions:
     overwrite: bool = False
     extra: Sequence[str] = ()
     data_seed: int = 0
+    merge: Sequence[str] = ()
 
     def chosen_rows(self) -> List[SSLRow]:
         names = [r.name for r in SSL_ROWS]
@@ -233,12 +247,13 @@ def _check_data(data: Dict[str, str], opts: SSLOptions) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # one chain: a (seed, row) pair
 # ---------------------------------------------------------------------------------------------
-def _steps_to_epochs(steps: int, videos: int, batch: int) -> Tuple[int, int]:
-    """Whole epochs for at least `steps` optimizer steps (drop_last batches) → (epochs, steps)."""
+def _steps_to_epochs(steps: float, videos: int, batch: int, nearest: bool = False) -> Tuple[int, int]:
+    """Whole epochs for at least `steps` optimizer steps (drop_last batches; ``nearest``: the
+    nearest whole number of epochs instead) → (epochs, steps)."""
     per_epoch = videos // batch
     if per_epoch < 1:
         raise DemoError(f"{videos} videos do not fill one batch of {batch}")
-    epochs = max(1, math.ceil(steps / per_epoch))
+    epochs = max(1, round(steps / per_epoch) if nearest else math.ceil(steps / per_epoch))
     return epochs, epochs * per_epoch
 
 
@@ -269,7 +284,8 @@ def _pretrain_stage(runner: StageRunner, ch: _Chain, base: Path) -> Tuple[Option
     cfg = CONFIG_DIR / f"{row.pretrain}.yaml"
     extra = [*_smoke_overrides(opts), *opts.extra]
     batch = _batch(cfg, extra)
-    epochs, steps = _steps_to_epochs(opts.pretrain_steps, len(_read_lines(ch.data["pool"])), batch)
+    epochs, steps = _steps_to_epochs(opts.pretrain_steps * row.step_scale, len(_read_lines(ch.data["pool"])), batch,
+                                     nearest=row.step_scale != 1.0)
     run_dir = base / "pretrain"
     args = ["--config", str(cfg), f"data.train={ch.data['pool']}", f"data.data_root={ch.data['data_root']}",
             f"data.num_classes={ch.data['num_classes']}", f"train.seed={ch.seed}", f"train.epochs={epochs}",
@@ -459,6 +475,26 @@ def gap_report(summary: Dict[str, Dict[str, Dict[str, Any]]], rows: Sequence[SSL
     return out
 
 
+def fidelity_report(summary: Dict[str, Dict[str, Dict[str, Any]]], full: str = "hpm",
+                    cheap: Sequence[str] = ("hpm_lowres2", "hpm_lowres2_eqtime")) -> Dict[str, Dict[str, Any]]:
+    """Issue 17's result fidelity: per cheap-teacher row and protocol, its mean minus the full
+    teacher's, the pooled seed std of the two rows, and whether it is within the seed noise
+    (|difference| ≤ 2 × pooled std, the same threshold the gap report asks a gain to exceed)."""
+    if full not in summary:
+        return {}
+    out: Dict[str, Dict[str, Any]] = {}
+    for row in cheap:
+        for proto, ref in summary[full].items():
+            cell = summary.get(row, {}).get(proto)
+            if cell is None:
+                continue
+            pooled = math.sqrt((ref["std"] ** 2 + cell["std"] ** 2) / 2)
+            diff = cell["mean"] - ref["mean"]
+            out.setdefault(row, {})[proto] = {"diff": diff, "pooled_std": pooled,
+                                              "within_noise": bool(abs(diff) <= 2 * pooled)}
+    return out
+
+
 def format_results(doc: Dict[str, Any]) -> str:
     rows = [r for r in SSL_ROWS if r.name in doc["summary"]]
     protos = [f"{p}_{k}" for p in PROTOCOLS for k in doc["labels_per_class"]]
@@ -474,18 +510,32 @@ def format_results(doc: Dict[str, Any]) -> str:
                 continue
             per_seed = " / ".join(f"{v:.1f}" for _, v in sorted(c["seeds"].items(), key=lambda kv: int(kv[0])))
             cells.append(f"**{c['mean']:.1f}** ± {c['std']:.1f} <sub>({per_seed})</sub>")
-        lines.append(f"| {r.label}{'' if r.paper else ' †'} | " + " | ".join(cells) + " |")
+        steps = doc.get("row_steps", {}).get(r.name)
+        more = f", {steps} pre-training steps" if r.step_scale != 1.0 and steps else ""
+        merged = " ‡" if r.name in doc.get("merged_rows", {}) else ""
+        lines.append(f"| {r.label}{'' if r.paper else ' †'}{more}{merged} | " + " | ".join(cells) + " |")
     se = 100.0 * math.sqrt(0.25 / max(n_eval, 1))
     text = [
         f"Top-1 (%) on the **{doc['eval_split']}** split ({n_eval} videos, {doc['num_classes']} classes; "
         f"chance = {chance:.1f} %; one test set's sampling error ≤ {se:.1f} points, 100·√(p(1−p)/n) at p = ½). "
         f"Mean ± sample std over seeds {doc['seeds']} (per-seed values in brackets). Same budget for every "
         f"row: {doc['pretrain_steps']} pre-training steps on {doc['n_pool']} unlabelled videos, "
-        f"{doc['finetune_steps']} fine-tuning steps per label count. † beyond the paper (issue 17).", "",
+        f"{doc['finetune_steps']} fine-tuning steps per label count. † beyond the paper (issue 17)."
+        + (" ‡ from another run with the same settings (" + ", ".join(sorted(set(doc["merged_rows"].values())))
+           + ")." if doc.get("merged_rows") else ""), "",
         *lines, "", "Best pre-trained row (paper rows) against no pre-training:", ""]
     for proto, g in doc["gaps"].items():
         text.append(f"- {proto.replace('_', ' ')}/class: {g['best']} {g['gap']:+.1f} points (pooled seed std "
                     f"{g['pooled_std']:.1f}) — {'meets' if g['met'] else 'does not meet'} the ≥ 5 points, > 2 std target")
+    fidelity = doc.get("fidelity") or {}
+    if fidelity:
+        text += ["", "Cheap HPM teachers against the full teacher (issue 17; within the seed noise = |difference| "
+                 "≤ 2 × pooled seed std):", ""]
+        for row, protos in fidelity.items():
+            label = next((r.label for r in SSL_ROWS if r.name == row), row)
+            text.append(f"- {label}: " + "; ".join(
+                f"{p.replace('_', ' ')}/class {f['diff']:+.1f} (pooled std {f['pooled_std']:.1f}, "
+                f"{'within' if f['within_noise'] else 'outside'} the noise)" for p, f in protos.items()))
     text += ["", "Wall time, summed over the chains (s; chains ran "
              f"{doc['jobs']} at a time, total wall {doc['wall_s']:.0f} s = {doc['wall_s'] / 60:.1f} min):", ""]
     for r in rows:
@@ -515,6 +565,25 @@ def _settings(opts: SSLOptions) -> Dict[str, Any]:
     return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(opts).items() if k in keys}
 
 
+def _read_merged(opts: SSLOptions, settings: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """The `results.json` files of ``opts.merge``, checked before any work: they exist, hold the
+    same settings and the same seeds (rows of other settings never join a table)."""
+    docs = []
+    for path in opts.merge:
+        p = Path(path)
+        if not p.is_file():
+            raise DemoError(f"merge: {p} not found")
+        doc = json.loads(p.read_text())
+        old = doc.get("settings", {})
+        if old != settings:
+            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise DemoError(f"merge: {p} was run with other settings ({', '.join(changed)})")
+        if list(doc.get("seeds", [])) != list(opts.seeds):
+            raise DemoError(f"merge: {p} has seeds {doc.get('seeds')}, this run {list(opts.seeds)}")
+        docs.append((str(p), doc))
+    return docs
+
+
 def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
     """Run (or continue) the benchmark; returns and writes `results.json` / `RESULTS.md`."""
     t_start = time.time()
@@ -535,6 +604,7 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise DemoError(f"{out} holds a benchmark run with other settings ({', '.join(changed)}); "
                             "use --overwrite or another --out (results of different settings never mix)")
+    merged_docs = _read_merged(opts, settings)
     print(f"videohpm data-efficiency benchmark → {out}  ({len(rows)} rows × seeds {list(opts.seeds)}, "
           f"{opts.jobs} at a time; evaluated on the {opts.eval_split} split)", flush=True)
     data = _user_data(opts) if opts.data else _generated_data(opts, out)
@@ -549,7 +619,7 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
         few[k] = few_label_list(data["train"], k, out / "labelled" / f"train_{k}_per_class.csv", fill_to=fill)
     chains = [_Chain(seed, row, str(out), data, opts, few) for seed in opts.seeds for row in rows]
     # longest chains first (pre-training with the full teacher), so the last ones to finish are short
-    cost = {"hpm": 4, "hpm_lowres2": 3, "hpm_pred_random": 3, "mae_tube": 2, "mae_frame": 2, "scratch": 1}
+    cost = {"hpm": 4, "hpm_lowres2_eqtime": 4, "hpm_lowres2": 3, "hpm_pred_random": 3, "mae_tube": 2, "mae_frame": 2, "scratch": 1}
     chains.sort(key=lambda c: (-cost.get(c.row.name, 2), c.seed))
     results: List[Dict[str, Any]] = []
     failures: List[str] = []
@@ -572,6 +642,13 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
                   f"({r['wall_s']:.0f} s)", flush=True)
     if failures:
         raise DemoError(f"{len(failures)} chain(s) failed:\n  " + "\n  ".join(failures))
+    run_rows = {r.name for r in rows}
+    merged_rows: Dict[str, str] = {}
+    for path, other in merged_docs:
+        for r in other["results"]:
+            if r["row"] not in run_rows and merged_rows.setdefault(r["row"], path) == path:
+                results.append(r)
+    table_rows = [r for r in SSL_ROWS if r.name in run_rows or r.name in merged_rows]
     summary = summarize(results)
     seconds: Dict[str, Dict[str, float]] = {}
     for r in results:
@@ -579,12 +656,16 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
             seconds.setdefault(r["row"], {}).setdefault(part, 0.0)
             seconds[r["row"]][part] += s
     n_eval = check[opts.eval_split]
-    doc = {"eval_split": opts.eval_split, "seeds": list(opts.seeds), "rows": [asdict(r) for r in rows],
+    by_name = {r.name: r for r in SSL_ROWS}
+    doc = {"eval_split": opts.eval_split, "seeds": list(opts.seeds), "rows": [asdict(r) for r in table_rows],
+           "merged_rows": merged_rows, "row_steps": {r["row"]: r["pretrain"].get("steps", 0) for r in results},
            "labels_per_class": list(opts.labels_per_class), "num_classes": check["num_classes"],
            "n_eval": n_eval, "n_pool": check["pool"], "n_train": check["train"], "n_val": check["val"],
-           "pretrain_steps": next((r["pretrain"]["steps"] for r in results if r["pretrain"]), 0),
+           "pretrain_steps": next((r["pretrain"]["steps"] for r in results
+                                   if r["pretrain"] and by_name[r["row"]].step_scale == 1.0), 0),
            "finetune_steps": next((v["steps"] for r in results for v in r["finetune"].values()), 0),
-           "chance": 100.0 / check["num_classes"], "summary": summary, "gaps": gap_report(summary, rows),
+           "chance": 100.0 / check["num_classes"], "summary": summary, "gaps": gap_report(summary, table_rows),
+           "fidelity": fidelity_report(summary),
            "seconds": seconds, "results": sorted(results, key=lambda r: (r["row"], r["seed"])),
            "settings": settings, "jobs": opts.jobs, "wall_s": round(time.time() - t_start, 1),
            "machine": _machine()}
@@ -597,24 +678,34 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
 
 def demo_label_scarce_probe(runner: StageRunner, out: Path, pretrain_cfg: Path, ckpt: Path, train_list: str,
                             eval_list: str, data_root: str, num_classes: int, seed: int = 0, per_class: int = 5,
-                            val_per_class: int = 8) -> Dict[str, Any]:
+                            val_per_class: int = 8, prefix: str = "label-scarce") -> Dict[str, Any]:
     """The benchmark's label-scarce probe inside `make demo`: the frozen time probe on
     `per_class` labelled videos per class (the first of each class in `train_list`), its λ chosen
-    on the next `val_per_class` of each class, scored once on `eval_list` — for the pre-trained
-    encoder (`ckpt`) and for no pre-training (the random initialisation of the same encoder and
-    seed). Returns ``{"per_class", "n_eval", "chance", "rows": {"pretrained" | "scratch": probe}}``."""
+    on the next `val_per_class` of each class (``0``: on `eval_list` itself — only for the smoke
+    variant, whose data has one training video per class), scored once on `eval_list` — for the
+    pre-trained encoder (`ckpt`) and for no pre-training (the random initialisation of the same
+    encoder for `train.seed=seed`). The probe is the same for both rows: only the encoder differs.
+    Stages are named ``"<prefix> <row> features <split>"``. Returns ``{"per_class",
+    "val_per_class", "n_eval", "chance", "rows": {"pretrained" | "scratch": probe}}``
+    (probe: :func:`videohpm.evaluation.probe.probe_feature_folders`)."""
     from videohpm.evaluation.probe import probe_feature_folders
 
     few = few_label_list(train_list, per_class, out / "labelled.csv")
-    held = few_label_list(train_list, val_per_class, out / "probe_val.csv", skip_per_class=per_class)
+    splits = [("labelled", few["path"])]
+    if val_per_class > 0:
+        held = few_label_list(train_list, val_per_class, out / "probe_val.csv", skip_per_class=per_class)
+        splits.append(("probe_val", held["path"]))
+    splits.append(("eval", eval_list))
     data = [f"data.data_root={data_root}", f"data.num_classes={num_classes}"]
     rows = {}
     for row, weights in (("pretrained", ckpt), ("scratch", None)):
-        folders = [extract_time_features(runner, f"label-scarce {row} features {split}", pretrain_cfg, weights, seed,
-                                         path, out / row / split, data)
-                   for split, path in (("labelled", few["path"]), ("probe_val", held["path"]), ("eval", eval_list))]
-        rows[row] = probe_feature_folders(*folders, num_classes=num_classes)
-    return {"per_class": per_class, "n_eval": rows["scratch"]["n_test"], "chance": 100.0 / num_classes, "rows": rows}
+        folder = {split: extract_time_features(runner, f"{prefix} {row} features {split}", pretrain_cfg, weights,
+                                               seed, path, out / row / split, data)
+                  for split, path in splits}
+        rows[row] = probe_feature_folders(folder["labelled"], folder.get("probe_val", folder["eval"]),
+                                          folder["eval"], num_classes=num_classes)
+    return {"per_class": per_class, "val_per_class": val_per_class, "n_eval": rows["scratch"]["n_test"],
+            "chance": 100.0 / num_classes, "rows": rows}
 
 
 def _machine() -> Dict[str, Any]:
