@@ -8,7 +8,7 @@ import pytest
 
 import videohpm.data  # noqa: F401  (PyAV before decord)
 from tools.lib.demo import DemoError
-from tools.lib.ssl_benchmark import (CONFIG_DIR, SSL_ROWS, SSLOptions, _steps_to_epochs, demo_label_scarce_probe,
+from tools.lib.ssl_benchmark import (CONFIG_DIR, SSL_ROWS, SSLOptions, _machine_note, _steps_to_epochs, demo_label_scarce_probe,
                                      fidelity_report, few_label_list, format_results, gap_report, run_ssl_benchmark,
                                      summarize)
 
@@ -195,3 +195,6 @@ def test_step_scale_and_fidelity_maths():
     summary["hpm_lowres2"]["probe_5"] = cell(18.0, 0.5)
     assert fidelity_report(summary)["hpm_lowres2"]["probe_5"]["within_noise"] is True
     assert fidelity_report({"hpm_lowres2": {}}) == {}
+    doc = {"machine": {"aten": "AVX512", "kernels": "onednn"}, "merged_machines": {"a.json": {"aten": "AVX2", "kernels": "aten"}}}
+    assert "another machine (ATen AVX2, kernels aten; this run: ATen AVX512, kernels onednn)" in _machine_note(doc)
+    assert _machine_note({**doc, "merged_machines": {"a.json": dict(doc["machine"])}}) == ""

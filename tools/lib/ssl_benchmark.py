@@ -2,8 +2,8 @@
 
 Every row of HPM journal Table 12 (no pre-training; MAE with tube masks; MAE with per-frame random
 masks; HPM's L_pred with random masks; HPM learn-to-mask, easy-to-hard — plus, beyond the paper,
-HPM with the cheap `lowres:2` teacher of issue 17) is pre-trained with the **same budget in
-optimizer steps** on an **unlabelled pool** much larger than the labelled set, then evaluated with
+HPM with the cheap `lowres:2` teacher of issue 17, at the same steps and at the full teacher's wall
+time) is pre-trained with the **same budget in optimizer steps** (the equal-wall-time row excepted) on an **unlabelled pool** much larger than the labelled set, then evaluated with
 label-scarce protocols, for several seeds:
 
 - **probe**: the frozen encoder's features per time slice (`tools/extract_features.py --pool time`,
@@ -495,6 +495,20 @@ def fidelity_report(summary: Dict[str, Dict[str, Dict[str, Any]]], full: str = "
     return out
 
 
+def _machine_note(doc: Dict[str, Any]) -> str:
+    """A sentence when a merged run's machine chose other kernels (same seeds, other float
+    rounding: its rows are comparable in distribution, not bit for bit)."""
+    here = doc.get("machine") or {}
+    key = lambda m: (m.get("aten"), m.get("kernels"))  # noqa: E731
+    other = sorted({f"ATen {m.get('aten')}, kernels {m.get('kernels')}" for m in doc.get("merged_machines", {}).values()
+                    if m and key(m) != key(here)})
+    if not other:
+        return ""
+    return (f" The ‡ rows ran on another machine ({'; '.join(other)}; this run: ATen {here.get('aten')}, kernels "
+            f"{here.get('kernels')}): same seeds and data, other float rounding — comparable in distribution, "
+            "not bit for bit.")
+
+
 def format_results(doc: Dict[str, Any]) -> str:
     rows = [r for r in SSL_ROWS if r.name in doc["summary"]]
     protos = [f"{p}_{k}" for p in PROTOCOLS for k in doc["labels_per_class"]]
@@ -522,7 +536,7 @@ def format_results(doc: Dict[str, Any]) -> str:
         f"row: {doc['pretrain_steps']} pre-training steps on {doc['n_pool']} unlabelled videos, "
         f"{doc['finetune_steps']} fine-tuning steps per label count. † beyond the paper (issue 17)."
         + (" ‡ from another run with the same settings (" + ", ".join(sorted(set(doc["merged_rows"].values())))
-           + ")." if doc.get("merged_rows") else ""), "",
+           + ")." if doc.get("merged_rows") else "") + _machine_note(doc), "",
         *lines, "", "Best pre-trained row (paper rows) against no pre-training:", ""]
     for proto, g in doc["gaps"].items():
         text.append(f"- {proto.replace('_', ' ')}/class: {g['best']} {g['gap']:+.1f} points (pooled seed std "
@@ -658,7 +672,8 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
     n_eval = check[opts.eval_split]
     by_name = {r.name: r for r in SSL_ROWS}
     doc = {"eval_split": opts.eval_split, "seeds": list(opts.seeds), "rows": [asdict(r) for r in table_rows],
-           "merged_rows": merged_rows, "row_steps": {r["row"]: r["pretrain"].get("steps", 0) for r in results},
+           "merged_rows": merged_rows, "merged_machines": {path: other.get("machine", {}) for path, other in merged_docs},
+           "row_steps": {r["row"]: r["pretrain"].get("steps", 0) for r in results},
            "labels_per_class": list(opts.labels_per_class), "num_classes": check["num_classes"],
            "n_eval": n_eval, "n_pool": check["pool"], "n_train": check["train"], "n_val": check["val"],
            "pretrain_steps": next((r["pretrain"]["steps"] for r in results
