@@ -77,8 +77,22 @@ def test_smoke_demo_writes_report_with_real_numbers(smoke_demo):
     # every stage timed, every tool's run folder complete
     assert set(summary["stages"]) == {"data", "video pre-training", "video fine-tuning", "video test",
                                       "image pre-training", "image fine-tuning", "image test", "figures",
-                                      "video predict"}
+                                      "video predict", *(f"video label-scarce {row} features {split}"
+                                                         for row in ("pretrained", "scratch")
+                                                         for split in ("labelled", "eval"))}
     assert all(t["status"] == "ran" and t["seconds"] >= 0 for t in summary["stages"].values())
+    # the label-scarce probe: the pre-trained encoder and no pre-training, same probe, chance next to them
+    probe = summary["label_scarce"]
+    assert probe["per_class"] == 1 and probe["val_per_class"] == 0 and probe["chance"] == pytest.approx(12.5)
+    section = report[report.index("## What pre-training gave"):].split("\n## ")[0]
+    for row, label in (("pretrained", "| HPM pre-training"), ("scratch", "| no pre-training")):
+        r = probe["rows"][row]
+        assert (r["n_train"], r["n_test"]) == (8, 8) and 0.0 <= r["test_top1"] <= 100.0
+        line = next(ln for ln in section.splitlines() if ln.startswith(label))
+        assert f"**{r['test_top1']:.1f}** | {r['test_stderr']:.1f} | 12.5 |" in line
+    assert report.index("## What pre-training gave") < report.index("## Models and HPM pre-training")
+    gap = probe["rows"]["pretrained"]["test_top1"] - probe["rows"]["scratch"]["test_top1"]
+    assert f"**{abs(gap):.1f} points**" in section and "λ chosen on the test list itself (smoke" in section
     # the report ends with tools/predict.py on two demo videos: its command and one answer line each
     tail = report[report.index("## Answers for two demo videos"):]
     assert "$ python tools/predict.py checkpoint=" in tail and "## " not in tail[3:]
