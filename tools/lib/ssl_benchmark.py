@@ -598,47 +598,49 @@ def _read_merged(opts: SSLOptions, settings: Dict[str, Any]) -> List[Tuple[str, 
     return docs
 
 
-def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
-    """Run (or continue) the benchmark; returns and writes `results.json` / `RESULTS.md`."""
-    t_start = time.time()
+def _check_options(opts: SSLOptions) -> None:
     if opts.eval_split not in ("val", "test"):
         raise DemoError(f"eval_split must be 'val' or 'test', got {opts.eval_split!r}")
     if not opts.labels_per_class or min(opts.labels_per_class) < 1:
         raise DemoError(f"labels_per_class must be positive, got {list(opts.labels_per_class)}")
     if opts.jobs < 1:
         raise DemoError(f"jobs must be ≥ 1, got {opts.jobs}")
-    rows = opts.chosen_rows()
-    out = Path(opts.out_dir).resolve()
-    _prepare_out(out, opts.overwrite)
+
+
+def _check_same_settings(out: Path, settings: Dict[str, Any]) -> None:
+    """A folder holding a run with other settings is refused (results of different settings never mix)."""
     settings_path = out / "settings.json"
-    settings = _settings(opts)
     if settings_path.is_file():
         old = json.loads(settings_path.read_text())
         if old != settings:
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise DemoError(f"{out} holds a benchmark run with other settings ({', '.join(changed)}); "
                             "use --overwrite or another --out (results of different settings never mix)")
-    merged_docs = _read_merged(opts, settings)
-    print(f"videohpm data-efficiency benchmark → {out}  ({len(rows)} rows × seeds {list(opts.seeds)}, "
-          f"{opts.jobs} at a time; evaluated on the {opts.eval_split} split)", flush=True)
-    data = _user_data(opts) if opts.data else _generated_data(opts, out)
-    check = _check_data(data, opts)
-    _write_atomic(settings_path, json.dumps(settings, indent=1))
-    few = {}
-    # every labelled list is repeated to fill ≥ 1/4 of the fine-tuning steps per epoch: about 4
-    # epochs whatever the label count (an epoch ends with a checkpoint and a loader restart)
+
+
+def _labelled_lists(opts: SSLOptions, data: Dict[str, str], out: Path) -> Dict[int, Dict[str, Any]]:
+    """The labelled list of every label count (:func:`few_label_list`), each repeated to fill ≥ 1/4
+    of the fine-tuning steps per epoch: about 4 epochs whatever the label count (an epoch ends with
+    a checkpoint and a loader restart)."""
     fill = max(max(opts.labels_per_class) * int(data["num_classes"]),
                _batch(CONFIG_DIR / "finetune.yaml", [*_smoke_overrides(opts), *opts.extra]) * math.ceil(opts.finetune_steps / 4))
-    for k in opts.labels_per_class:
-        few[k] = few_label_list(data["train"], k, out / "labelled" / f"train_{k}_per_class.csv", fill_to=fill)
-    chains = [_Chain(seed, row, str(out), data, opts, few) for seed in opts.seeds for row in rows]
-    # longest chains first (pre-training with the full teacher), so the last ones to finish are short
-    cost = {"hpm": 4, "hpm_lowres2_eqtime": 4, "hpm_lowres2": 3, "hpm_pred_random": 3, "mae_tube": 2, "mae_frame": 2, "scratch": 1}
-    chains.sort(key=lambda c: (-cost.get(c.row.name, 2), c.seed))
+    return {k: few_label_list(data["train"], k, out / "labelled" / f"train_{k}_per_class.csv", fill_to=fill)
+            for k in opts.labels_per_class}
+
+
+#: relative cost of a row's chain: the longest (the full teacher's pre-training) start first, so the
+#: last ones to finish are short
+_CHAIN_COST = {"hpm": 4, "hpm_lowres2_eqtime": 4, "hpm_lowres2": 3, "hpm_pred_random": 3, "mae_tube": 2,
+               "mae_frame": 2, "scratch": 1}
+
+
+def _run_chains(chains: List[_Chain], jobs: int, out: Path) -> List[Dict[str, Any]]:
+    """Every chain in a fresh process, `jobs` at a time; each result printed as it lands; every
+    failing chain reported (with its log), then :class:`DemoError`."""
+    chains = sorted(chains, key=lambda c: (-_CHAIN_COST.get(c.row.name, 2), c.seed))
     results: List[Dict[str, Any]] = []
     failures: List[str] = []
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(opts.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
         futures = {pool.submit(_run_chain, ch): ch for ch in chains}
         for i, fut in enumerate(as_completed(futures), 1):
             ch = futures[fut]
@@ -656,34 +658,71 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
                   f"({r['wall_s']:.0f} s)", flush=True)
     if failures:
         raise DemoError(f"{len(failures)} chain(s) failed:\n  " + "\n  ".join(failures))
+    return results
+
+
+def _merge_results(results: List[Dict[str, Any]], rows: Sequence[SSLRow],
+                   merged_docs: Sequence[Tuple[str, Dict[str, Any]]]) -> Dict[str, str]:
+    """Add to `results` the rows of the merged runs that this run does not have (the first file
+    holding a row wins); returns ``{row: file}`` of the added rows."""
     run_rows = {r.name for r in rows}
     merged_rows: Dict[str, str] = {}
     for path, other in merged_docs:
         for r in other["results"]:
             if r["row"] not in run_rows and merged_rows.setdefault(r["row"], path) == path:
                 results.append(r)
+    return merged_rows
+
+
+def _results_doc(opts: SSLOptions, results: List[Dict[str, Any]], rows: Sequence[SSLRow], merged_rows: Dict[str, str],
+                 merged_docs: Sequence[Tuple[str, Dict[str, Any]]], check: Dict[str, Any], settings: Dict[str, Any],
+                 wall_s: float) -> Dict[str, Any]:
+    """`results.json`'s content: the summary, the target's gap report, issue 17's fidelity report,
+    the wall time per row and part, the raw per-chain results, the settings and the machine."""
+    run_rows = {r.name for r in rows}
     table_rows = [r for r in SSL_ROWS if r.name in run_rows or r.name in merged_rows]
+    by_name = {r.name: r for r in SSL_ROWS}
     summary = summarize(results)
     seconds: Dict[str, Dict[str, float]] = {}
     for r in results:
         for part, s in r["seconds"].items():
             seconds.setdefault(r["row"], {}).setdefault(part, 0.0)
             seconds[r["row"]][part] += s
-    n_eval = check[opts.eval_split]
-    by_name = {r.name: r for r in SSL_ROWS}
-    doc = {"eval_split": opts.eval_split, "seeds": list(opts.seeds), "rows": [asdict(r) for r in table_rows],
-           "merged_rows": merged_rows, "merged_machines": {path: other.get("machine", {}) for path, other in merged_docs},
-           "row_steps": {r["row"]: r["pretrain"].get("steps", 0) for r in results},
-           "labels_per_class": list(opts.labels_per_class), "num_classes": check["num_classes"],
-           "n_eval": n_eval, "n_pool": check["pool"], "n_train": check["train"], "n_val": check["val"],
-           "pretrain_steps": next((r["pretrain"]["steps"] for r in results
-                                   if r["pretrain"] and by_name[r["row"]].step_scale == 1.0), 0),
-           "finetune_steps": next((v["steps"] for r in results for v in r["finetune"].values()), 0),
-           "chance": 100.0 / check["num_classes"], "summary": summary, "gaps": gap_report(summary, table_rows),
-           "fidelity": fidelity_report(summary),
-           "seconds": seconds, "results": sorted(results, key=lambda r: (r["row"], r["seed"])),
-           "settings": settings, "jobs": opts.jobs, "wall_s": round(time.time() - t_start, 1),
-           "machine": _machine()}
+    return {"eval_split": opts.eval_split, "seeds": list(opts.seeds), "rows": [asdict(r) for r in table_rows],
+            "merged_rows": merged_rows, "merged_machines": {path: other.get("machine", {}) for path, other in merged_docs},
+            "row_steps": {r["row"]: r["pretrain"].get("steps", 0) for r in results},
+            "labels_per_class": list(opts.labels_per_class), "num_classes": check["num_classes"],
+            "n_eval": check[opts.eval_split], "n_pool": check["pool"], "n_train": check["train"], "n_val": check["val"],
+            "pretrain_steps": next((r["pretrain"]["steps"] for r in results
+                                    if r["pretrain"] and by_name[r["row"]].step_scale == 1.0), 0),
+            "finetune_steps": next((v["steps"] for r in results for v in r["finetune"].values()), 0),
+            "chance": 100.0 / check["num_classes"], "summary": summary, "gaps": gap_report(summary, table_rows),
+            "fidelity": fidelity_report(summary),
+            "seconds": seconds, "results": sorted(results, key=lambda r: (r["row"], r["seed"])),
+            "settings": settings, "jobs": opts.jobs, "wall_s": wall_s, "machine": _machine()}
+
+
+def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
+    """Run (or continue) the benchmark; returns and writes `results.json` / `RESULTS.md`. Options,
+    folder, settings, merged runs and data are all checked before any chain runs."""
+    t_start = time.time()
+    _check_options(opts)
+    rows = opts.chosen_rows()
+    out = Path(opts.out_dir).resolve()
+    _prepare_out(out, opts.overwrite)
+    settings = _settings(opts)
+    _check_same_settings(out, settings)
+    merged_docs = _read_merged(opts, settings)
+    print(f"videohpm data-efficiency benchmark → {out}  ({len(rows)} rows × seeds {list(opts.seeds)}, "
+          f"{opts.jobs} at a time; evaluated on the {opts.eval_split} split)", flush=True)
+    data = _user_data(opts) if opts.data else _generated_data(opts, out)
+    check = _check_data(data, opts)
+    _write_atomic(out / "settings.json", json.dumps(settings, indent=1))
+    few = _labelled_lists(opts, data, out)
+    results = _run_chains([_Chain(seed, row, str(out), data, opts, few) for seed in opts.seeds for row in rows],
+                          opts.jobs, out)
+    merged_rows = _merge_results(results, rows, merged_docs)
+    doc = _results_doc(opts, results, rows, merged_rows, merged_docs, check, settings, round(time.time() - t_start, 1))
     _write_atomic(out / "results.json", json.dumps(doc, indent=1))
     text = format_results(doc)
     _write_atomic(out / "RESULTS.md", "# Data-efficiency benchmark\n\n" + text)
