@@ -55,10 +55,12 @@ def test_smoke_run_every_stage_and_the_table(smoke_run):
 
 
 def test_rerun_skips_finished_stages(smoke_run):
-    out, _ = smoke_run
-    run_ssl_benchmark(_smoke(out, rows=("scratch",)))
+    out, first = smoke_run
+    doc = run_ssl_benchmark(_smoke(out, rows=("scratch",)))
     stages = json.loads((out / "seed0" / "scratch" / "stages.json").read_text())
     assert stages and all(s["status"] == "reused" for s in stages.values())
+    # the row not rerun stays in the table, from its chain's result in the folder
+    assert doc["summary"] == first["summary"] and doc["merged_rows"] == {"hpm": f"{out.resolve()} (earlier runs)"}
 
 
 def test_other_settings_in_the_same_folder_are_refused(smoke_run):
@@ -154,16 +156,19 @@ def test_cheap_teacher_rows_merged_with_a_finished_run(smoke_run, tmp_path):
     """Issue 17's rows run next to a finished run: its rows join the table only when its settings and
     seeds are this run's (checked before any work); the fidelity report compares with `hpm`."""
     out, first = smoke_run
+    # the fixture's results.json as the first run wrote it (a later test reruns one row in that folder)
+    full = tmp_path / "full_results.json"
+    full.write_text(json.dumps(first))
     with pytest.raises(DemoError, match="other settings.*finetune_steps"):
         run_ssl_benchmark(_smoke(tmp_path / "x", rows=("hpm_lowres2",), finetune_steps=3,
-                                 merge=[str(out / "results.json")]))
+                                 merge=[str(full)]))
     with pytest.raises(DemoError, match="seeds"):
-        run_ssl_benchmark(_smoke(tmp_path / "y", rows=("hpm_lowres2",), seeds=(1,), merge=[str(out / "results.json")]))
+        run_ssl_benchmark(_smoke(tmp_path / "y", rows=("hpm_lowres2",), seeds=(1,), merge=[str(full)]))
     assert not (tmp_path / "x" / "settings.json").exists() and not (tmp_path / "y" / "settings.json").exists()
     doc = run_ssl_benchmark(_smoke(tmp_path / "z", rows=("hpm_lowres2", "hpm_lowres2_eqtime"),
-                                   merge=[str(out / "results.json")]))
+                                   merge=[str(full)]))
     assert set(doc["summary"]) == {"scratch", "hpm", "hpm_lowres2", "hpm_lowres2_eqtime"}
-    assert doc["merged_rows"] == {"scratch": str(out / "results.json"), "hpm": str(out / "results.json")}
+    assert doc["merged_rows"] == {"scratch": str(full), "hpm": str(full)}
     assert doc["summary"]["hpm"] == first["summary"]["hpm"]  # the merged row as it was
     cfg = (tmp_path / "z" / "seed0" / "hpm_lowres2" / "pretrain" / "config.yaml").read_text()
     assert "teacher_mode: lowres:2" in cfg

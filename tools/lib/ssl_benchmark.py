@@ -661,6 +661,19 @@ def _run_chains(chains: List[_Chain], jobs: int, out: Path) -> List[Dict[str, An
     return results
 
 
+def _earlier_results(out: Path, seeds: Sequence[int], rows: Sequence[SSLRow]) -> List[Dict[str, Any]]:
+    """Finished chains of other rows in this folder (an earlier invocation, same settings by
+    `settings.json`), for rows finished in every seed of this run: they stay in the table, so a run
+    of a few rows never drops the others from `results.json`."""
+    run_rows = {r.name for r in rows}
+    found = []
+    for row in SSL_ROWS:
+        paths = [out / f"seed{seed}" / row.name / "result.json" for seed in seeds]
+        if row.name not in run_rows and all(p.is_file() for p in paths):
+            found += [json.loads(p.read_text()) for p in paths]
+    return found
+
+
 def _merge_results(results: List[Dict[str, Any]], rows: Sequence[SSLRow],
                    merged_docs: Sequence[Tuple[str, Dict[str, Any]]]) -> Dict[str, str]:
     """Add to `results` the rows of the merged runs that this run does not have (the first file
@@ -721,6 +734,9 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
     few = _labelled_lists(opts, data, out)
     results = _run_chains([_Chain(seed, row, str(out), data, opts, few) for seed in opts.seeds for row in rows],
                           opts.jobs, out)
+    earlier = _earlier_results(out, opts.seeds, rows)
+    if earlier:
+        merged_docs = [(f"{out} (earlier runs)", {"results": earlier}), *merged_docs]
     merged_rows = _merge_results(results, rows, merged_docs)
     doc = _results_doc(opts, results, rows, merged_rows, merged_docs, check, settings, round(time.time() - t_start, 1))
     _write_atomic(out / "results.json", json.dumps(doc, indent=1))
