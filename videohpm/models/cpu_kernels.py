@@ -1,31 +1,46 @@
-"""CPU kernels on oneDNN for the two ops that dominate a ViT step (linear and attention), chosen
-per machine.
+"""CPU kernels for the two ops that dominate a ViT step (linear and attention): oneDNN or ATen,
+whichever is faster on this machine for each shape.
 
 Why: PyTorch runs fp32 CPU matmuls (``F.linear``, ``bmm``, and the GEMMs inside the CPU flash
 attention kernel) through MKL, whose AVX-512 code is only dispatched on Intel CPUs — on AMD Zen
-with AVX-512 it runs AVX2 kernels (~100 GFLOP/s per core on the AVX-512 benchmark machine), while
-oneDNN, also bundled with PyTorch, runs AVX-512 there (~225 GFLOP/s per core). Without AVX-512
+with AVX-512 it runs AVX2 kernels (~100 GFLOP/s per core on the first AVX-512 benchmark machine),
+while oneDNN, also bundled with PyTorch, runs AVX-512 there (~225 GFLOP/s per core); on a second
+AVX-512 AMD machine the two were within 10 % of each other, MKL ahead on some shapes. Without AVX-512
 (AVX2 + FMA only) it is the other way round: both run AVX2 code and MKL's is the faster (a
 1-thread fp32 1024³ GEMM: MKL 82, oneDNN 66 GFLOP/s on a Zen 3 core), so there the plain ops win.
 
-**Choice (once per process, logged):** ``VIDEOHPM_CPU_KERNELS`` = ``auto`` (default), ``onednn``
-or ``aten``; :func:`set_cpu_kernels` does the same at run time. ``auto`` selects by detected
-capability (:func:`cpu_capability`), which respects the ISA caps ``ONEDNN_MAX_CPU_ISA`` and
-``ATEN_CPU_CAPABILITY`` so that an AVX2-only CPU can be emulated on a bigger one:
+**Choice (per shape, once per process and machine, logged):** ``VIDEOHPM_CPU_KERNELS`` =
+``auto`` (default), ``onednn`` or ``aten``; :func:`set_cpu_kernels` does the same at run time.
+The CPU's capability alone does not say which is faster — on one AVX-512 AMD machine oneDNN's
+GEMMs ran 1.8× MKL's, on another the same code was 4–8 % *slower* at the step level than plain
+``F.linear`` (docs/BENCHMARKS.md) — so ``auto`` times the candidates on the shapes that occur, as
+``torch.backends.cudnn.benchmark`` does:
 
-- fp32 linear and long attention go to oneDNN only where oneDNN may use AVX-512
-  (:func:`onednn_has_avx512`); elsewhere ``F.linear`` / SDPA (a timing of both on the step's shapes
-  is noisy on shared machines; the capability rule is deterministic and matched the measurements,
-  docs/BENCHMARKS.md).
+- every fp32 GEMM of a linear layer (the forward and, when a gradient is needed, both backward
+  GEMMs) of at least :data:`MIN_TUNED_MACS` multiply-adds: oneDNN's inner product vs ATen's
+  ``addmm`` / ``mm``; a layer whose three GEMMs all prefer ATen runs plain ``F.linear``;
+- attention over ``N ≥ 512`` tokens: the explicit kernels below (their GEMMs chosen the same way)
+  vs SDPA, forward-only and training (forward + backward) separately.
+
+Each candidate is timed on the call's own operands (best of :data:`TUNE_ROUNDS` interleaved runs
+after a warm-up; no RNG draw, so a run's results do not depend on whether it timed or read the
+cache), and oneDNN must win by :data:`TUNE_MARGIN`: a tie goes to the plain op, so the default
+is never measurably slower than ``F.linear`` / SDPA. Each choice is logged once and kept in a
+per-machine cache (``$VIDEOHPM_KERNEL_CACHE``, default ``~/.cache/videohpm/cpu_kernels``; ``off``
+keeps it in the process), first writer wins: every process on a machine — DeepSpeed ranks, a
+resumed run — runs the same kernel for a shape. Delete the folder to time again (e.g. after a
+run on a loaded machine).
+
 - bf16 GEMMs (a teacher under bf16 autocast) go to oneDNN only where the CPU has native bf16
-  (:func:`cpu_bf16_is_fast`: AVX512-BF16 or AMX, allowed by the caps, and a probe GEMM that runs).
-  Elsewhere bf16 attention takes SDPA (which runs in bf16 on any CPU); the HPM teacher itself
-  runs in fp32 there (``videohpm.methods.hpm``, logged once: bf16 would only be emulated).
+  (:func:`cpu_bf16_is_fast`: AVX512-BF16 or AMX, allowed by the ISA caps ``ONEDNN_MAX_CPU_ISA``
+  / ``ATEN_CPU_CAPABILITY``, and a probe GEMM that runs). Elsewhere bf16 attention takes SDPA
+  (which runs in bf16 on any CPU); the HPM teacher itself runs in fp32 there
+  (``videohpm.methods.hpm``, logged once: bf16 would only be emulated).
 
 Kernels:
 
 - :func:`linear` (fp32, no autocast): forward and both backward GEMMs through
-  ``videohpm::onednn_mm_nt``.
+  ``videohpm::onednn_mm_nt`` (each GEMM on its chosen kernel).
 - :func:`attention` on ``N ≥ 512`` tokens (the decoders and the HPM teacher see all 1568):
   per (sample, head) one GEMM forms the ``N × N`` scores, softmax, one GEMM applies them.
   Forward-only passes (``no_grad``/``inference_mode``: the teacher; fp32, or bf16 under
@@ -39,10 +54,16 @@ CUDA and for other dtypes everything takes ``F.linear`` / ``scaled_dot_product_a
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import platform
+import tempfile
+import time
 from functools import lru_cache
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -162,24 +183,36 @@ def cpu_capability() -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The choice
+# The choice: timed per shape, once per process (and machine, through the cache)
 # ----------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
-def _resolve(setting: str) -> bool:
-    """fp32 oneDNN kernels on for ``setting``? Decided (and logged) once per process and setting."""
-    on = _AVAILABLE and (onednn_has_avx512() if setting == "auto" else setting == "onednn")
-    log.info("videohpm CPU kernels: %s", _describe(setting, on))
-    return on
+#: GEMMs below this many multiply-adds (``M·K·N``) take ATen untimed: there the custom op's and the
+#: timing's overheads (tens of µs) outweigh anything a kernel could win (the tiny configs).
+MIN_TUNED_MACS = 1 << 24
+#: oneDNN must beat ATen by this fraction to be chosen: a tie goes to the plain op.
+TUNE_MARGIN = 0.03
+#: Timed rounds per candidate (interleaved, best of): the first call of each is excluded.
+TUNE_ROUNDS = 5
+
+_CHOICES: Dict[tuple, str] = {}  # (kind, shape..., threads) -> candidate; a plain dict torch.compile reads
+_TUNED: Dict[str, Dict[str, Any]] = {}  # key text -> {"choice", "ms": {candidate: best ms}, "source"}
+_HEADER_LOGGED: set = set()  # settings whose header line was logged
 
 
-_RESOLVED: Dict[str, bool] = {}  # setting -> choice, a plain dict that torch.compile reads as a constant
+def _describe(setting: str) -> str:
+    cap = cpu_capability()
+    fp32 = {"auto": "timed per shape, oneDNN vs ATen (F.linear / torch.mm / SDPA), the faster one",
+            "onednn": "oneDNN (forced)", "aten": "ATen (F.linear / SDPA)"}[setting if _AVAILABLE else "aten"]
+    cache = _cache_dir()
+    return (f"VIDEOHPM_CPU_KERNELS={setting} -> fp32 linear/attention: {fp32}"
+            f"{'; choices cached in ' + str(cache) if setting == 'auto' and cache else ''}; "
+            f"bf16: {_bf16_kernel(setting)} (ATen {cap['aten']}, AVX-512 for oneDNN: {cap['onednn_avx512']}, "
+            f"native bf16: {cap['bf16_fast']}{', caps ' + str(cap['caps']) if cap['caps'] else ''})")
 
 
-def _enabled() -> bool:
-    on = _RESOLVED.get(_SETTING)
-    if on is None:
-        on = _RESOLVED[_SETTING] = _resolve(_SETTING)
-    return on
+def _log_header() -> None:
+    if _SETTING not in _HEADER_LOGGED:
+        _HEADER_LOGGED.add(_SETTING)
+        log.info("videohpm CPU kernels: %s", _describe(_SETTING))
 
 
 def _bf16_kernel(setting: str) -> str:
@@ -188,23 +221,29 @@ def _bf16_kernel(setting: str) -> str:
     return "onednn" if setting != "aten" else "aten"
 
 
-def _describe(setting: str, on: bool) -> str:
-    cap = cpu_capability()
-    return (f"VIDEOHPM_CPU_KERNELS={setting} -> fp32 linear/attention: {'onednn' if on else 'aten (F.linear / SDPA)'}; "
-            f"bf16: {_bf16_kernel(setting)} (ATen {cap['aten']}, AVX-512 for oneDNN: {cap['onednn_avx512']}, "
-            f"native bf16: {cap['bf16_fast']}{', caps ' + str(cap['caps']) if cap['caps'] else ''})")
+def _fp32_summary() -> str:
+    if _SETTING == "aten" or not _AVAILABLE:
+        return "aten"
+    if _SETTING == "onednn":
+        return "onednn"
+    tuned = [t["choice"] for t in _TUNED.values()]
+    if not tuned:
+        return "timed per shape (none seen yet)"
+    fast = sum(c in ("onednn", "explicit") for c in tuned)
+    return f"timed per shape: {len(tuned)} shapes, {fast} on oneDNN / explicit attention, {len(tuned) - fast} on ATen"
 
 
 def chosen_kernels() -> Dict[str, Any]:
-    """What the current setting runs on this CPU: ``{"setting", "fp32", "bf16", "cpu"}`` (the
-    benchmark JSON's ``kernels``)."""
-    return {"setting": _SETTING, "fp32": "onednn" if _enabled() else "aten", "bf16": _bf16_kernel(_SETTING),
-            "cpu": cpu_capability()}
+    """What the current setting runs on this CPU: ``{"setting", "fp32", "bf16", "shapes", "cpu"}``
+    (the benchmark JSON's ``kernels``). ``shapes`` lists the per-shape choices of ``auto`` made so
+    far in this process: key → ``{"choice", "ms": {candidate: best time}, "source": "timed" | "cache"}``."""
+    return {"setting": _SETTING, "fp32": _fp32_summary(), "bf16": _bf16_kernel(_SETTING),
+            "shapes": {k: dict(v) for k, v in _TUNED.items()}, "cpu": cpu_capability()}
 
 
 def set_cpu_kernels(backend: str) -> None:
-    """``"auto"`` (default: by capability), ``"onednn"`` or ``"aten"`` (plain ``F.linear`` / SDPA)
-    for fp32 CPU tensors; the same as ``VIDEOHPM_CPU_KERNELS``."""
+    """``"auto"`` (default: the faster of oneDNN and ATen, timed per shape), ``"onednn"`` or
+    ``"aten"`` (plain ``F.linear`` / SDPA) for fp32 CPU tensors; the same as ``VIDEOHPM_CPU_KERNELS``."""
     global _SETTING
     if backend not in SETTINGS:
         raise ValueError(f"cpu kernels must be one of {SETTINGS}, got {backend!r}")
@@ -216,12 +255,149 @@ def cpu_kernels() -> str:
     return _SETTING
 
 
+def _fp32_cpu(*tensors: torch.Tensor) -> bool:
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and not torch.is_autocast_enabled("cpu"))
+
+
 def _use_onednn(*tensors: torch.Tensor) -> bool:
-    return (
-        _enabled()
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and not torch.is_autocast_enabled("cpu")
-    )
+    """fp32 CPU tensors outside autocast, and a setting that may use oneDNN (``auto``, ``onednn``)."""
+    return _AVAILABLE and _SETTING != "aten" and _fp32_cpu(*tensors)
+
+
+# -- the cache ---------------------------------------------------------------------------------
+def _cache_dir() -> Optional[Path]:
+    """Where ``auto``'s choices persist, one folder per machine: ``$VIDEOHPM_KERNEL_CACHE``
+    (``off`` or empty: this process only), default ``~/.cache/videohpm/cpu_kernels``. The folder
+    name digests what makes a choice machine-specific: the CPU model, the capability under the ISA
+    caps and the torch version (threads are part of every key)."""
+    root = os.environ.get("VIDEOHPM_KERNEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "videohpm",
+                                                                 "cpu_kernels"))
+    if root.strip().lower() in ("", "off", "0", "none"):
+        return None
+    return Path(root) / _machine_digest()
+
+
+@lru_cache(maxsize=None)
+def _machine_digest() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    cap = cpu_capability()
+    text = json.dumps([model, cap["aten"], cap["caps"], cap["onednn_avx512"], cap["bf16_fast"], cap["amx"],
+                       torch.__version__], sort_keys=True)
+    slug = "".join(c if c.isalnum() else "-" for c in model)[:40].strip("-")
+    return f"{slug}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def _cache_read(name: str) -> Optional[Dict[str, Any]]:
+    folder = _cache_dir()
+    if folder is None:
+        return None
+    try:
+        return json.loads((folder / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cache_write(name: str, record: Dict[str, Any]) -> Dict[str, Any]:
+    """Store ``record`` unless another process stored this key first; return the stored record
+    (first writer wins, so every process on the machine runs the same kernel for a shape and
+    results do not depend on which process timed it). Written to a temporary file and linked into
+    place (atomic, never overwrites); a read-only cache only costs the persistence."""
+    folder = _cache_dir()
+    if folder is None:
+        return record
+    final = folder / f"{name}.json"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+            os.link(tmp, final)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    except OSError as e:
+        log.debug("videohpm CPU kernels: cache %s not written (%s)", final, e)
+        return record
+    return _cache_read(name) or record
+
+
+# -- timing --------------------------------------------------------------------------------------
+def _best_times(candidates: Dict[str, Callable[[], Any]]) -> Dict[str, float]:
+    """Best wall time (s) of each candidate over :data:`TUNE_ROUNDS` interleaved rounds, after one
+    untimed call each. The callables run on the caller's real operands and have no side effects
+    (no RNG draws, no in-place writes to their inputs)."""
+    for fn in candidates.values():
+        fn()
+    best = {name: float("inf") for name in candidates}
+    for _ in range(TUNE_ROUNDS):
+        for name, fn in candidates.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def _choose(key: tuple, candidates: Dict[str, Callable[[], Any]], plain: str) -> str:
+    """The faster candidate for ``key`` (cached per process and machine). ``plain`` (the ATen op)
+    wins unless another is faster by :data:`TUNE_MARGIN`."""
+    choice = _CHOICES.get(key)
+    if choice is not None:
+        return choice
+    _log_header()
+    name = "_".join(str(k) for k in key)
+    record = _cache_read(name)
+    source = "cache"
+    if record is None or record.get("choice") not in candidates:
+        times = _best_times(candidates)
+        fastest = min(times, key=times.get)
+        choice = fastest if times[fastest] < times[plain] * (1.0 - TUNE_MARGIN) else plain
+        record = _cache_write(name, {"choice": choice, "ms": {k: round(v * 1e3, 4) for k, v in times.items()}})
+        source = "timed" if record.get("choice") == choice else "cache"
+        log.info("videohpm CPU kernels: %s -> %s (%s)", name, record["choice"],
+                 ", ".join(f"{k} {v:.3f} ms" for k, v in record["ms"].items()))
+    choice = _CHOICES[key] = record["choice"]
+    _TUNED[name] = {"choice": choice, "ms": record.get("ms", {}), "source": source}
+    return choice
+
+
+def _layout(t: torch.Tensor) -> str:
+    return "n" if t.is_contiguous() else "t" if t.t().is_contiguous() else "s"
+
+
+def _gemm_choice(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor]) -> str:
+    """``"onednn"`` or ``"aten"`` for ``a @ b.T (+ bias)`` (fp32) under the current setting."""
+    if _SETTING == "onednn":
+        return "onednn"
+    m, k = a.shape
+    n = b.shape[0]
+    if _SETTING == "aten" or m * k * n < MIN_TUNED_MACS:
+        return "aten"
+    key = ("mm", 1 << (m - 1).bit_length(), k, n, _layout(a), _layout(b), bias is not None, torch.get_num_threads())
+    choice = _CHOICES.get(key)
+    if choice is None:
+        choice = _choose(key, {"aten": lambda: _aten_gemm(a, b, bias), "onednn": lambda: _gemm(a, b, bias)}, "aten")
+    return choice
+
+
+def _aten_gemm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``a @ b.T (+ bias)`` as ``F.linear`` computes it (``addmm`` / ``mm``, transposes as flags)."""
+    return torch.addmm(bias, a, b.t()) if bias is not None else torch.mm(a, b.t())
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``a @ b.T (+ bias)`` on the faster kernel for this shape: fp32 per :func:`_gemm_choice`;
+    bf16 (a teacher under autocast, only reached where the CPU has native bf16) on oneDNN."""
+    if a.dtype == torch.float32 and _gemm_choice(a, b, bias) == "aten":
+        return _aten_gemm(a, b, bias)
+    return _gemm(a, b, bias)
 
 
 def _gemm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -238,8 +414,10 @@ def _gemm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None)
 # ----------------------------------------------------------------------------------------------
 @torch.library.custom_op("videohpm::onednn_mm_nt", mutates_args=())
 def onednn_mm_nt(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``a @ b.T (+ bias)``: ``a: [M, K]``, ``b: [N, K]`` -> ``[M, N]`` (fp32 CPU, oneDNN)."""
-    return _gemm(a, b, bias)
+    """``a @ b.T (+ bias)``: ``a: [M, K]``, ``b: [N, K]`` -> ``[M, N]`` (fp32 CPU). This GEMM and
+    the two of its backward each run on the faster kernel for their shape (:func:`_gemm_choice`;
+    all on oneDNN under ``VIDEOHPM_CPU_KERNELS=onednn``)."""
+    return _mm(a, b, bias)
 
 
 @onednn_mm_nt.register_fake
@@ -268,10 +446,40 @@ def _mm_nt_backward(ctx, grad: torch.Tensor):
 onednn_mm_nt.register_autograd(_mm_nt_backward, setup_context=_mm_nt_setup)
 
 
+def _linear_route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], grad: bool) -> str:
+    """``"onednn"`` (the custom op, whose GEMMs each take their faster kernel) or ``"aten"``
+    (``F.linear``, when its forward and — if a gradient is needed — both backward GEMMs are at
+    least as fast on ATen). Timed on first sight of the shape, on ``x`` and ``weight`` themselves
+    and a stand-in output gradient (the forward's result: real values, no RNG draw)."""
+    if _SETTING == "onednn":
+        return "onednn"
+    m, k = x.shape
+    n = weight.shape[0]
+    if m * k * n < MIN_TUNED_MACS:
+        return "aten"
+    key = ("linear", 1 << (m - 1).bit_length(), k, n, bias is not None, grad, torch.get_num_threads())
+    route = _CHOICES.get(key)
+    if route is None:
+        with torch.no_grad():
+            choices = [_gemm_choice(x, weight, bias)]
+            if grad:
+                g = _aten_gemm(x.detach(), weight.detach())  # [M, N], contiguous as autograd's
+                choices += [_gemm_choice(g, weight.t(), None), _gemm_choice(g.t(), x.t(), None)]
+        route = _CHOICES[key] = "onednn" if "onednn" in choices else "aten"
+    return route
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear`` (``x: [..., K]``, ``weight: [N, K]``) with oneDNN GEMMs for fp32 CPU tensors."""
+    """``F.linear`` (``x: [..., K]``, ``weight: [N, K]``); for fp32 CPU tensors each of its GEMMs
+    runs on the faster of oneDNN and ATen for its shape (``VIDEOHPM_CPU_KERNELS``)."""
+    if _SETTING not in _HEADER_LOGGED and x.device.type == "cpu":
+        _log_header()
     if _use_onednn(x, weight):
-        return onednn_mm_nt(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
+        x2 = x.reshape(-1, x.shape[-1])
+        grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                            or (bias is not None and bias.requires_grad))
+        if _linear_route(x2, weight, bias, grad) == "onednn":
+            return onednn_mm_nt(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])
     return F.linear(x, weight, bias)
 
 
@@ -304,7 +512,7 @@ def onednn_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     out = qkv.new_empty(b, n, num_heads, three_d // 3 // num_heads)
     for i in range(b):
         for j in range(num_heads):
-            out[i, :, j] = _gemm(torch.softmax(_gemm(q[i, j], k[i, j]), dim=-1), vt[i, j])
+            out[i, :, j] = _mm(torch.softmax(_mm(q[i, j], k[i, j]), dim=-1), vt[i, j])
     return out.view(b, n, three_d // 3)
 
 
@@ -325,8 +533,8 @@ def onednn_attention_train(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Ten
     out = qkv.new_empty(b, n, num_heads, three_d // 3 // num_heads)
     for i in range(b):
         for j in range(num_heads):
-            p = torch.softmax(_gemm(q[i, j], k[i, j]), dim=-1)  # [N, N]
-            out[i, :, j] = _gemm(p, vt[i, j])
+            p = torch.softmax(_mm(q[i, j], k[i, j]), dim=-1)  # [N, N]
+            out[i, :, j] = _mm(p, vt[i, j])
             probs.append(p)
     return out.view(b, n, three_d // 3), probs
 
@@ -360,11 +568,11 @@ def onednn_attention_backward(grad_out: torch.Tensor, qkv: torch.Tensor, out: to
             # An N × N operand is only ever passed row-major or as the (transposed) second
             # operand: oneDNN copies a transposed *first* operand, which would cost more than
             # the GEMM. Hence dv and dk are formed transposed.
-            grad[i, :, 2, j] = _gemm(gij.t(), p.t()).t()  # dvᵀ = dOᵀ P
-            ds = _gemm(gij, vt[i, j].t())  # dP = dO vᵀ   [N, N]
+            grad[i, :, 2, j] = _mm(gij.t(), p.t()).t()  # dvᵀ = dOᵀ P
+            ds = _mm(gij, vt[i, j].t())  # dP = dO vᵀ   [N, N]
             ds.sub_(row[i, j]).mul_(p)  # dS
-            grad[i, :, 0, j] = _gemm(ds, k[i, j].t()).mul_(scale)  # dq = dS k · s
-            grad[i, :, 1, j] = _gemm(q[i, j].t(), ds.t()).t()  # dkᵀ = (q·s)ᵀ dS
+            grad[i, :, 0, j] = _mm(ds, k[i, j].t()).mul_(scale)  # dq = dS k · s
+            grad[i, :, 1, j] = _mm(q[i, j].t(), ds.t()).t()  # dkᵀ = (q·s)ᵀ dS
     return grad.view(b, n, three_d)
 
 
@@ -392,6 +600,43 @@ def _attn_backward(ctx, grad_out: Optional[torch.Tensor], grad_probs: Optional[l
 onednn_attention_train.register_autograd(_attn_backward, setup_context=_attn_setup)
 
 
+def _sdpa(qkv: torch.Tensor, num_heads: int, dropout_p: float = 0.0) -> torch.Tensor:
+    b, n, three_d = qkv.shape
+    # [B, N, 3, h, hd] -> [3, B, h, N, hd]: strided views, SDPA handles the strides.
+    q, k, v = qkv.view(b, n, 3, num_heads, three_d // 3 // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    return x.transpose(1, 2).reshape(b, n, three_d // 3)
+
+
+def _train_pass(fn: Callable[[torch.Tensor], torch.Tensor], qkv: torch.Tensor, grad_out: torch.Tensor) -> None:
+    x = qkv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(x)
+    torch.autograd.backward(out, grad_out)
+
+
+def _attention_choice(qkv: torch.Tensor, num_heads: int, mode: str) -> str:
+    """``"explicit"`` (:func:`onednn_attention` / :func:`onednn_attention_train`, GEMMs per
+    :func:`_mm`) or ``"sdpa"`` for fp32 ``qkv`` under the current setting: the faster for this
+    shape, timed on ``qkv`` itself (``mode="train"``: forward + backward with a stand-in gradient
+    made of ``qkv``'s own values, so no RNG draw)."""
+    if _SETTING == "onednn":
+        return "explicit"
+    b, n, three_d = qkv.shape
+    key = ("attn", mode, b, n, num_heads, three_d // 3 // num_heads, torch.get_num_threads())
+    choice = _CHOICES.get(key)
+    if choice is None:
+        with torch.no_grad():
+            if mode == "forward":
+                cands = {"sdpa": lambda: _sdpa(qkv, num_heads), "explicit": lambda: onednn_attention(qkv, num_heads)}
+            else:
+                g = qkv.detach()[..., : three_d // 3].contiguous()
+                cands = {"sdpa": lambda: _train_pass(lambda x: _sdpa(x, num_heads), qkv, g),
+                         "explicit": lambda: _train_pass(lambda x: onednn_attention_train(x, num_heads)[0], qkv, g)}
+        choice = _choose(key, cands, "sdpa")
+    return choice
+
+
 def attention(qkv: torch.Tensor, num_heads: int, dropout_p: float = 0.0) -> torch.Tensor:
     """Multi-head softmax attention from a fused projection.
 
@@ -402,17 +647,15 @@ def attention(qkv: torch.Tensor, num_heads: int, dropout_p: float = 0.0) -> torc
         ``[B, N, D]`` with the heads concatenated.
     """
     b, n, three_d = qkv.shape
-    d = three_d // 3
-    hd = d // num_heads
-    if n >= MIN_ATTENTION_TOKENS and dropout_p == 0.0 and qkv.device.type == "cpu" and _AVAILABLE:
-        forward_only = not (torch.is_grad_enabled() and qkv.requires_grad)
+    if n >= MIN_ATTENTION_TOKENS and dropout_p == 0.0 and qkv.device.type == "cpu" and _AVAILABLE \
+            and _SETTING != "aten":
         # (custom ops bypass autocast: a bf16-autocast teacher hands in its bf16 qkv as is)
-        if forward_only and ((qkv.dtype == torch.float32 and _enabled()) or (
-                qkv.dtype == torch.bfloat16 and _SETTING != "aten" and cpu_bf16_is_fast())):
-            return onednn_attention(qkv, num_heads)
-        if _use_onednn(qkv) and b * num_heads * n * n * 4 <= MAX_SAVED_SCORES_BYTES:
+        if not (torch.is_grad_enabled() and qkv.requires_grad):  # forward only (the HPM teacher)
+            if qkv.dtype == torch.bfloat16 and cpu_bf16_is_fast():
+                return onednn_attention(qkv, num_heads)
+            if _fp32_cpu(qkv) and _attention_choice(qkv, num_heads, "forward") == "explicit":
+                return onednn_attention(qkv, num_heads)
+        elif (_fp32_cpu(qkv) and b * num_heads * n * n * 4 <= MAX_SAVED_SCORES_BYTES
+              and _attention_choice(qkv, num_heads, "train") == "explicit"):
             return onednn_attention_train(qkv, num_heads)[0]
-    # [B, N, 3, h, hd] -> [3, B, h, N, hd]: strided views, SDPA handles the strides.
-    q, k, v = qkv.view(b, n, 3, num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-    x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    return x.transpose(1, 2).reshape(b, n, d)
+    return _sdpa(qkv, num_heads, dropout_p)

@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                         "hpm:<mode>, hpm_decmask:<mode> (method.kwargs.teacher_mode=<mode>, e.g. hpm:subset:0.25)")
     p.add_argument("--cpu-kernels", choices=cpu_kernels.SETTINGS, default="auto",
                    help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels; "
-                        "default auto: chosen by the CPU's capability, as in training)")
+                        "default auto: the faster of oneDNN and ATen, timed per shape, as in training)")
     p.add_argument("--progress", type=float, default=0.5, help="training progress for HPM's α_t")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.5,
                    help="running-cell decoder mask ratio of the *_decmask variants (VideoMAE V2)")
@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: every variant's forward under bf16 autocast and HPM's teacher in bf16 "
                         "(train.precision=bf16 semantics, for GPUs); fp32 weights and optimizer either way")
+    p.add_argument("--flops", action="store_true",
+                   help="also count each variant's training-step FLOPs (torch.utils.flop_counter, one extra "
+                        "untimed step each) and report GFLOP per step, the achieved GFLOP/s and HPM / plain in FLOPs")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     return p
 
@@ -200,6 +203,27 @@ class _Variant:
         return {k: statistics.median(p.get(k, 0.0) for p in self.phases) for k in keys}
 
 
+def step_gflop(v: _Variant) -> float:
+    """GFLOP (2 per multiply-add) of one forward + backward of ``v``, counted by
+    ``torch.utils.flop_counter`` on the plain ops (ATen GEMMs, SDPA's math backend, which it can
+    count: our custom kernels and CPU flash attention are opaque to it); untimed, no optimizer step,
+    gradients dropped afterwards."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    previous = cpu_kernels.cpu_kernels()
+    cpu_kernels.set_cpu_kernels("aten")
+    try:
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            with torch.autocast(v.timer.device.type, dtype=torch.bfloat16, enabled=v.precision == "bf16"):
+                loss = v.forward()
+            loss.backward()
+    finally:
+        cpu_kernels.set_cpu_kernels(previous)
+        v.opt.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
 def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
     from videohpm.masking import make_mask_generator
     from videohpm.methods import build_recipe
@@ -288,6 +312,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             v.step(record=i >= args.warmup)
     cpu_kernels.set_cpu_kernels(args.cpu_kernels)
     wall = time.perf_counter() - t_build
+    gflop = {v.name: step_gflop(v) for v in variants} if args.flops else {}
     kernels = cpu_kernels.chosen_kernels()
     capability = kernels.pop("cpu")
 
@@ -310,6 +335,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         res[f"{v.name}_clips_per_s"] = b / med
         res[f"{v.name}_step_min_s"] = min(v.steps)
         res[f"{v.name}_cpu_s"] = statistics.median(v.cpu)
+        if v.name in gflop:
+            res[f"{v.name}_step_gflop"] = gflop[v.name]
+            res[f"{v.name}_gflop_per_s"] = gflop[v.name] / med
         if v.name.endswith("_compiled"):  # one-time cost: first step minus a steady-state step
             res[f"{v.name}_compile_s"] = v.first_step - med
     for name in ("plain_compiled", "hpm_compiled"):
@@ -345,6 +373,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         res["hpm_vs_plain_time"] = res["hpm_step_s"] / res["plain_step_s"]
         res["hpm_vs_plain_time_min"] = res["hpm_step_min_s"] / res["plain_step_min_s"]
         res["hpm_vs_plain_time_cpu"] = res["hpm_cpu_s"] / res["plain_cpu_s"]
+    if "hpm_step_gflop" in res and "plain_step_gflop" in res:
+        res["hpm_vs_plain_flops"] = res["hpm_step_gflop"] / res["plain_step_gflop"]
     for hpm in (v for v in variants if v.name.startswith("hpm")):
         ph = hpm.median_phases()
         inner = ph.get("teacher_encoder", 0.0) + ph.get("teacher_loss_predictor", 0.0) + ph.get("masking", 0.0)
@@ -387,6 +417,7 @@ def _report(res: Dict[str, Any]) -> str:
                       ("hpm_vs_plain_time", "HPM step time / plain step time: {:.2f}x"),
                       ("hpm_vs_plain_time_min", "HPM / plain on the fastest step of each: {:.2f}x"),
                       ("hpm_vs_plain_time_cpu", "HPM / plain on process CPU time: {:.2f}x"),
+                      ("hpm_vs_plain_flops", "HPM / plain in FLOPs per step: {:.2f}x"),
                       ("hpm_teacher_bf16_vs_plain_time", "HPM with a bf16-autocast teacher / plain: {:.2f}x"),
                       ("hpm_vs_plain_time_compiled", "HPM / plain, both compiled: {:.2f}x"),
                       ("plain_decmask_vs_plain_time", "plain with decoder masking / plain: {:.2f}x"),
@@ -399,6 +430,10 @@ def _report(res: Dict[str, Any]) -> str:
                            (f"{name}_vs_plain_decmask_time", "plain_decmask")):
             if key in res:
                 lines.append(f"{name} (teacher_mode={mode}) / {other}: {res[key]:.2f}x")
+    flops = [f"{name} {res[f'{name}_step_gflop']:.1f} GFLOP, {res[f'{name}_gflop_per_s']:.0f} GFLOP/s"
+             for name in (*VARIANTS, *res.get("teacher_modes", {})) if f"{name}_step_gflop" in res]
+    if flops:
+        lines.append("FLOPs per training step (forward + backward), achieved rate: " + "; ".join(flops))
     for name in ("hpm", "hpm_decmask", "hpm_teacher_bf16", "hpm_compiled", *res.get("teacher_modes", {})):
         if f"{name}_breakdown_s" in res:
             total = res[f"{name}_step_s"]
