@@ -218,3 +218,39 @@ def test_base_that_is_not_a_yaml_config_gives_a_short_error(tmp_path):
     with pytest.raises(ConfigError, match="not a YAML config") as e:  # the list given as --config itself
         load_config(str(lst))
     assert "video_00001.webm" not in str(e.value)
+
+
+def test_all_settings_problems_reported_together():
+    """One launch, one error: every bad value of the config named, each with its key."""
+    with pytest.raises(ConfigError) as e:
+        load_config(TINY, ["train.batch_size=0", "optim.warmup_epochs=5", "optim.layer_decay=1.5",
+                           "data.num_frames=0", "deepspeed.zero_stage=4"])
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{TINY}: 5 settings problems:"
+    keys = [ln.strip().split(":")[0].split(" ")[0] for ln in lines[1:]]
+    assert keys == ["optim.warmup_epochs", "optim.layer_decay", "train.batch_size", "data.num_frames",
+                    "deepspeed.zero_optimization.stage"]
+    # a warm-up longer than the run names a warm-up that fits
+    assert "optim.warmup_epochs: 5 warm-up epochs do not fit the train.epochs=2 schedule; set " \
+           "optim.warmup_epochs=0.2" in str(e.value)
+    with pytest.raises(ConfigError) as one:  # a single problem stays one line
+        load_config(TINY, ["train.batch_size=0"])
+    assert str(one.value) == f"{TINY}: train.batch_size: must be >= 1, got 0"
+
+
+def test_the_first_hour_scenario_comes_in_one_error(tmp_path):
+    """A 13-video list with a big-data recipe's warm-up and accumulation, one epoch to try: both
+    problems and their fixes in one message, before any work."""
+    lst = tmp_path / "train.csv"
+    lst.write_text("".join(f"v{i}.mp4 {i % 3}\n" for i in range(13)) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(TINY, [f"data.train={lst}", "train.epochs=1", "optim.warmup_epochs=5", "train.batch_size=2",
+                           "train.accum_steps=8"])
+    msg = str(e.value)
+    assert msg.startswith(f"{TINY}: 2 settings problems:\n")
+    assert "optim.warmup_epochs: 5 warm-up epochs do not fit the train.epochs=1 schedule; set " \
+           "optim.warmup_epochs=0.1" in msg
+    assert "data.train: 13 videos are too few for one optimizer step with 1 rank(s) × train.batch_size=2 × " \
+           "train.accum_steps=8; set train.accum_steps=6" in msg
+    load_config(TINY, [f"data.train={lst}", "train.epochs=1", "optim.warmup_epochs=0.1", "train.batch_size=2",
+                       "train.accum_steps=6"])  # the fixes it names are enough

@@ -77,22 +77,32 @@ def test_smoke_demo_writes_report_with_real_numbers(smoke_demo):
     # every stage timed, every tool's run folder complete
     assert set(summary["stages"]) == {"data", "video pre-training", "video fine-tuning", "video test",
                                       "image pre-training", "image fine-tuning", "image test", "figures",
-                                      "video predict", *(f"video label-scarce {row} features {split}"
+                                      "video predict", *(f"video label-scarce {row} {stage}"
                                                          for row in ("pretrained", "scratch")
-                                                         for split in ("labelled", "eval"))}
+                                                         for stage in ("features train", "features val",
+                                                                       "features test", "probe", "fine-tuning",
+                                                                       "test"))}
     assert all(t["status"] == "ran" and t["seconds"] >= 0 for t in summary["stages"].values())
-    # the label-scarce probe: the pre-trained encoder and no pre-training, same probe, chance next to them
+    # the label-scarce section: the probe and LP-FT from it, pre-trained encoder and no pre-training
     probe = summary["label_scarce"]
     assert probe["per_class"] == 1 and probe["val_per_class"] == 0 and probe["chance"] == pytest.approx(12.5)
     section = report[report.index("## What pre-training gave"):].split("\n## ")[0]
     for row, label in (("pretrained", "| HPM pre-training"), ("scratch", "| no pre-training")):
-        r = probe["rows"][row]
-        assert (r["n_train"], r["n_test"]) == (8, 8) and 0.0 <= r["test_top1"] <= 100.0
-        line = next(ln for ln in section.splitlines() if ln.startswith(label))
-        assert f"**{r['test_top1']:.1f}** | {r['test_stderr']:.1f} | 12.5 |" in line
+        r, f = probe["rows"][row], probe["lpft"][row]
+        assert (r["n_train"], r["n_test"], f["n_test"]) == (8, 8, 8) and 0.0 <= r["test_top1"] <= 100.0
+        # LP-FT starts as the probe (same validation top-1) and keeps its best validation epoch
+        assert f["start_val_top1"] == pytest.approx(r["val_top1"], abs=1e-9)
+        assert f["kept_val_top1"] >= r["val_top1"] and f["kept_val_top1"] == max(f["val_top1_by_epoch"].values())
+        lines = [ln for ln in section.splitlines() if ln.startswith(label)]
+        assert f"| frozen probe | **{r['test_top1']:.1f}** | {r['test_stderr']:.1f} |" in lines[0]
+        assert f"| LP-FT | **{f['test_top1']:.1f}** | {f['test_stderr']:.1f} | {f['kept_val_top1']:.1f} | " \
+               f"epoch {f['kept_epoch']} | 12.5 |" in lines[1]
     assert report.index("## What pre-training gave") < report.index("## Models and HPM pre-training")
-    gap = probe["rows"]["pretrained"]["test_top1"] - probe["rows"]["scratch"]["test_top1"]
-    assert f"**{abs(gap):.1f} points**" in section and "λ chosen on the test list itself (smoke" in section
+    for name, rows in (("probe", probe["rows"]), ("LP-FT", probe["lpft"])):
+        a, b = rows["pretrained"]["test_top1"], rows["scratch"]["test_top1"]
+        se = math.sqrt(a * (100 - a) / 8 + b * (100 - b) / 8)  # binomial s.e. of the difference, in points
+        assert f"{name} {a - b:+.1f} ± {se:.1f} points" in section
+    assert "λ and the LP-FT epoch chosen on the test list itself (smoke" in section
     # the report ends with tools/predict.py on two demo videos: its command and one answer line each
     tail = report[report.index("## Answers for two demo videos"):]
     assert "$ python tools/predict.py checkpoint=" in tail and "## " not in tail[3:]

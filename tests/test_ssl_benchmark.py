@@ -203,3 +203,28 @@ def test_step_scale_and_fidelity_maths():
     doc = {"machine": {"aten": "AVX512", "kernels": "onednn"}, "merged_machines": {"a.json": {"aten": "AVX2", "kernels": "aten"}}}
     assert "another machine (ATen AVX2, kernels aten; this run: ATen AVX512, kernels onednn)" in _machine_note(doc)
     assert _machine_note({**doc, "merged_machines": {"a.json": dict(doc["machine"])}}) == ""
+
+
+def test_adamae_row_step_time_and_comparison_with_hpm(tmp_path):
+    from tools.lib.ssl_benchmark import pretrain_seconds_per_step, pretrain_step_seconds
+
+    row = next(r for r in SSL_ROWS if r.name == "adamae")
+    assert (row.pretrain, row.step_scale, row.paper) == ("pretrain_adamae", 1.0, False)
+    assert (CONFIG_DIR / "pretrain_adamae.yaml").is_file()
+    # a run killed after epoch 0 and resumed: epoch 1 logged twice, the last record counts
+    log = [{"type": "epoch", "epoch": 0, "step": 4, "epoch_time_s": 2.0},
+           {"type": "epoch", "epoch": 1, "step": 8, "epoch_time_s": 9.0},
+           {"type": "step", "step": 5, "loss": 1.0},
+           {"type": "epoch", "epoch": 1, "step": 8, "epoch_time_s": 4.0}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n{cut")
+    assert pretrain_step_seconds(tmp_path) == pytest.approx(6.0 / 8)
+    assert pretrain_step_seconds(tmp_path / "none") is None
+    results = [{"row": "adamae", "seed": s, "pretrain": {"steps": 768, "s_per_step": v}} for s, v in ((0, 0.4), (1, 0.6))]
+    results += [{"row": "scratch", "seed": 0, "pretrain": {}}, {"row": "hpm", "seed": 0, "pretrain": {"steps": 768}}]
+    doc = {"results": results}
+    assert pretrain_seconds_per_step(doc, "adamae") == pytest.approx(0.5)
+    assert pretrain_seconds_per_step(doc, "scratch") is None and pretrain_seconds_per_step(doc, "hpm") is None
+    cell = lambda m, s: {"mean": m, "std": s, "seeds": {}}  # noqa: E731
+    f = fidelity_report({"hpm": {"probe_5": cell(19.0, 1.0)}, "adamae": {"probe_5": cell(16.0, 1.0)}}, "hpm", ("adamae",))
+    assert f["adamae"]["probe_5"] == {"diff": pytest.approx(-3.0), "pooled_std": pytest.approx(1.0),
+                                      "within_noise": False}

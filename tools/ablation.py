@@ -19,7 +19,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import videohpm.data  # noqa: E402,F401  (loads PyAV before decord, see videohpm/data/video.py)
 from tools.lib import cli  # noqa: E402
 from tools.lib.demo import ABLATION_VARIANTS, DemoError, DemoOptions, run_ablation  # noqa: E402
 
@@ -39,6 +38,9 @@ def main(argv=None) -> int:
     p.add_argument("--labels-per-class", type=int, default=6,
                    help="also fine-tune every row on this many training videos per class, half the steps (0 = skip)")
     args = p.parse_args(argv)
+    # after parsing (it imports torch); loads PyAV before decord, see videohpm/data/video.py
+    import videohpm.data  # noqa: F401
+
     opts = DemoOptions(out_dir=args.out, smoke=args.smoke, ranks=args.ranks, threads=args.threads,
                        in_process=args.in_process, overwrite=args.overwrite)
     with cli.exits(DemoError, prefix="\nablation FAILED", code=1):

@@ -17,6 +17,10 @@ SUITES = {"model": "tools.lib.benchmarks.model", "data": "tools.lib.benchmarks.d
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        print(f"\nsuites: {', '.join(sorted(SUITES))}; `python tools/benchmark.py SUITE --help` lists a suite's options")
+        return 0
     if not argv or argv[0] not in SUITES:
         print(__doc__.strip(), file=sys.stderr)
         print(f"\nfirst argument must be one of {sorted(SUITES)}", file=sys.stderr)

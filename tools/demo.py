@@ -20,7 +20,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import videohpm.data  # noqa: E402,F401  (loads PyAV before decord, see videohpm/data/video.py)
 from tools.lib import cli  # noqa: E402
 from tools.lib.demo import DemoError, DemoOptions, run_demo  # noqa: E402
 
@@ -53,6 +52,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.ranks < 1:
         p.error("--ranks must be >= 1")
+    # after parsing (it imports torch); loads PyAV before decord, see videohpm/data/video.py
+    import videohpm.data  # noqa: F401
+
     opts = DemoOptions(out_dir=args.out, smoke=args.smoke, ranks=args.ranks, threads=args.threads,
                        in_process=args.in_process, overwrite=args.overwrite, seed=args.seed,
                        images=not args.no_images, num_vis=args.num_vis, epochs=parse_epochs(args.epochs))

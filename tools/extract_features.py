@@ -2,12 +2,12 @@
 """Frozen encoder features of a checkpoint, saved as .npy shards plus an index CSV.
 
     # a pre-training run's encoder on a list (labels, if the list has them, go into index.csv)
-    python tools/extract_features.py --config configs/pretrain/ssv2_vit_b_hpm.yaml \\
-        checkpoint=outputs/pt/model_final.pth data_lists/ssv2/val.csv --output-dir feats/val
+    python tools/extract_features.py checkpoint=outputs/pt/model_final.pth data_lists/ssv2/val.csv \\
+        --output-dir feats/val
     # HPM's EMA teacher, one feature per time slice (keeps the temporal order), a folder of videos
     python tools/extract_features.py checkpoint=outputs/pt --teacher --pool time my_videos/ --output-dir feats/mine
     # all tokens, all GPUs of a node: each rank writes its own shards, rank 0 the shared index
-    deepspeed --num_gpus 8 tools/extract_features.py --config ... checkpoint=... --pool tokens list.txt --output-dir f
+    deepspeed --num_gpus 8 tools/extract_features.py checkpoint=outputs/pt --pool tokens list.txt --output-dir f
 
 `--pool mean`: `[D]` per video, the mean over all tokens (exactly what tools/knn.py uses, before
 its ℓ2 normalization); `time`: `[T', D]`, the mean per time slice in temporal order; `tokens`:
@@ -16,8 +16,9 @@ as tools/knn.py). Inputs: video files, folders (recursive) and list files, as to
 `--config` defaults to the `config.yaml` of the checkpoint's run folder (else the config stored
 in the checkpoint). Writes
 `features-r<rank>-<k>.npy`, `index.csv` (video, path, status, error, label, shard, row) and
-`features.json` into `--output-dir` (which must not hold features already); broken videos get
-`status=broken` and no row. Read them back with `videohpm.evaluation.features.load_features`.
+`features.json` into `--output-dir` (a folder that holds features is refused unless
+`--overwrite`); broken videos get `status=broken` and no row. Exit 1 when no video could be
+decoded (then nothing is written). Read them back with `videohpm.evaluation.features.load_features`.
 """
 from __future__ import annotations
 
@@ -34,12 +35,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--config", default=None,
                    help="the model's pre-training or fine-tuning YAML (default: config.yaml of the checkpoint's run)")
-    p.add_argument("--output-dir", required=True, help="folder for the shards and index.csv (must not hold features)")
+    p.add_argument("--output-dir", required=True, help="folder for the shards and index.csv")
     p.add_argument("--pool", default="mean", choices=("mean", "time", "tokens"), help="what to keep per video")
     p.add_argument("--teacher", action="store_true", help="the EMA teacher saved with the checkpoint (HPM)")
     p.add_argument("--random-init", action="store_true", help="no checkpoint: the randomly initialised encoder")
     cli.add_options(p, "--data-root", "--batch-size")
     p.add_argument("--shard-rows", type=int, default=0, help="videos per .npy shard (default: up to 256 MiB each)")
+    cli.add_overwrite(p)
     cli.add_options(p, "--local_rank", "args")
     return p.parse_intermixed_args(argv)
 
@@ -54,12 +56,17 @@ def main(argv=None) -> int:
     cli.refuse_random_init_checkpoint(args, checkpoint)
     cli.require_inputs(inputs)
     from videohpm import distributed as vdist
-    from videohpm.evaluation.features import run_extract
+    from videohpm.evaluation.features import held_features, run_extract
 
+    cli.refuse_overwrite(f"--output-dir {args.output_dir}", held_features(args.output_dir), args.overwrite)
     vdist.setup_logging(None)
     with cli.exits(ValueError, FileNotFoundError, FileExistsError):  # ConfigError included
         meta = run_extract(cfg, checkpoint, inputs, args.output_dir, pool=args.pool, teacher=args.teacher,
-                           data_root=args.data_root, batch_size=args.batch_size, shard_rows=args.shard_rows)
+                           data_root=args.data_root, batch_size=args.batch_size, shard_rows=args.shard_rows,
+                           overwrite=args.overwrite)
+    if meta["num_broken"] == meta["num_videos"]:
+        raise cli.ToolError(f"error: none of the {meta['num_videos']} videos could be decoded; check the paths "
+                            "(list paths join --data-root, default data.data_root); nothing written", code=1)
     if vdist.is_main_process():
         print(f"{meta['num_videos']} videos ({meta['num_broken']} broken) → {len(meta['shards'])} shard(s) of "
               f"{args.pool} features {meta['shape']} in {args.output_dir}")

@@ -9,8 +9,6 @@ import argparse
 import sys
 import time
 
-from videohpm.data.demo import make_demo_data
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,6 +22,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-images", action="store_true", help="skip the digit ImageFolder")
     p.add_argument("--tiny", action="store_true", help="1 train + 1 val video per class (tests)")
     args = p.parse_args(argv)
+    from videohpm.data.demo import make_demo_data  # imports torch: after parsing, --help stays fast
+
     t0 = time.time()
     info = make_demo_data(args.out_dir, seed=args.seed, train_per_class=args.train_per_class,
                           val_per_class=args.val_per_class, num_frames=args.num_frames, size=args.size,

@@ -21,8 +21,9 @@ Class names: `--classes` (classes.txt, one per line in id order, or the SSv2 lab
 `data.train` list (tools/make_lists.py writes one), else class ids. `--config` defaults to the
 `config.yaml` saved in the checkpoint's run folder, else to the config stored in the checkpoint
 (`model_final.pth` holds it). Writes `predictions.csv` and
-`predictions.json` into `--output-dir` (default `<train.output_dir>/predict`); existing files are
-never overwritten (the next free `predictions-<n>.*` is used). Other `key=value` override the config.
+`predictions.json` into `--output-dir` (default `<train.output_dir>/predict`); a folder that holds
+them is refused unless `--overwrite`. Exit 1 when no video could be decoded (then no file is
+written). Other `key=value` override the config.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", default=None, help="where to write the answers (default <train.output_dir>/predict)")
     cli.add_options(p, "--data-root", "--batch-size", "--views-per-forward")
     p.add_argument("--ema", action="store_true", help="the model EMA saved with the checkpoint")
+    cli.add_overwrite(p)
     cli.add_options(p, "--local_rank", "args")
     return p.parse_intermixed_args(argv)
 
@@ -55,14 +57,19 @@ def main(argv=None) -> int:
     cfg, checkpoint, inputs = cli.video_tool_config(args)
     cli.require_inputs(inputs)
     from videohpm import distributed as vdist
-    from videohpm.evaluation.predict import run_predict
+    from videohpm.evaluation.predict import PREDICTION_FILES, run_predict
 
     out = args.output_dir or os.path.join(cfg.train.output_dir, "predict")
+    cli.refuse_overwrite(f"--output-dir {out}", cli.held_results(out, PREDICTION_FILES), args.overwrite)
     vdist.setup_logging(None)
     with cli.exits(ValueError, FileNotFoundError):  # ConfigError included
         res = run_predict(cfg, checkpoint, inputs, out, topk=args.topk, classes_file=args.classes,
                           data_root=args.data_root, batch_size=args.batch_size, ema=args.ema,
-                          max_views_per_forward=args.views_per_forward)
+                          max_views_per_forward=args.views_per_forward, overwrite=args.overwrite)
+    if res["num_broken"] == res["num_videos"]:
+        raise cli.ToolError(f"error: none of the {res['num_videos']} videos could be decoded (BROKEN lines above); "
+                            "check the paths (list paths join --data-root, default data.data_root); "
+                            "nothing written", code=1)
     if vdist.is_main_process():
         print(f"{res['num_videos']} videos ({res['num_broken']} broken), {res['clips']}×{res['crops']} views, "
               f"class names: {res['class_names_source']}  → {res['csv']}, {res['json']}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Re-encode the videos of a list to a smaller short side and write the new list.
 
-    python tools/resize_videos.py data_lists/k400/train.csv data/k400_320p --data-root data/k400/videos \
+    python tools/resize_videos.py data_lists/k400/train.csv data/k400_320p --data-root data/k400/videos \\
         --short-side 320 --workers 16 [--to mp4]
 
 Writes OUT_DIR/<sub-folders>/<video> (PyAV: every frame and its timestamp kept, so fps, duration
@@ -18,7 +18,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.lib import cli  # noqa: E402
-from videohpm.data.resize import TARGETS, resize_list  # noqa: E402
 
 
 @cli.main
@@ -28,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("out_dir", help="folder for the re-encoded videos and the new list")
     p.add_argument("--short-side", type=int, default=320, help="new short side in pixels (even; default 320)")
     p.add_argument("--workers", type=int, default=4, help="worker processes")
-    p.add_argument("--to", choices=TARGETS, default=None,
+    p.add_argument("--to", default=None, metavar="{mp4,webm,mkv}",
                    help="container/codec of every output (mp4 = H.264, webm = VP9); default: keep each video's")
     p.add_argument("--data-root", default="", help="prefix for relative paths in the list")
     p.add_argument("--out-list", default=None, help="where to write the new list (default OUT_DIR/<list name>)")
@@ -36,6 +35,10 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="medium", help="x264 preset (ultrafast ... veryslow)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    from videohpm.data.resize import TARGETS, resize_list  # imports torch: after parsing, --help stays fast
+
+    if args.to is not None and args.to not in TARGETS:
+        p.error(f"argument --to: invalid choice: {args.to!r} (choose from {', '.join(TARGETS)})")
     with cli.exits(FileNotFoundError, ValueError):
         report = resize_list(args.list, args.out_dir, args.short_side, args.workers, args.to, args.data_root,
                              args.out_list, args.crf, args.preset, progress=not args.no_progress)

@@ -2,7 +2,7 @@
 """`make benchmark-ssl`: the data-efficiency benchmark — does pre-training pay off when labels are
 scarce? Every row of HPM journal Table 12 (no pre-training, MAE tube, MAE per-frame random, HPM
 L_pred with random masks, HPM learn-to-mask; plus HPM with the cheap lowres:2 teacher, at the same
-steps and at the full teacher's wall time) is pre-trained with the same step budget on an unlabelled pool, then evaluated by a frozen linear probe
+steps and at the full teacher's wall time, and AdaMAE's learned token sampler) is pre-trained with the same step budget on an unlabelled pool, then evaluated by a frozen linear probe
 that keeps time and by fine-tuning, on 1 / 5 / 25 labelled videos per class, for 3 seeds.
 
     python tools/ssl_benchmark.py                              # the full run → outputs/ssl_benchmark
@@ -11,6 +11,7 @@ that keeps time and by fine-tuning, on 1 / 5 / 25 labelled videos per class, for
     python tools/ssl_benchmark.py --smoke --out /tmp/s         # test-sized, about a minute
     # issue 17's cheap-teacher rows next to a finished run (same settings and seeds, checked):
     python tools/ssl_benchmark.py --rows hpm_lowres2 hpm_lowres2_eqtime --merge docs/evidence/ssl_benchmark_results.json
+    python tools/ssl_benchmark.py --rows adamae --jobs 3 --merge docs/evidence/ssl_benchmark_results.json
     # your own labelled list-file data set (the pool defaults to data.train):
     python tools/ssl_benchmark.py data.train=lists/train.csv data.val=lists/val.csv \\
         data.test=lists/test.csv data.num_classes=10 data.data_root=/videos --pool lists/unlabelled.csv
@@ -28,7 +29,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import videohpm.data  # noqa: E402,F401  (loads PyAV before decord, see videohpm/data/video.py)
 from tools.lib.demo import DemoError  # noqa: E402
 from tools.lib.ssl_benchmark import SSL_ROWS, SSLOptions, run_ssl_benchmark  # noqa: E402
 
@@ -66,6 +66,9 @@ def main(argv=None) -> int:
     if bad:
         print(f"error: expected key=value, got {bad}", file=sys.stderr)
         return 2
+    # after parsing (it imports torch); loads PyAV before decord, see videohpm/data/video.py
+    import videohpm.data  # noqa: F401
+
     opts = SSLOptions(out_dir=args.out, seeds=args.seeds, rows=args.rows, labels_per_class=args.labels_per_class,
                       eval_split=args.eval_split, pretrain_steps=args.pretrain_steps,
                       finetune_steps=args.finetune_steps, pool_per_class=args.pool_per_class,

@@ -21,7 +21,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.lib import cli  # noqa: E402
-from videohpm.config import load_tool_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli.main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from videohpm.config import load_tool_config  # imports torch: after parsing, --help stays fast
+
     with cli.config_errors():
         cfg, checkpoint = load_tool_config(args.config, args.overrides, require_checkpoint=True)
     from videohpm.evaluation.teacher_fidelity import format_table, run_teacher_fidelity

@@ -30,7 +30,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.lib import cli  # noqa: E402
-from videohpm.config import ConfigError, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.launcher_env(args)
+    from videohpm.config import ConfigError, load_config  # imports torch: after parsing, --help stays fast
+
     with cli.exits(ConfigError, prefix="config error"):
         cfg = load_config(args.config, args.overrides)
     if args.print_config:

@@ -2,15 +2,17 @@
 """Look at what HPM sees (HPM journal Fig. 2), or plot a run's training curves.
 
     # input / true loss / predicted loss / HPM mask at progress t/T / reconstruction
-    python tools/visualize.py --config configs/test/pretrain_hpm_tiny.yaml checkpoint=outputs/pre \
-        --input video.webm --progress 0.5 --out outputs/vis [--mp4] [--student]
+    python tools/visualize.py checkpoint=outputs/pre --input video.webm --progress 0.5 --out outputs/vis \\
+        [--mp4] [--student] [--config configs/test/pretrain_hpm_tiny.yaml]
     # images: an image pre-training config and a .png / .jpg input
     # training curves (loss parts, lr, α_t) from the engine's JSON-lines log
     python tools/visualize.py --log outputs/pre/log.jsonl --out outputs/vis/curves.png
 
 Writes `<stem>_p<progress>.png` (a grid: rows = panels, columns = frames) and an animated
-`.gif` (or `.mp4`) with the panels side by side. Other `section.key=value` override the YAML
-(e.g. `mask.kwargs.alpha_T=1.0`).
+`.gif` (or `.mp4`) with the panels side by side; existing figures are refused unless
+`--overwrite`. `--config` defaults to the `config.yaml` of the checkpoint's run folder (else the
+config stored in `model_final.pth`). Other `section.key=value` override the YAML (e.g.
+`mask.kwargs.alpha_T=1.0`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from tools.lib import cli  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.parser(__doc__)
-    p.add_argument("--config", help="pre-training YAML config of the checkpoint")
+    p.add_argument("--config", help="pre-training YAML config (default: config.yaml of the checkpoint's run folder)")
     p.add_argument("--input", help="a video file or an image")
     p.add_argument("--progress", type=float, default=1.0, help="training progress t/T that sets α_t (Eq. 8)")
     p.add_argument("--start", type=int, default=0, help="first frame of the clip")
@@ -35,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mp4", action="store_true", help="write an MP4 instead of a GIF")
     p.add_argument("--log", help="plot this log.jsonl instead (no model needed)")
     p.add_argument("--out", required=True, help="output folder (figures) or .png path (--log)")
+    cli.add_overwrite(p)
     cli.add_options(p, "overrides")
     return p.parse_intermixed_args(argv)
 
@@ -46,16 +49,22 @@ def main(argv=None) -> int:
         from videohpm.evaluation.visualize import plot_training_curves
 
         out = args.out if args.out.endswith(".png") else os.path.join(args.out, "curves.png")
+        cli.refuse_overwrite(f"--out {args.out}", [out] if os.path.exists(out) else [], args.overwrite)
         panels = plot_training_curves(args.log, out)
         print(f"wrote {out}: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in panels.items()))
         return 0
-    if not (args.config and args.input):
-        raise cli.ToolError("error: give --config, --input and one checkpoint=<path> (or --log)")
-    from videohpm.config import load_tool_config
+    if not args.input:
+        raise cli.ToolError("error: give --input and one checkpoint=<path> (or --log)")
+    stem = f"{os.path.splitext(os.path.basename(args.input))[0]}_p{args.progress:.2f}"
+    figures = [stem + ".png", stem + (".mp4" if args.mp4 else ".gif")]
+    cli.refuse_overwrite(f"--out {args.out}", cli.held_results(args.out, figures), args.overwrite)
+    from videohpm.data.video import VideoDecodeError
+    from videohpm.evaluation.predict import tool_config
     from videohpm.evaluation.runner import run_visualize
 
-    with cli.exits(ValueError, FileNotFoundError):  # a ConfigError, too, is reported as "error: ..."
-        cfg, checkpoint = load_tool_config(args.config, args.overrides)
+    # a ConfigError, too, is reported as "error: ..."; an undecodable --input is bad input (exit 2)
+    with cli.exits(ValueError, FileNotFoundError, VideoDecodeError):
+        cfg, checkpoint = tool_config(args.config, args.overrides)
         files = run_visualize(cfg, checkpoint, args.input, args.out, progress=args.progress,
                               use_teacher=not args.student, num_loss_masks=args.loss_masks, seed=args.seed,
                               fmt="mp4" if args.mp4 else "gif", start=args.start)

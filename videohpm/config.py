@@ -38,6 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from videohpm.data.config import DataConfig
 from videohpm.data.config import validate as validate_data
+from videohpm.distributed import get_world_size, quiet_deepspeed
 from videohpm.precision import PRECISIONS
 
 __all__ = [
@@ -65,6 +66,8 @@ __all__ = [
     "resolve_deepspeed_dict",
     "check_data_against_model",
     "check_labels",
+    "settings_error",
+    "short_warmup",
 ]
 
 # `optim.name`: AdamW for pre-training and fine-tuning (Tables S1–S2), SGD with momentum for
@@ -86,12 +89,16 @@ class ModelConfig:
     `fc_norm`/`head`; a pre-training model's decoders / loss predictor); the pre-training parts a
     classifier has no use for (decoder, `mask_token`, loss predictor, teacher) are ignored.
     `false`: load what fits and go on, with a WARNING that lists the rest. A checkpoint of which
-    not one tensor fits is always an error."""
+    not one tensor fits is always an error.
+    `pretrained_teacher` (default false): start from the EMA teacher saved next to the student
+    (HPM's official `ema_state_dict`, our `teacher`) instead of the student, as the official
+    fine-tuning's `--teacher`."""
 
     name: str = MISSING
     kwargs: Dict[str, Any] = field(default_factory=dict)
     pretrained: Optional[str] = None
     pretrained_strict: bool = True
+    pretrained_teacher: bool = False
 
 
 @dataclass
@@ -166,6 +173,10 @@ class TrainConfig:
             (0 = at epoch ends only).
         keep_latest: how many rolling `latest-*` checkpoints to keep (>= 1).
         eval_every: validate every N epochs (recipes with a validation split); 0 = never.
+        keep_best: also validate before the first step (step 0: e.g. a head started from a fitted
+            probe) and write as model_final.pth the weights of the best validation top-1 among
+            step 0 and every validation (ties keep the earlier); needs `eval_every >= 1` and a
+            validation list. The run never ends below its own start on the validation split.
         resume: "" (a new run), "auto" (continue the newest complete checkpoint in output_dir,
             if any — only if written with the same config, see `videohpm.engine.runs`) or a
             checkpoint folder. A new run refuses a folder that holds another run's checkpoints or
@@ -210,6 +221,7 @@ class TrainConfig:
     save_every_steps: int = 0
     keep_latest: int = 1
     eval_every: int = 1
+    keep_best: bool = False
     resume: str = ""
     resume_force: bool = False
     overwrite: bool = False
@@ -414,85 +426,147 @@ def save_config(cfg: DictConfig, path: str) -> None:
 
 
 # --------------------------------------------------------------------------- validation
-def _check(ok: bool, source: str, key: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"{source}: {key}: {msg}")
+def settings_error(source: str, problems: Sequence[str]) -> "ConfigError":
+    """One `ConfigError` for all the settings problems of a launch: `source: key: reason` for one,
+    `source: N settings problems:` and one indented line per problem for several (no `source: `
+    prefix when `source` is empty)."""
+    head = f"{source}: " if source else ""
+    if len(problems) == 1:
+        return ConfigError(f"{head}{problems[0]}")
+    return ConfigError(f"{head}{len(problems)} settings problems:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _optim_problems(o: DictConfig, epochs: int) -> List[str]:
+    """`key: reason` of every bad `optim` value (the schedule against `train.epochs` included)."""
+    checks = [
+        (o.name.lower() in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}, got {o.name!r}"),
+        (o.base_lr > 0, "optim.base_lr", f"must be > 0, got {o.base_lr}"),
+        (o.lr is None or o.lr > 0, "optim.lr", f"must be > 0 or null, got {o.lr}"),
+        (o.min_lr >= 0, "optim.min_lr", f"must be >= 0, got {o.min_lr}"),
+        (o.warmup_lr >= 0, "optim.warmup_lr", f"must be >= 0, got {o.warmup_lr}"),
+        (0 <= o.warmup_epochs, "optim.warmup_epochs", f"must be >= 0, got {o.warmup_epochs}"),
+        # a warm-up longer than the run never reaches the peak lr (one as long is warned of by the engine)
+        (o.warmup_epochs <= epochs, "optim.warmup_epochs",
+         f"{o.warmup_epochs:g} warm-up epochs do not fit the train.epochs={epochs} schedule; set "
+         f"optim.warmup_epochs={short_warmup(epochs)} (or more train.epochs)"),
+        (len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas",
+         f"must be two numbers in [0, 1), got {list(o.betas)}"),
+        (o.eps > 0, "optim.eps", f"must be > 0, got {o.eps}"),
+        (0.0 <= o.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {o.momentum}"),
+        (o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}"),
+        (o.weight_decay_end is None or o.weight_decay_end >= 0, "optim.weight_decay_end",
+         f"must be >= 0 or null, got {o.weight_decay_end}"),
+        (0 < o.layer_decay <= 1, "optim.layer_decay", f"must be in (0, 1], got {o.layer_decay}"),
+        (o.clip_grad is None or o.clip_grad >= 0, "optim.clip_grad", f"must be >= 0 or null, got {o.clip_grad}"),
+    ]
+    return [f"{key}: {msg}" for ok, key, msg in checks if not ok]
+
+
+def short_warmup(epochs: int) -> str:
+    """A warm-up that fits `epochs`: a tenth of them (VideoMAE's 5 of 50), at most 5."""
+    return f"{min(5.0, epochs / 10):g}"
+
+
+def _train_problems(t: DictConfig) -> List[str]:
+    """`key: reason` of every bad `train` value."""
+    checks = [
+        (t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}"),
+        (t.accum_steps >= 1, "train.accum_steps", f"must be >= 1, got {t.accum_steps}"),
+        (bool(t.output_dir), "train.output_dir", "must not be empty"),
+        (t.save_every >= 0, "train.save_every", f"must be >= 0, got {t.save_every}"),
+        (t.save_every_steps >= 0, "train.save_every_steps", f"must be >= 0, got {t.save_every_steps}"),
+        (t.keep_latest >= 1, "train.keep_latest", f"must be >= 1, got {t.keep_latest}"),
+        (t.eval_every >= 0, "train.eval_every", f"must be >= 0, got {t.eval_every}"),
+        (not t.keep_best or t.eval_every >= 1, "train.keep_best", "chooses among validations: set train.eval_every >= 1"),
+        (t.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}, got {t.precision!r}"),
+        (t.max_nonfinite >= 1, "train.max_nonfinite", f"must be >= 1, got {t.max_nonfinite}"),
+        (0.0 <= t.max_nonfinite_fraction <= 1.0, "train.max_nonfinite_fraction",
+         f"must be in [0, 1], got {t.max_nonfinite_fraction}"),
+        (not (t.overwrite and t.resume), "train.overwrite",
+         f"true starts a new run, but train.resume={t.resume!r} continues one: set train.resume='' to replace "
+         "the folder's run"),
+        (t.log_every >= 1, "train.log_every", f"must be >= 1, got {t.log_every}"),
+        (t.max_steps >= 0, "train.max_steps", f"must be >= 0, got {t.max_steps}"),
+        (t.check_replicas_every >= 0, "train.check_replicas_every", f"must be >= 0, got {t.check_replicas_every}"),
+        (t.dist_backend in ("", "nccl", "gloo", "mpi", "ccl", "hccl"), "train.dist_backend",
+         f"unknown backend {t.dist_backend!r}"),
+        (t.resume in ("", "auto") or os.path.isdir(t.resume), "train.resume",
+         f"must be '', 'auto' or an existing checkpoint folder, got {t.resume!r}"),
+        (t.knn_every >= 0, "train.knn_every", f"must be >= 0, got {t.knn_every}"),
+        (len(t.knn_k) > 0 and all(int(k) >= 1 for k in t.knn_k), "train.knn_k",
+         f"must be a non-empty list of ints >= 1, got {list(t.knn_k)}"),
+        (t.knn_temperature > 0, "train.knn_temperature", f"must be > 0, got {t.knn_temperature}"),
+    ]
+    return [f"{key}: {msg}" for ok, key, msg in checks if not ok]
+
+
+def _knn_problems(cfg: DictConfig) -> List[str]:
+    """The k-NN health metric needs labelled train and val splits (read with the val transform)."""
+    t = cfg.train
+    if t.knn_every <= 0:
+        return []
+    why = f"train.knn_every={t.knn_every} needs labelled train and val splits"
+    checks = [(bool(cfg.data.train), "data.train", f"not set, but {why}"),
+              (bool(cfg.data.val), "data.val", f"not set, but {why}"),
+              (cfg.data.kind == "image" or cfg.data.num_classes is not None, "data.num_classes",
+               f"not set, but {why} (labels of video lists are checked against it)")]
+    return [f"{key}: {msg}" for ok, key, msg in checks if not ok]
+
+
+def _batch_fit_problems(cfg: DictConfig) -> List[str]:
+    """A video training list too short for one optimizer step: told with the config's other
+    problems (the engine checks it again on the built data set, with the real rank count)."""
+    d, t = cfg.data, cfg.train
+    if d.kind != "video" or not d.train or not os.path.isfile(str(d.train)):
+        return []
+    with open(str(d.train), encoding="utf-8", errors="replace") as f:
+        n = sum(1 for line in f if line.strip())  # one video per non-blank line (videohpm.data.lists)
+    world = max(1, get_world_size())
+    per_rank, need = n // world, int(t.batch_size) * int(t.accum_steps)
+    if n == 0 or per_rank >= need or t.batch_size < 1 or t.accum_steps < 1:
+        return []
+    fix = (f"train.accum_steps={per_rank // t.batch_size}" if per_rank >= t.batch_size else
+           f"train.batch_size={max(per_rank, 1)} train.accum_steps=1")
+    return [f"data.train: {n} videos are too few for one optimizer step with {world} rank(s) × "
+            f"train.batch_size={t.batch_size} × train.accum_steps={t.accum_steps}; set {fix}"]
 
 
 def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
-    """Range and consistency checks that the types alone cannot express.
+    """Range and consistency checks that the types alone cannot express; every problem found is
+    reported in one `ConfigError` (`settings_error`), not only the first.
 
-    Also runs the data package's `validate` on the `data` section and resolves the DeepSpeed section (JSON readable, no keys our config owns, valid ZeRO keys).
+    Also runs the data package's `validate` on the `data` section and resolves the DeepSpeed
+    section (JSON readable, no keys our config owns, valid ZeRO keys).
     """
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: {_omega_message(e)}") from e
-    m, o, t = cfg.model, cfg.optim, cfg.train
-    _check(bool(m.name), source, "model.name", "must name a registered model")
-    _check(bool(cfg.method.name), source, "method.name", "must name a recipe (mae, hpm, classification)")
-    _check(o.name.lower() in OPTIMIZERS, source, "optim.name", f"must be one of {OPTIMIZERS}, got {o.name!r}")
-    _check(o.base_lr > 0, source, "optim.base_lr", f"must be > 0, got {o.base_lr}")
-    _check(o.lr is None or o.lr > 0, source, "optim.lr", f"must be > 0 or null, got {o.lr}")
-    _check(o.min_lr >= 0, source, "optim.min_lr", f"must be >= 0, got {o.min_lr}")
-    _check(o.warmup_lr >= 0, source, "optim.warmup_lr", f"must be >= 0, got {o.warmup_lr}")
-    _check(0 <= o.warmup_epochs <= t.epochs, source, "optim.warmup_epochs",
-           f"must be in [0, train.epochs={t.epochs}], got {o.warmup_epochs}")
-    _check(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), source, "optim.betas",
-           f"must be two numbers in [0, 1), got {list(o.betas)}")
-    _check(o.eps > 0, source, "optim.eps", f"must be > 0, got {o.eps}")
-    _check(0.0 <= o.momentum < 1.0, source, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
-    _check(o.weight_decay >= 0, source, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-    _check(o.weight_decay_end is None or o.weight_decay_end >= 0, source, "optim.weight_decay_end",
-           f"must be >= 0 or null, got {o.weight_decay_end}")
-    _check(0 < o.layer_decay <= 1, source, "optim.layer_decay", f"must be in (0, 1], got {o.layer_decay}")
-    _check(o.clip_grad is None or o.clip_grad >= 0, source, "optim.clip_grad", f"must be >= 0 or null, got {o.clip_grad}")
-    _check(t.epochs >= 1, source, "train.epochs", f"must be >= 1, got {t.epochs}")
-    _check(t.batch_size >= 1, source, "train.batch_size", f"must be >= 1, got {t.batch_size}")
-    _check(t.accum_steps >= 1, source, "train.accum_steps", f"must be >= 1, got {t.accum_steps}")
-    _check(bool(t.output_dir), source, "train.output_dir", "must not be empty")
-    _check(t.save_every >= 0, source, "train.save_every", f"must be >= 0, got {t.save_every}")
-    _check(t.save_every_steps >= 0, source, "train.save_every_steps", f"must be >= 0, got {t.save_every_steps}")
-    _check(t.keep_latest >= 1, source, "train.keep_latest", f"must be >= 1, got {t.keep_latest}")
-    _check(t.eval_every >= 0, source, "train.eval_every", f"must be >= 0, got {t.eval_every}")
-    _check(t.precision in PRECISIONS, source, "train.precision", f"must be one of {PRECISIONS}, got {t.precision!r}")
-    _check(t.max_nonfinite >= 1, source, "train.max_nonfinite", f"must be >= 1, got {t.max_nonfinite}")
-    _check(0.0 <= t.max_nonfinite_fraction <= 1.0, source, "train.max_nonfinite_fraction",
-           f"must be in [0, 1], got {t.max_nonfinite_fraction}")
-    _check(not (t.overwrite and t.resume), source, "train.overwrite",
-           f"true starts a new run, but train.resume={t.resume!r} continues one: set train.resume='' to replace "
-           "the folder's run")
-    _check(t.log_every >= 1, source, "train.log_every", f"must be >= 1, got {t.log_every}")
-    _check(t.max_steps >= 0, source, "train.max_steps", f"must be >= 0, got {t.max_steps}")
-    _check(t.check_replicas_every >= 0, source, "train.check_replicas_every", f"must be >= 0, got {t.check_replicas_every}")
-    _check(t.dist_backend in ("", "nccl", "gloo", "mpi", "ccl", "hccl"), source, "train.dist_backend",
-           f"unknown backend {t.dist_backend!r}")
-    _check(t.resume in ("", "auto") or os.path.isdir(t.resume), source, "train.resume",
-           f"must be '', 'auto' or an existing checkpoint folder, got {t.resume!r}")
-    _check(t.knn_every >= 0, source, "train.knn_every", f"must be >= 0, got {t.knn_every}")
-    _check(len(t.knn_k) > 0 and all(int(k) >= 1 for k in t.knn_k), source, "train.knn_k",
-           f"must be a non-empty list of ints >= 1, got {list(t.knn_k)}")
-    _check(t.knn_temperature > 0, source, "train.knn_temperature", f"must be > 0, got {t.knn_temperature}")
-    if t.knn_every > 0:
-        # The k-NN health metric needs labelled train and val splits (read with the val transform).
-        why = f"train.knn_every={t.knn_every} needs labelled train and val splits"
-        _check(bool(cfg.data.train), source, "data.train", f"not set, but {why}")
-        _check(bool(cfg.data.val), source, "data.val", f"not set, but {why}")
-        _check(cfg.data.kind == "image" or cfg.data.num_classes is not None, source, "data.num_classes",
-               f"not set, but {why} (labels of video lists are checked against it)")
+    problems: List[str] = []
+    if not cfg.model.name:
+        problems.append("model.name: must name a registered model")
+    if not cfg.method.name:
+        problems.append("method.name: must name a recipe (mae, hpm, classification)")
+    problems += _optim_problems(cfg.optim, int(cfg.train.epochs))
+    problems += _train_problems(cfg.train)
+    problems += _knn_problems(cfg)
+    problems += _batch_fit_problems(cfg)
     # The data package's own checks (values; list paths are checked per split when the run
     # builds its datasets). Its messages already name the key ("data.num_frames: ...").
     try:
         validate_data(cfg.data)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: {e}") from e
+        problems.append(str(e))
     # DeepSpeed: file readable, no owned keys, ZeRO section valid.
     ds = cfg.deepspeed
     try:
         resolve_deepspeed_dict(ds.config, OmegaConf.to_container(ds.extra, resolve=True), ds.zero_stage,
                                base_dir=repo_root())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{source}: {e}") from e
+        problems.append(str(e))
+    if problems:
+        raise settings_error(source, problems)
 
 
 def check_data_against_model(cfg: DictConfig, model: Any) -> None:
@@ -617,8 +691,9 @@ def resolve_deepspeed_dict(
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"deepspeed.zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     try:
-        # lazy: importing DeepSpeed is slow (it probes the accelerator); only this check needs it
-        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+        with quiet_deepspeed():  # its first import probes the accelerator and says so
+            # lazy: importing DeepSpeed is slow (it probes the accelerator); only this check needs it
+            from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
         DeepSpeedZeroConfig(**zero)
     except ImportError:  # pragma: no cover - DeepSpeed is a hard dependency

@@ -11,30 +11,24 @@ Environment read (as the DeepSpeed launcher and torchrun set it):
     RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_SIZE / LOCAL_WORLD_SIZE, CROSS_RANK / GROUP_RANK,
     MASTER_ADDR, MASTER_PORT.
 
-SLURM (`srun python tools/train.py ...`, one task per GPU): when no launcher variables are set
-but SLURM's are, `apply_slurm_env()` translates them into the names above (only the missing
-ones, so `MASTER_ADDR` / `MASTER_PORT` exported in the batch script win):
-    RANK        ← SLURM_PROCID
-    WORLD_SIZE  ← SLURM_STEP_NUM_TASKS, else SLURM_NTASKS
-    LOCAL_RANK  ← SLURM_LOCALID
-    LOCAL_WORLD_SIZE ← this node's entry of SLURM_STEP_TASKS_PER_NODE / SLURM_TASKS_PER_NODE
-                  (e.g. "4(x2),2"), else SLURM_NTASKS_PER_NODE
-    GROUP_RANK  ← SLURM_NODEID
-    MASTER_ADDR ← the first host of SLURM_STEP_NODELIST / SLURM_NODELIST / SLURM_JOB_NODELIST,
-                  expanded in pure Python (`expand_nodelist`; no `scontrol` needed)
-    MASTER_PORT ← kept if exported, else `15000 + SLURM_JOB_ID % 10000` (below Linux's ephemeral
-                  range, the same on every task of a job, different for concurrent jobs)
-`VIDEOHPM_IGNORE_SLURM=1` turns the translation off (e.g. a plain `python` inside an `sbatch`
-script, whose environment describes the whole allocation).
+SLURM (`srun python tools/train.py ...`, one task per GPU): `apply_slurm_env()` translates SLURM's
+task variables into the names above (`slurm_env` lists the mapping).
+
+DeepSpeed JIT-builds its CPU communication op on first use: `use_extension_cache()` points every
+entry point at one build cache (`extension_cache_dir()`, the one `make setup` fills), and
+`quiet_deepspeed()` keeps DeepSpeed's op probes off the console unless something fails.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+import tempfile
+import warnings
 from datetime import timedelta
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -60,6 +54,11 @@ __all__ = [
     "broadcast_object",
     "all_gather_object",
     "setup_logging",
+    "extension_cache_dir",
+    "use_extension_cache",
+    "comm_op_built",
+    "build_comm_op",
+    "quiet_deepspeed",
 ]
 
 _LOG_FORMAT = "[%(asctime)s][rank %(rank)s][%(name)s] %(levelname)s: %(message)s"
@@ -219,6 +218,20 @@ def _first_env(*names: str) -> Optional[str]:
 def slurm_env() -> Dict[str, str]:
     """The launcher variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
     MASTER_ADDR, MASTER_PORT) that this SLURM task implies; {} outside a SLURM task.
+    `apply_slurm_env` writes only the missing ones, so `MASTER_ADDR` / `MASTER_PORT` exported in
+    the batch script win:
+        RANK        ← SLURM_PROCID
+        WORLD_SIZE  ← SLURM_STEP_NUM_TASKS, else SLURM_NTASKS
+        LOCAL_RANK  ← SLURM_LOCALID
+        LOCAL_WORLD_SIZE ← this node's entry of SLURM_STEP_TASKS_PER_NODE / SLURM_TASKS_PER_NODE
+                      (e.g. "4(x2),2"), else SLURM_NTASKS_PER_NODE
+        GROUP_RANK  ← SLURM_NODEID
+        MASTER_ADDR ← the first host of SLURM_STEP_NODELIST / SLURM_NODELIST / SLURM_JOB_NODELIST,
+                      expanded in pure Python (`expand_nodelist`; no `scontrol` needed)
+        MASTER_PORT ← kept if exported, else `15000 + SLURM_JOB_ID % 10000` (below Linux's ephemeral
+                      range, the same on every task of a job, different for concurrent jobs)
+    `VIDEOHPM_IGNORE_SLURM=1` turns the translation off (e.g. a plain `python` inside an `sbatch`
+    script, whose environment describes the whole allocation).
 
     Raises `ValueError` naming the variable when one is malformed or missing.
     """
@@ -267,6 +280,117 @@ def apply_slurm_env() -> Dict[str, str]:
     return written
 
 
+# --------------------------------------------------------------------------- DeepSpeed's CPU op
+# DeepSpeed's ShareMemCommBuilder.NAME: the folder and library torch's JIT loader builds for it.
+_COMM_OP = "deepspeed_shm_comm"
+# What DeepSpeed prints while it probes and builds its ops, of no use when all goes well: the link
+# tests of optional ops it will not use (libaio ...), torch's CUDA_HOME note on a CPU machine, the
+# accelerator note, the build's success line.
+_PROBE_NOISE = re.compile(r"cannot find -l\S+|collect2: error: ld returned|No CUDA runtime is found|"
+                          r"deepspeed_shm_comm_op built successfully|Setting accelerator to CPU")
+
+
+def extension_cache_dir() -> str:
+    """Where torch builds JIT extensions (DeepSpeed's CPU communication op) for this project:
+    `$TORCH_EXTENSIONS_DIR` when set, else the virtual environment's `torch_extensions/` (the one
+    `make` uses), else `~/.cache/videohpm/torch_extensions`."""
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return os.environ["TORCH_EXTENSIONS_DIR"]
+    if sys.prefix != sys.base_prefix:
+        return os.path.join(sys.prefix, "torch_extensions")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "videohpm", "torch_extensions")
+
+
+def use_extension_cache() -> str:
+    """Set `$TORCH_EXTENSIONS_DIR` to `extension_cache_dir()` and put this interpreter's `ninja`
+    (if it has one) first on `$PATH`: one cache per environment for every entry point, built and
+    checked by one ninja (two ninja versions each take the other's build log as invalid and
+    rebuild). Processes started afterwards inherit both. Returns the folder."""
+    folder = extension_cache_dir()
+    os.environ["TORCH_EXTENSIONS_DIR"] = folder
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+    path = os.environ.get("PATH", "")
+    if os.path.isfile(os.path.join(bin_dir, "ninja")) and path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+    return folder
+
+
+def comm_op_built() -> bool:
+    """Whether the extension cache holds DeepSpeed's built CPU communication op."""
+    return os.path.isfile(os.path.join(extension_cache_dir(), _COMM_OP, f"{_COMM_OP}.so"))
+
+
+def _comm_op_used() -> bool:
+    """DeepSpeed builds its shared-memory communication op for CPU processes on Linux."""
+    return sys.platform.startswith("linux") and not torch.cuda.is_available()
+
+
+def _build_notice() -> None:
+    """One line before a first build, so that a silent pause is not taken for a hang."""
+    if _comm_op_used() and not comm_op_built() and get_local_rank() == 0:
+        print(f"building DeepSpeed's CPU communication op once, a minute or two (cached in "
+              f"{extension_cache_dir()})", file=sys.stderr, flush=True)
+
+
+def build_comm_op() -> bool:
+    """Build DeepSpeed's CPU communication op into the extension cache now (`make setup` does),
+    so that no run pays for it; returns whether the cache holds it (False where it is not used:
+    GPU machines, other systems)."""
+    use_extension_cache()
+    if not _comm_op_used():
+        return False
+    _build_notice()
+    with quiet_deepspeed():
+        import deepspeed.ops  # heavy: imported where the op is built
+        from deepspeed.accelerator import get_accelerator
+
+        builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+        if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+            return False
+        builder.load()
+    return comm_op_built()
+
+
+@contextlib.contextmanager
+def quiet_deepspeed() -> Iterator[None]:
+    """Inside, whatever reaches stdout / stderr (file descriptors 1 and 2, so the compilers and
+    linkers DeepSpeed starts too) is held back; on leaving, it is written out without the lines of
+    DeepSpeed's op probes (`_PROBE_NOISE`) — or all of it when the block raises, so that a real
+    failure keeps its whole story."""
+    held = []
+    for fd in (1, 2):
+        try:
+            keep = os.dup(fd)
+        except OSError:  # a closed descriptor: nothing to hold back
+            continue
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        tmp = tempfile.TemporaryFile()
+        os.dup2(tmp.fileno(), fd)
+        held.append((fd, keep, tmp))
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, keep, tmp in held:
+            os.dup2(keep, fd)
+            os.close(keep)
+            tmp.seek(0)
+            lines = tmp.read().decode(errors="replace").splitlines(keepends=True)
+            tmp.close()
+            out = "".join(ln for ln in lines if failed or not _PROBE_NOISE.search(ln))
+            if out:
+                os.write(fd, out.encode())
+
+
 # --------------------------------------------------------------------------- setup
 def default_backend() -> str:
     """`nccl` when this process drives a CUDA GPU, `gloo` otherwise (CPU runs, CI)."""
@@ -288,12 +412,14 @@ def init_distributed(backend: Optional[str] = None, timeout_minutes: float = 30.
         backend: "nccl", "gloo" or None for `default_backend()`.
         timeout_minutes: collective timeout; long enough for a slow checkpoint write on rank 0.
 
-    SLURM variables (a task started by `srun`) are translated first (`apply_slurm_env`).
+    SLURM variables (a task started by `srun`) are translated first (`apply_slurm_env`), and the
+    extension cache is set (`use_extension_cache`; a first build of DeepSpeed's CPU op says so).
     Without launcher variables the job is a single process: its one-rank group uses an in-memory
     store (no port to pick or to collide on, nothing written to `os.environ` that subprocesses
     would inherit) — except `LOCAL_RANK=0`, which DeepSpeed insists on reading.
     """
     apply_slurm_env()
+    use_extension_cache()
     device = get_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -304,10 +430,14 @@ def init_distributed(backend: Optional[str] = None, timeout_minutes: float = 30.
     if not launched_by_launcher():
         os.environ.setdefault("LOCAL_RANK", "0")
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
-    import deepspeed  # imported here: importing it is slow and probes the accelerator
+    _build_notice()
+    with quiet_deepspeed():  # its op probes (and a first build of the CPU op) print nothing useful
+        import deepspeed  # imported here: importing it is slow and probes the accelerator
 
-    # Adopts an existing torch group, or initialises one from the launcher's environment.
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=timeout)
+        # Adopts an existing torch group, or initialises one from the launcher's environment.
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=timeout)
+    # DeepSpeed's ZeRO calls torch's deprecated name every step: a note about DeepSpeed's code
+    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor` is deprecated", category=FutureWarning)
     return device
 
 

@@ -188,6 +188,7 @@ def slurm_pretrain(demo, tmp_path_factory) -> Path:
 def test_slurm_variables_two_processes(slurm_pretrain):
     _assert_two_ranks_in_sync(slurm_pretrain, steps=2)
     assert (slurm_pretrain / "checkpoints" / "latest-00000002" / "COMPLETE").exists()
+    assert (slurm_pretrain / "model_final.pth").exists()  # a train.max_steps run ends with its model
     log = (slurm_pretrain / "train.log").read_text()
     assert "2 videos × 1 samples × 2 ranks × 1 accum" in log  # the global batch line of rank 0
 
@@ -247,4 +248,5 @@ def test_deepspeed_two_nodes_without_ssh(demo, tmp_path):
         jobs.append((cmd, {}))
     results = _run_all(jobs)
     _assert_two_ranks_in_sync(out, steps=2)
+    assert (out / "model_final.pth").exists()  # train.max_steps=2 ends with the final model
     assert "node_rank=1" in results[1].stdout or "CROSS_RANK=1" in results[1].stdout

@@ -106,7 +106,8 @@ def test_overwrite_replaces_the_old_run(demo, finished, tmp_path, capsys):
     records = read_log(copy)
     assert {r["run_id"] for r in records} != {old_id} and len({r["run_id"] for r in records}) == 1
     assert [r["step"] for r in records if r["type"] == "step"] == [1, 2]  # not interleaved with the old run
-    assert not (copy / "model_final.pth").exists()  # the old run's export is gone (2 steps: no new one)
+    final = torch.load(copy / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["global_step"] == 2  # the old run's export is gone: this run's (max_steps=2) replaced it
     assert [p.name for p in (copy / "checkpoints").iterdir() if p.name.startswith(("epoch", "latest-"))] == [
         "latest-00000002"]
 

@@ -118,16 +118,19 @@ def test_predict_gives_tools_test_probabilities(demo, tmp_path, capsys):
     assert len(rows) == 2 * demo["n"] + 1 and sum(r["status"] == "broken" for r in rows) == 1
     broken = next(r for r in rows if r["status"] == "broken")
     assert broken["top1_id"] == "" and broken["top1_prob"] == "" and broken["error"]
-    # a second call never overwrites: it writes predictions-1.*; SSv2 labels JSON names the classes
+    # a second call into the same folder is refused; with --overwrite it replaces the answers;
+    # SSv2 labels JSON names the classes
     labels_json = tmp_path / "labels.json"
     rev = list(reversed(demo["classes"]))
     labels_json.write_text(json.dumps({n: str(i) for i, n in enumerate(rev)}))
     first = (out / "predictions.csv").read_bytes()
     some = sorted(by_name)[:2]
-    assert _tool("predict").main([f"checkpoint={demo['run']}/model_final.pth", *[os.path.join(demo["videos"], v) for v in some],
-                                  "--output-dir", str(out), "--classes", str(labels_json), "--topk", "2"]) == 0
-    assert (out / "predictions.csv").read_bytes() == first
-    again = json.load(open(out / "predictions-1.json"))
+    again_args = [f"checkpoint={demo['run']}/model_final.pth", *[os.path.join(demo["videos"], v) for v in some],
+                  "--output-dir", str(out), "--classes", str(labels_json), "--topk", "2"]
+    assert _tool("predict").main(again_args) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "predictions.csv").read_bytes() == first
+    assert _tool("predict").main(again_args + ["--overwrite"]) == 0
+    again = json.load(open(out / "predictions.json"))
     assert again["topk"] == 2 and again["class_names"] == rev
     for p in again["predictions"]:
         assert [t["id"] for t in p["top"]] == [t["id"] for t in by_name[os.path.basename(p["video"])]["top"][:2]]
@@ -136,10 +139,12 @@ def test_predict_gives_tools_test_probabilities(demo, tmp_path, capsys):
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "model_final.pth").write_bytes(open(os.path.join(demo["run"], "model_final.pth"), "rb").read())
-    assert _tool("predict").main([f"checkpoint={alone / 'model_final.pth'}", os.path.join(demo["videos"], some[0]),
+    one = next(v for v in sorted(by_name) if by_name[v]["status"] == "ok")
+    assert _tool("predict").main([f"checkpoint={alone / 'model_final.pth'}", os.path.join(demo["videos"], one),
                                   "--output-dir", str(alone / "p")]) == 0
     solo = json.load(open(alone / "p" / "predictions.json"))["predictions"][0]
-    assert [(t["id"], t["name"]) for t in solo["top"]] == [(t["id"], t["name"]) for t in by_name[some[0]]["top"]]
+    assert solo["top"]
+    assert [(t["id"], t["name"]) for t in solo["top"]] == [(t["id"], t["name"]) for t in by_name[one]["top"]]
 
 
 def test_collect_videos_and_class_names(tmp_path):
@@ -260,7 +265,7 @@ def test_extract_features_are_the_encoder_output(demo, tmp_path):
         if not teacher:
             student_tokens = feats
     assert not np.allclose(feats, student_tokens)  # --teacher read the EMA teacher, not the student
-    with pytest.raises(FileExistsError):  # never overwrites a features folder
+    with pytest.raises(FileExistsError, match="--overwrite"):  # a features folder is refused
         from videohpm.evaluation.features import run_extract
 
         run_extract(cfg, demo["pre"], videos, str(tmp_path / "mean-False"))

@@ -110,6 +110,17 @@ def test_image_mode(tmp_path):
     render_grid_png(vis, str(tmp_path / "img.png"))
 
 
+def test_training_curves_draw_accuracies_in_percent():
+    from videohpm.evaluation.visualize import training_curve_panels
+
+    steps = {"acc": {1: 0.25, 2: 0.5}, "loss": {1: 2.0, 2: 1.5}}
+    epochs = {"train_acc": {0: 0.375}, "val_acc1": {0: 40.0}, "knn_top1": {0: 30.0}, "knn_best_k": {0: 20.0},
+              "best_val_acc1": {0: 40.0}, "kept_val_acc1": {0: 40.0}}
+    panels = {t: dict(s) for t, s in training_curve_panels(steps, epochs).items()}
+    assert panels["train accuracy (%)"] == {"acc": {1: 25.0, 2: 50.0}}  # the recipes' fraction, scaled
+    assert panels["accuracy per epoch (%)"] == {"knn_top1": {0: 30.0}, "train_acc": {0: 37.5}, "val_acc1": {0: 40.0}}
+
+
 def test_training_curves_tolerate_missing_keys_and_resume(tmp_path):
     log = tmp_path / "log.jsonl"
     recs = [
@@ -125,7 +136,7 @@ def test_training_curves_tolerate_missing_keys_and_resume(tmp_path):
     assert steps["loss_pred"] == {1: 0.2} and epochs["val_top1"] == {0: 12.5}
     panels = plot_training_curves(str(log), str(tmp_path / "curves.png"))
     assert panels["loss"] == ["loss", "loss_pred", "loss_rec"]
-    assert "learning rate" in panels and "α_t (Eq. 8)" in panels and panels["per epoch"] == ["val_top1"]
+    assert "learning rate" in panels and "α_t (Eq. 8)" in panels and panels["accuracy per epoch (%)"] == ["val_top1"]
     assert Image.open(tmp_path / "curves.png").size == (700, 4 * 220)
     # only lr: still a plot
     only = tmp_path / "only.jsonl"

@@ -184,6 +184,8 @@ def test_bf16_teacher_runs_in_fp32_where_bf16_is_only_emulated(tiny_model, clip,
     (dict(learn_to_mask=True, loss_pred="none"), "loss predictor"),
     (dict(momentum=1.5), "momentum"),
     (dict(momentm=0.9), "momentm"),
+    (dict(absolute_target="zscore"), "absolute_target"),
+    (dict(absolute_target="standardized"), "loss_pred=absolute"),
 ])
 def test_bad_options_fail_naming_the_key(tiny_model, kw, match):
     with pytest.raises((ValueError, TypeError), match=match):

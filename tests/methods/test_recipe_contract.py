@@ -34,6 +34,8 @@ RECIPES: Dict[str, Dict[str, Any]] = {
                 mask=("hpm", dict(mask_ratio=0.75, alpha_0=0.5, alpha_T=0.5)), options={}),
     "ccmim": dict(kinds=("pretrain",), model=dict(cls_token=True), mask=("importance", dict(mask_ratio=0.75)),
                   options={}),
+    "adamae": dict(kinds=("pretrain",), model={}, mask=("adamae", dict(mask_ratio=0.75)),
+                   options=dict(target="ema_features"), target_dim=True),
     "classification": dict(kinds=("classifier",), model=dict(num_classes=NUM_CLASSES), mask=None,
                            options=dict(model_ema=True, model_ema_decay=0.9)),
     "linear_probe": dict(kinds=("pretrain", "classifier"), model={}, mask=None,

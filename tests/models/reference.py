@@ -126,3 +126,83 @@ def mae_forward(x: torch.Tensor, sd: Sd, ids_keep: torch.Tensor, depth: int, hea
     y = layer_norm(y, sd, "decoder_norm")
     pred = y @ sd["decoder_pred.weight"].t() + sd["decoder_pred.bias"]
     return latent, pred[:, 1:]
+
+
+# --- HPM's official image model (models_mae_learn_loss.MaskedAutoencoderViT), from its equations ---
+def hpm_forward(x: torch.Tensor, sd: Sd, mask: torch.Tensor, depth: int, heads: int, dec_depth: int,
+                dec_heads: int) -> dict:
+    """The official forward on a bool ``mask [B, N]`` (True = hidden; ``mask`` all False = the
+    teacher's pass): the encoder sees ``[CLS] + visible`` (ascending); both decoders read one input
+    ``[CLS | visible + pos | mask_token + pos]`` built with the shared ``decoder_embed`` /
+    ``mask_token``; the loss predictor's ``p·p·3`` outputs are averaged. Outputs (``latent``
+    ``[B, 1 + n, D]``, ``pred`` ``[B, N, p·p·3]``, ``loss_pred`` ``[B, N]``) are in the decoder's
+    ``[visible | masked]`` order, as the official ones."""
+    tok = patch_tokens(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"]) + sd["pos_embed"][:, 1:]
+    b, n, d = tok.shape
+    vis = torch.stack([tok[i][~mask[i]] for i in range(b)])
+    cls = (sd["cls_token"] + sd["pos_embed"][:, :1]).expand(b, -1, -1)
+    h = torch.cat((cls, vis), 1)
+    for i in range(depth):
+        h = block(h, sd, f"blocks.{i}.", heads)
+    latent = layer_norm(h, sd, "norm")
+    y = latent @ sd["decoder_embed.weight"].t() + sd["decoder_embed.bias"]
+    dpos = sd["decoder_pos_embed"]
+    rows = []
+    for i in range(b):
+        masked = sd["mask_token"][0] + dpos[0, 1:][mask[i]]
+        rows.append(torch.cat((y[i, :1] + dpos[0, :1], y[i, 1:] + dpos[0, 1:][~mask[i]], masked)))
+    dec_in = torch.stack(rows)
+
+    def stack(names: str, norm: str, pred: str) -> torch.Tensor:
+        z = dec_in
+        for i in range(dec_depth):
+            z = block(z, sd, f"{names}.{i}.", dec_heads)
+        z = layer_norm(z, sd, norm)
+        return (z @ sd[f"{pred}.weight"].t() + sd[f"{pred}.bias"])[:, 1:]
+
+    pred = stack("decoder_blocks", "decoder_norm", "decoder_pred")
+    loss_pred = stack("decoder_blocks_losspred", "decoder_norm_losspred", "decoder_pred_losspred").mean(-1)
+    return {"latent": latent, "pred": pred, "loss_pred": loss_pred}
+
+
+def hpm_target(x: torch.Tensor, mask: torch.Tensor, p: int, norm_pix_loss: bool = True) -> torch.Tensor:
+    """The official ``forward_loss`` target of the masked patches ``[B, M, p·p·3]`` (ascending):
+    the *model input* patchified ``(p p c)`` (no un-normalisation), each patch standardised over
+    its ``p·p·3`` values with the unbiased variance: ``(v − mean) / (var + 1e-6) ** .5``."""
+    img = x[:, :, 0]
+    b, c, hh, ww = img.shape
+    out = []
+    for i in range(b):
+        rows = []
+        for k in torch.nonzero(mask[i]).flatten().tolist():
+            r, col = divmod(k, ww // p)
+            v = img[i, :, r * p:(r + 1) * p, col * p:(col + 1) * p].permute(1, 2, 0).reshape(-1)
+            if norm_pix_loss:
+                v = (v - v.mean()) / (v.var(unbiased=True) + 1e-6) ** 0.5
+            rows.append(v)
+        out.append(torch.stack(rows))
+    return torch.stack(out)
+
+
+def hpm_relative_loss(loss_pred: torch.Tensor, loss_target: torch.Tensor) -> torch.Tensor:
+    """The official relative objective, pair by pair: ``−1[L_j > L_i] log(σ(L̂_j − L̂_i) + 1e-6) −
+    1[L_j < L_i] log(1 − σ(L̂_j − L̂_i) + 1e-6)`` summed over the batch's ordered pairs, divided
+    by the number of pairs with ``L_i ≠ L_j``."""
+    total, count = 0.0, 0
+    for b in range(loss_pred.shape[0]):
+        for i in range(loss_pred.shape[1]):
+            for j in range(loss_pred.shape[1]):
+                s = torch.sigmoid(loss_pred[b, j] - loss_pred[b, i])
+                if loss_target[b, j] > loss_target[b, i]:
+                    total, count = total - torch.log(s + 1e-6), count + 1
+                elif loss_target[b, j] < loss_target[b, i]:
+                    total, count = total - torch.log(1 - s + 1e-6), count + 1
+    return total / count
+
+
+def hpm_absolute_loss(loss_pred: torch.Tensor, loss_target: torch.Tensor) -> torch.Tensor:
+    """The official absolute objective: the target standardised per image, ``(L − mean) /
+    (var_unbiased + 1e-6) ** .5``, then the mean squared error."""
+    mean = loss_target.mean(1, keepdim=True)
+    var = ((loss_target - mean) ** 2).sum(1, keepdim=True) / (loss_target.shape[1] - 1)
+    return ((loss_pred - (loss_target - mean) / (var + 1e-6) ** 0.5) ** 2).mean()

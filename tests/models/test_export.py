@@ -183,7 +183,7 @@ def test_timm_refuses_video_and_existing_output(tmp_path):
     with pytest.raises(ValueError, match="video model"):
         write_export(MaskedAutoencoder(**TINY_VIDEO), "timm", tmp_path / "t")
     (tmp_path / "taken").mkdir()
-    with pytest.raises(FileExistsError, match="never overwrites"):
+    with pytest.raises(FileExistsError, match="already exists"):
         write_export(MaskedAutoencoder(**TINY_IMAGE), "timm", tmp_path / "taken")
     assert os.listdir(tmp_path) == ["taken"] and not os.listdir(tmp_path / "taken")
 

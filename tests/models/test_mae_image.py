@@ -1,5 +1,7 @@
-"""Image mode as MAE does it: the per-patch normalized-pixel target for T = 1, MAE's 2-D sin-cos
-table and [CLS] token, and official MAE checkpoints (``mae_pretrain_vit_base.pth`` layout of
+"""Image mode in MAE's conventions: the joint per-patch standardisation of the normalized-pixel
+target for T = 1 (of the un-normalised pixels by default; MAE's own target, of the normalised
+input, is ``target_unnormalize=False``: tests/models/test_hpm_official.py), MAE's 2-D sin-cos table
+and [CLS] token, and official MAE checkpoints (``mae_pretrain_vit_base.pth`` layout of
 ``models_mae.py``) loading key for key, against brute-force references of MAE's forward."""
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ def _pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_image_target_standardises_each_patch_jointly_as_mae():
-    """MAE's forward_loss: per patch of p·p·3 values, (v - mean) / sqrt(var_unbiased + 1e-6)."""
+    """Per patch of p·p·3 values, (v - mean) / sqrt(var_unbiased + 1e-6) as MAE's forward_loss —
+    here of the un-normalised pixels (the default ``target_unnormalize``); MAE patchifies the
+    normalised input itself, which gives other values (the standardisation is not invariant to
+    the per-channel affine map)."""
     model = create_model("pretrain_mae_base_patch16_224", **TINY_IMAGE).eval()
     x = clip(t=1, seed=4)
     out = model.target(x)  # [B, N, p*p*3]
@@ -34,9 +39,13 @@ def test_image_target_standardises_each_patch_jointly_as_mae():
                 v = px[i, :, h * p:(h + 1) * p, w * p:(w + 1) * p].permute(1, 2, 0).reshape(-1)  # (p p c)
                 ref[i, h * 4 + w] = (v - v.mean()) / (v.var(unbiased=True) + 1e-6) ** 0.5
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    # and it is not VideoMAE's per-channel standardisation (today's code), which differs a lot
+    # and it is not VideoMAE's per-channel standardisation, which differs a lot
     per_channel = pixel_target(x, 1, 8, per_patch=False)
     assert (per_channel - ref).abs().max() > 0.1
+    # nor MAE's own target (the normalised input patchified): target_unnormalize=False gives that
+    official = create_model("pretrain_mae_base_patch16_224", **TINY_IMAGE, target_unnormalize=False).target(x)
+    torch.testing.assert_close(official, pixel_target(x, 1, 8, mean=None, std=None), rtol=0, atol=0)
+    assert (official - ref).abs().max() > 0.1
 
 
 def test_video_target_keeps_videomae_per_channel_tubelets():

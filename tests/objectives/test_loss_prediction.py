@@ -157,15 +157,17 @@ def test_absolute_matches_loop_and_stops_at_rec():
     assert out.item() == pytest.approx(ref, rel=1e-6)
     out.backward()
     assert rec.grad is None and pred.grad is not None
-    # per-sample standardized target
+    # per-sample standardized target, the official HPM code's: (L - mean) / sqrt(var_unbiased + 1e-6)
     std = absolute_loss_prediction(pred.detach(), rec.detach(), standardize=True)
     ref = 0.0
     for b in range(3):
         vals = [float(v) for v in R[b]]
         m = sum(vals) / 8
-        s = math.sqrt(sum((v - m) ** 2 for v in vals) / 8)
-        ref += sum((float(P[b, i]) - (vals[i] - m) / (s + 1e-6)) ** 2 for i in range(8))
+        var = sum((v - m) ** 2 for v in vals) / 7
+        ref += sum((float(P[b, i]) - (vals[i] - m) / math.sqrt(var + 1e-6)) ** 2 for i in range(8))
     assert std.item() == pytest.approx(ref / 24, rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 masked tokens"):
+        absolute_loss_prediction(pred[:, :1].detach(), rec[:, :1].detach(), standardize=True)
 
 
 def test_dispatch():

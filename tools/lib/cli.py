@@ -10,6 +10,8 @@
   (the loaders are the library's: `videohpm.config.load_config` / `load_tool_config`,
   `videohpm.evaluation.predict.tool_config`); :func:`video_tool_config` for the tools that read
   videos; :func:`refuse_random_init_checkpoint`, :func:`require_inputs`: shared argument checks.
+- :func:`add_overwrite`, :func:`held_results`, :func:`refuse_overwrite`, :func:`remove_results`:
+  the one overwrite policy of the tools that write results.
 
 Imports nothing heavy at module level: a tool's `--help` stays fast.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence
@@ -142,3 +145,59 @@ def require_inputs(inputs: Sequence[str]) -> None:
     """End the tool (exit 2) when no video, folder or list was given."""
     if not inputs:
         raise ToolError("error: no input: give video files, folders or list files")
+
+
+# The one overwrite policy of the tools that write results (README "Where results go"): a target
+# that holds this tool's results is refused before any work, unless --overwrite; the old results
+# are removed only once every check of the run has passed; a run that produced nothing writes no
+# result file, so it never blocks its own rerun.
+OVERWRITE_HELP = "replace the results already there (default: refuse, before any work)"
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    """The `--overwrite` flag of every tool that writes results."""
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+
+
+def held_results(folder: str, names: Sequence[str]) -> list:
+    """The entries of `names` (file or folder names; a trailing `*` matches a prefix) that
+    `folder` holds, sorted."""
+    if not os.path.isdir(folder):
+        return []
+    present = os.listdir(folder)
+    found = {f for n in names for f in present if (f.startswith(n[:-1]) if n.endswith("*") else f == n)}
+    return sorted(found)
+
+
+def refuse_overwrite(where: str, held: Sequence[str], overwrite: bool) -> None:
+    """End the tool (exit 2) when `where` holds results (`held`) and `overwrite` is off."""
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (" …" if len(held) > 4 else "")
+        raise ToolError(f"error: {where} holds results already ({shown}); nothing was changed: "
+                        f"pass --overwrite to replace them, or choose another output")
+
+
+def remove_results(folder: str, held: Sequence[str]) -> None:
+    """Delete the entries `held` of `folder` (what :func:`held_results` found)."""
+    for name in held:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+
+def results_opener(out: str, cleared: Sequence[str], overwrite: bool, log_name: str) -> Callable[[], None]:
+    """The `on_checks_passed` callback of a distributed evaluation tool: once the checkpoint and
+    the lists passed their checks, rank 0 removes the earlier results (`--overwrite`), every rank
+    waits for it, and rank 0's log file starts in `out` — nothing is written before."""
+
+    def checks_passed() -> None:
+        from videohpm import distributed as vdist  # imports torch: not for --help
+
+        if vdist.is_main_process() and overwrite:
+            remove_results(out, held_results(out, cleared))
+        vdist.barrier()
+        vdist.setup_logging(os.path.join(out, log_name) if vdist.is_main_process() else None)
+
+    return checks_passed

@@ -3,7 +3,7 @@
 Every row of HPM journal Table 12 (no pre-training; MAE with tube masks; MAE with per-frame random
 masks; HPM's L_pred with random masks; HPM learn-to-mask, easy-to-hard — plus, beyond the paper,
 HPM with the cheap `lowres:2` teacher of issue 17, at the same steps and at the full teacher's wall
-time) is pre-trained with the **same budget in optimizer steps** (the equal-wall-time row excepted) on an **unlabelled pool** much larger than the labelled set, then evaluated with
+time, and AdaMAE's learned token sampler, HPM's closest peer) is pre-trained with the **same budget in optimizer steps** (the equal-wall-time row excepted) on an **unlabelled pool** much larger than the labelled set, then evaluated with
 label-scarce protocols, for several seeds:
 
 - **probe**: the frozen encoder's features per time slice (`tools/extract_features.py --pool time`,
@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tools.lib.demo import REPO, DemoError, DemoOptions, StageRunner, _resolved_digest, _write_atomic
 
 __all__ = ["SSLRow", "SSL_ROWS", "SSLOptions", "run_ssl_benchmark", "summarize", "format_results",
-           "few_label_list", "gap_report", "fidelity_report", "extract_time_features", "demo_label_scarce_probe"]
+           "few_label_list", "gap_report", "fidelity_report", "pretrain_seconds_per_step", "pretrain_step_seconds", "extract_time_features", "demo_label_scarce_probe"]
 
 CONFIG_DIR = REPO / "configs" / "demo" / "ssl"
 MARKER = ".videohpm-ssl-benchmark"
@@ -88,6 +88,8 @@ SSL_ROWS: Tuple[SSLRow, ...] = (
     # the same at the full teacher's wall time: LOWRES2_STEP_SPEEDUP × the steps
     SSLRow("hpm_lowres2_eqtime", "HPM, teacher_mode lowres:2, at the full teacher's wall time (issue 17)",
            "pretrain_hpm", ("method.kwargs.teacher_mode=lowres:2",), paper=False, step_scale=LOWRES2_STEP_SPEEDUP),
+    # HPM's closest peer: the mask learned from the reconstruction error by a token sampler
+    SSLRow("adamae", "AdaMAE: learned token sampler", "pretrain_adamae", paper=False),
 )
 
 
@@ -298,7 +300,7 @@ def _pretrain_stage(runner: StageRunner, ch: _Chain, base: Path) -> Tuple[Option
     final = run_dir / "model_final.pth"
     if not final.is_file():
         raise DemoError(f"stage {name!r}: {final} was not written")
-    return final, {"steps": steps, "epochs": epochs}
+    return final, {"steps": steps, "epochs": epochs, "s_per_step": pretrain_step_seconds(run_dir)}
 
 
 def extract_time_features(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], seed: int,
@@ -509,6 +511,36 @@ def _machine_note(doc: Dict[str, Any]) -> str:
             "not bit for bit.")
 
 
+def pretrain_seconds_per_step(doc: Dict[str, Any], row: str) -> Optional[float]:
+    """Wall seconds of one pre-training optimizer step of `row`: the mean over its seeds of
+    ``pretrain.s_per_step`` (:func:`pretrain_step_seconds`), or None where no seed recorded it (no
+    pre-training, or a result written before the field existed)."""
+    values = [r["pretrain"]["s_per_step"] for r in doc.get("results", [])
+              if r["row"] == row and (r["pretrain"] or {}).get("s_per_step")]
+    return sum(values) / len(values) if values else None
+
+
+def pretrain_step_seconds(run_dir: Path) -> Optional[float]:
+    """Wall seconds per optimizer step of a finished training run, from its ``log.jsonl``: the sum
+    of the epochs' ``epoch_time_s`` (the last record of each epoch, so a resumed run counts every
+    epoch once) over the final global step; None without epoch records."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return None
+    epochs: Dict[int, Dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("type") == "epoch" and "epoch_time_s" in rec:
+            epochs[int(rec["epoch"])] = rec
+    if not epochs:
+        return None
+    steps = max(int(r["step"]) for r in epochs.values())
+    return sum(float(r["epoch_time_s"]) for r in epochs.values()) / steps if steps else None
+
+
 def format_results(doc: Dict[str, Any]) -> str:
     rows = [r for r in SSL_ROWS if r.name in doc["summary"]]
     protos = [f"{p}_{k}" for p in PROTOCOLS for k in doc["labels_per_class"]]
@@ -534,7 +566,7 @@ def format_results(doc: Dict[str, Any]) -> str:
         f"chance = {chance:.1f} %; one test set's sampling error ≤ {se:.1f} points, 100·√(p(1−p)/n) at p = ½). "
         f"Mean ± sample std over seeds {doc['seeds']} (per-seed values in brackets). Same budget for every "
         f"row: {doc['pretrain_steps']} pre-training steps on {doc['n_pool']} unlabelled videos, "
-        f"{doc['finetune_steps']} fine-tuning steps per label count. † beyond the paper (issue 17)."
+        f"{doc['finetune_steps']} fine-tuning steps per label count. † beyond the paper."
         + (" ‡ from another run with the same settings (" + ", ".join(sorted(set(doc["merged_rows"].values())))
            + ")." if doc.get("merged_rows") else "") + _machine_note(doc), "",
         *lines, "", "Best pre-trained row (paper rows) against no pre-training:", ""]
@@ -550,11 +582,20 @@ def format_results(doc: Dict[str, Any]) -> str:
             text.append(f"- {label}: " + "; ".join(
                 f"{p.replace('_', ' ')}/class {f['diff']:+.1f} (pooled std {f['pooled_std']:.1f}, "
                 f"{'within' if f['within_noise'] else 'outside'} the noise)" for p, f in protos.items()))
+    versus = doc.get("adamae_vs_hpm") or {}
+    if versus:
+        text += ["", "AdaMAE against HPM learn-to-mask (AdaMAE − HPM; within the seed noise = |difference| ≤ 2 × "
+                 "pooled seed std):", "",
+                 "- " + "; ".join(f"{p.replace('_', ' ')}/class {f['diff']:+.1f} (pooled std {f['pooled_std']:.1f}, "
+                                  f"{'within' if f['within_noise'] else 'outside'} the noise)" for p, f in versus.items())]
     text += ["", "Wall time, summed over the chains (s; chains ran "
-             f"{doc['jobs']} at a time, total wall {doc['wall_s']:.0f} s = {doc['wall_s'] / 60:.1f} min):", ""]
+             f"{doc['jobs']} at a time, total wall {doc['wall_s']:.0f} s = {doc['wall_s'] / 60:.1f} min; "
+             "s/step: pre-training wall per optimizer step from the runs' logs, one thread):", ""]
     for r in rows:
         parts = doc["seconds"].get(r.name, {})
-        text.append(f"- {r.label}: " + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()))
+        per_step = pretrain_seconds_per_step(doc, r.name)
+        step = "" if per_step is None else f" ({per_step:.3f} s/step)"
+        text.append(f"- {r.label}: " + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()) + step)
     return "\n".join(text) + "\n"
 
 
@@ -630,7 +671,7 @@ def _labelled_lists(opts: SSLOptions, data: Dict[str, str], out: Path) -> Dict[i
 
 #: relative cost of a row's chain: the longest (the full teacher's pre-training) start first, so the
 #: last ones to finish are short
-_CHAIN_COST = {"hpm": 4, "hpm_lowres2_eqtime": 4, "hpm_lowres2": 3, "hpm_pred_random": 3, "mae_tube": 2,
+_CHAIN_COST = {"hpm": 4, "hpm_lowres2_eqtime": 4, "hpm_lowres2": 3, "hpm_pred_random": 3, "adamae": 3, "mae_tube": 2,
                "mae_frame": 2, "scratch": 1}
 
 
@@ -711,6 +752,7 @@ def _results_doc(opts: SSLOptions, results: List[Dict[str, Any]], rows: Sequence
             "finetune_steps": next((v["steps"] for r in results for v in r["finetune"].values()), 0),
             "chance": 100.0 / check["num_classes"], "summary": summary, "gaps": gap_report(summary, table_rows),
             "fidelity": fidelity_report(summary),
+            "adamae_vs_hpm": fidelity_report(summary, "hpm", ("adamae",)).get("adamae", {}),
             "seconds": seconds, "results": sorted(results, key=lambda r: (r["row"], r["seed"])),
             "settings": settings, "jobs": opts.jobs, "wall_s": wall_s, "machine": _machine()}
 
@@ -748,7 +790,8 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
 
 def demo_label_scarce_probe(runner: StageRunner, out: Path, pretrain_cfg: Path, ckpt: Path, train_list: str,
                             eval_list: str, data_root: str, num_classes: int, seed: int = 0, per_class: int = 5,
-                            val_per_class: int = 8, prefix: str = "label-scarce") -> Dict[str, Any]:
+                            val_per_class: int = 8, prefix: str = "label-scarce",
+                            lpft_cfg: Optional[Path] = None) -> Dict[str, Any]:
     """The benchmark's label-scarce probe inside `make demo`: the frozen time probe on
     `per_class` labelled videos per class (the first of each class in `train_list`), its λ chosen
     on the next `val_per_class` of each class (``0``: on `eval_list` itself — only for the smoke
@@ -757,7 +800,10 @@ def demo_label_scarce_probe(runner: StageRunner, out: Path, pretrain_cfg: Path, 
     encoder for `train.seed=seed`). The probe is the same for both rows: only the encoder differs.
     Stages are named ``"<prefix> <row> features <split>"``. Returns ``{"per_class",
     "val_per_class", "n_eval", "chance", "rows": {"pretrained" | "scratch": probe}}``
-    (probe: :func:`videohpm.evaluation.probe.probe_feature_folders`)."""
+    (probe: :func:`videohpm.evaluation.probe.probe_feature_folders`). With `lpft_cfg` (an LP-FT
+    config, :mod:`tools.lib.few_labels`) the features are that classifier's, each row is also
+    fine-tuned from its own probe (the epoch chosen on the same held-out videos as λ) and scored
+    on `eval_list`: ``"lpft": {row: fine-tuning result}`` is added."""
     from videohpm.evaluation.probe import probe_feature_folders
 
     few = few_label_list(train_list, per_class, out / "labelled.csv")
@@ -767,6 +813,16 @@ def demo_label_scarce_probe(runner: StageRunner, out: Path, pretrain_cfg: Path, 
         splits.append(("probe_val", held["path"]))
     splits.append(("eval", eval_list))
     data = [f"data.data_root={data_root}", f"data.num_classes={num_classes}"]
+    if lpft_cfg is not None:
+        from tools.lib.few_labels import run_lpft  # it imports this module: not at the top
+
+        lists = {"train": few["path"], "val": dict(splits).get("probe_val", eval_list), "test": eval_list}
+        done = {row: run_lpft(runner, f"{prefix} {row}", lpft_cfg, weights, lists, out / row, num_classes, data[:1],
+                              seed=seed)
+                for row, weights in (("pretrained", ckpt), ("scratch", None))}
+        return {"per_class": per_class, "val_per_class": val_per_class, "n_eval": done["scratch"]["probe"]["n_test"],
+                "chance": 100.0 / num_classes, "rows": {r: d["probe"] for r, d in done.items()},
+                "lpft": {r: d["finetune"] for r, d in done.items()}}
     rows = {}
     for row, weights in (("pretrained", ckpt), ("scratch", None)):
         folder = {split: extract_time_features(runner, f"{prefix} {row} features {split}", pretrain_cfg, weights,

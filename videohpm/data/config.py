@@ -259,7 +259,7 @@ def _reader_kwargs(cfg: DataConfig) -> Dict[str, Any]:
     return dict(backend=cfg.backend, fallback=cfg.fallback_backend, decode_threads=cfg.decode_threads)
 
 
-def _build_image(cfg: DataConfig, split: str, root: str) -> Dataset:
+def _build_image(cfg: DataConfig, split: str, root: str, keep_broken: bool = False) -> Dataset:
     mean, std = cfg.mean, cfg.std
     if split == "pretrain":
         tf = image_pretrain_transform(cfg.input_size, cfg.image_pretrain_scale, bool(cfg.flip), mean, std)
@@ -271,8 +271,9 @@ def _build_image(cfg: DataConfig, split: str, root: str) -> Dataset:
                                   num_sample=cfg.num_sample, max_broken=cfg.max_broken)
     short = int(round(cfg.input_size / cfg.image_crop_pct))
     tf = eval_transform(cfg.input_size, short, mean, std, interpolation=_bicubic())
+    shape = (3, 1, cfg.input_size, cfg.input_size) if keep_broken and split == "val" else None
     return ImageFolderDataset(root, tf, with_label=True, num_classes=cfg.num_classes, max_broken=cfg.max_broken,
-                              multiview=split == "test", view_size=cfg.input_size)
+                              multiview=split == "test", view_size=cfg.input_size, broken_shape=shape)
 
 
 def _bicubic():
@@ -295,7 +296,7 @@ def _centre_window(length: int, num_frames: int, stride: int):
     return dense_indices(length, num_frames, stride, start=max(length - clip_span(num_frames, stride), 0) // 2)
 
 
-def build_dataset(cfg: Any, split: str) -> Dataset:
+def build_dataset(cfg: Any, split: str, keep_broken: bool = False) -> Dataset:
     """The dataset of a split.
 
     Args:
@@ -303,6 +304,8 @@ def build_dataset(cfg: Any, split: str) -> Dataset:
         split: ``"pretrain"`` → :class:`VideoPretrainDataset`; ``"train"`` / ``"val"`` →
             :class:`VideoClassificationDataset` (random / deterministic centre clip and crop);
             ``"test"`` → :class:`VideoMultiViewDataset`. Image mode: :class:`ImageFolderDataset`.
+        keep_broken: ``"val"`` samples of broken videos are zero clips with ``ok=False`` instead of
+            substitutes (validation during training scores only the real videos).
 
     Raises:
         ValueError / FileNotFoundError / ListFormatError with the config key in the message.
@@ -310,7 +313,7 @@ def build_dataset(cfg: Any, split: str) -> Dataset:
     cfg = validate(cfg, split)
     key, path = _split_source(cfg, split)
     if cfg.kind == "image":
-        return _build_image(cfg, split, path)
+        return _build_image(cfg, split, path, keep_broken)
     try:
         videos = read_list(path, cfg.data_root, num_classes=cfg.num_classes, require_labels=split != "pretrain")
     except ListFormatError as e:
@@ -326,22 +329,25 @@ def build_dataset(cfg: Any, split: str) -> Dataset:
                              cfg.reprob, cfg.mean, cfg.std)
         return VideoClassificationDataset(videos, _clip_sampler(cfg, split), tf, num_sample=cfg.num_sample,
                                           max_broken=cfg.max_broken, **rk)
-    return build_eval_dataset(cfg, videos, split)
+    return build_eval_dataset(cfg, videos, split, keep_broken=keep_broken)
 
 
-def build_eval_dataset(cfg: Any, videos: VideoList, split: str, require_labels: bool = True) -> Dataset:
+def build_eval_dataset(cfg: Any, videos: VideoList, split: str, require_labels: bool = True,
+                       keep_broken: bool = False) -> Dataset:
     """The ``"val"`` (one centre clip and crop) or ``"test"`` (multi-view) video dataset of an
     already parsed list — what :func:`build_dataset` returns for those splits, also used by
     ``tools/predict.py`` and ``tools/extract_features.py`` on videos that come without a list.
 
     ``require_labels=False`` accepts entries without a label (``label = -1``); the ``"val"``
-    samples then carry no ``"label"``.
+    samples then carry no ``"label"``. ``keep_broken``: as :func:`build_dataset`.
     """
     cfg = resolve(cfg)
     if split == "val":
         tf = eval_transform(cfg.input_size, cfg.short_side_size, cfg.mean, cfg.std)
         cls = VideoClassificationDataset if require_labels else VideoClipDataset
-        return cls(videos, _clip_sampler(cfg, split), tf, max_broken=cfg.max_broken, **_reader_kwargs(cfg))
+        shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size) if keep_broken else None
+        return cls(videos, _clip_sampler(cfg, split), tf, max_broken=cfg.max_broken, broken_shape=shape,
+                   **_reader_kwargs(cfg))
     if split != "test":
         raise ValueError(f"build_eval_dataset: split must be 'val' or 'test', got {split!r}")
     return VideoMultiViewDataset(

@@ -1,27 +1,20 @@
 """Datasets: video pre-training, classification (train/val), multi-view test, image folders.
 
-Sample dicts (docs/ARCHITECTURE.md), plus bookkeeping fields:
+Sample dicts (docs/ARCHITECTURE.md), plus bookkeeping fields: pre-training ``{"video": [C, T, H,
+W], "index", "broken"}``; classification ``{"video", "label", "index", "broken"}`` (and ``"ok"``
+where broken videos are kept); multi-view test ``{"views": [V, C, T, H, W], "label", "video_id",
+"ok", "index", "error"}``. With ``num_sample = S > 1`` (repeated augmentation: one decode, S
+augmentations) ``"video"`` is ``[S, C, T, H, W]``; :func:`collate` flattens it into the batch.
 
-* pre-training ``{"video": [C, T, H, W], "index", "broken"}``;
-* classification ``{"video", "label", "index", "broken"}``;
-* multi-view test ``{"views": [V, C, T, H, W], "label", "video_id", "ok", "index", "error"}``.
-
-With ``num_sample = S > 1`` (repeated augmentation: one decode, S augmentations) ``"video"`` is
-``[S, C, T, H, W]``; :func:`collate` flattens it into the batch.
-
-**Broken videos.** In training and validation (:class:`VideoClipDataset` and
-:class:`ImageFolderDataset`) a file that raises :class:`~videohpm.data.video.VideoDecodeError`
-(or an unreadable image) is replaced by a *deterministic* other index (a function of the
-original index and the attempt number), a warning with the path and the reason is logged
-(logger ``videohpm.data``), and the returned sample's ``"broken"`` field counts the failed
-attempts behind it. Because the count travels inside the sample, it reaches the main process
-whatever the number of DataLoader workers: the engine sums ``batch["broken"]``. After
-``max_broken`` consecutive failures for one sample a :class:`BrokenVideoError` stops the run
-(a wrong ``data_root`` or an empty disk must not silently train on nothing).
-
-In test mode (:class:`VideoMultiViewDataset`) nothing is swapped: a broken video yields zero
-views with ``ok=False`` and the reason in ``"error"``, so the evaluation can report it and leave
-it out of the metrics.
+**Broken videos.** In training (:class:`VideoClipDataset`, :class:`ImageFolderDataset`) a file
+that raises :class:`~videohpm.data.video.VideoDecodeError` (or an unreadable image) is replaced by
+a *deterministic* other index, with a warning (logger ``videohpm.data``); ``"broken"`` counts the
+failed attempts inside the sample, so the engine's sum of ``batch["broken"]`` is right whatever the
+number of workers. ``max_broken`` consecutive failures raise :class:`BrokenVideoError` (a wrong
+``data_root`` must not silently train on nothing). Evaluation never swaps: built with
+``broken_shape`` (validation during training) a broken video is reported once and yields a zero
+clip with ``ok=False``; in test mode (:class:`VideoMultiViewDataset`) zero views with ``ok=False``
+and the reason in ``"error"``; the evaluation leaves them out of its metrics.
 """
 from __future__ import annotations
 
@@ -83,14 +76,41 @@ def _augmented_sample(video: tv_tensors.Video, transform: Callable, num_sample: 
 
 
 class _ReplaceBroken:
-    """Mixin: load a sample, replacing broken ones (training / validation semantics)."""
+    """Mixin: load a sample, replacing broken ones (training semantics), or with ``broken_shape``
+    set keeping them as ``ok=False`` zero clips (evaluation semantics)."""
 
     max_broken: int
+    broken_shape: Optional[Sequence[int]] = None
 
     def _describe(self, index: int) -> str:
         raise NotImplementedError
 
+    def _load_kept(self, index: int, load: Callable[[int], Dict[str, Any]]) -> Dict[str, Any]:
+        """Sample ``index`` with ``ok=True``; a broken one as a zero clip of ``broken_shape`` with
+        ``ok=False`` and ``broken=1``, its path and reason logged once per process."""
+        try:
+            sample = load(index)
+        except (VideoDecodeError, OSError) as e:
+            reason = f"{e.path}: {e.reason}" if isinstance(e, VideoDecodeError) else \
+                f"{self._describe(index)}: {type(e).__name__}: {e}"
+            reported = self.__dict__.setdefault("_reported", set())
+            if index not in reported:
+                reported.add(index)
+                log.warning("broken video %d (%s); reported, not evaluated", index, reason)
+            sample = {"video": torch.zeros(tuple(self.broken_shape))}  # type: ignore[arg-type]
+            if getattr(self, "with_label", False):
+                sample["label"] = self._label(index)
+            sample.update(index=index, broken=1, ok=False)
+            return sample
+        sample.update(index=index, broken=0, ok=True)
+        return sample
+
+    def _label(self, index: int) -> int:
+        raise NotImplementedError
+
     def _load_with_replacement(self, index: int, load: Callable[[int], Dict[str, Any]]) -> Dict[str, Any]:
+        if self.broken_shape is not None:
+            return self._load_kept(index, load)
         n = len(self)  # type: ignore[arg-type]
         current = index
         failures: List[str] = []
@@ -129,6 +149,8 @@ class VideoClipDataset(_ReplaceBroken, Dataset):
             ``[S, C, T, H, W]``.
         backend, fallback, decode_threads: :class:`~videohpm.data.video.VideoReader` options.
         max_broken: consecutive broken videos tolerated per sample before aborting.
+        broken_shape: keep broken videos as zero clips of this shape (``[C, T, H, W]``, the
+            transform's output) with ``ok=False`` instead of replacing them (evaluation).
     """
 
     def __init__(
@@ -142,6 +164,7 @@ class VideoClipDataset(_ReplaceBroken, Dataset):
         fallback: Optional[str] = "pyav",
         decode_threads: int = 1,
         max_broken: int = 10,
+        broken_shape: Optional[Sequence[int]] = None,
     ) -> None:
         if num_sample < 1:
             raise ValueError(f"num_sample must be >= 1, got {num_sample}")
@@ -158,9 +181,13 @@ class VideoClipDataset(_ReplaceBroken, Dataset):
         self.fallback = fallback
         self.decode_threads = int(decode_threads)
         self.max_broken = int(max_broken)
+        self.broken_shape = None if broken_shape is None else tuple(int(d) for d in broken_shape)
 
     def __len__(self) -> int:
         return len(self.videos)
+
+    def _label(self, index: int) -> int:
+        return int(self.videos.labels[index])
 
     def _describe(self, index: int) -> str:
         return str(self.videos.paths[index])
@@ -298,6 +325,8 @@ class ImageFolderDataset(_ReplaceBroken, Dataset):
         max_broken: consecutive unreadable images tolerated per sample.
         multiview: wrap the clip as ``views [1, C, 1, H, W]`` (test-split samples); needs
             ``view_size`` (the transform's output side) for the zero views of unreadable images.
+        broken_shape: keep unreadable images as zero clips of this shape with ``ok=False``
+            instead of replacing them (validation).
     """
 
     def __init__(
@@ -310,6 +339,7 @@ class ImageFolderDataset(_ReplaceBroken, Dataset):
         max_broken: int = 10,
         multiview: bool = False,
         view_size: Optional[int] = None,
+        broken_shape: Optional[Sequence[int]] = None,
     ) -> None:
         if multiview and view_size is None:
             raise ValueError("ImageFolderDataset(multiview=True) needs view_size")
@@ -322,6 +352,7 @@ class ImageFolderDataset(_ReplaceBroken, Dataset):
         self.max_broken = int(max_broken)
         self.multiview = multiview
         self.view_size = view_size
+        self.broken_shape = None if broken_shape is None else tuple(int(d) for d in broken_shape)
 
     @property
     def classes(self) -> List[str]:
@@ -332,6 +363,9 @@ class ImageFolderDataset(_ReplaceBroken, Dataset):
 
     def _describe(self, index: int) -> str:
         return self.folder.samples[index][0]
+
+    def _label(self, index: int) -> int:
+        return int(self.folder.samples[index][1])
 
     def _load(self, index: int) -> Dict[str, Any]:
         path, label = self.folder.samples[index]

@@ -23,7 +23,7 @@ from videohpm.masking import make_mask_generator
 from videohpm.methods import build_recipe
 from videohpm.models import create_model
 
-__all__ = ["build_model", "build_mask_generator", "build_recipe_from_config", "build_all", "check_buildable"]
+__all__ = ["build_model", "build_mask_generator", "build_recipe_from_config", "build_all", "check_buildable", "MetaDevice"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def build_all(cfg: DictConfig) -> Tuple[nn.Module, Optional[Any], nn.Module]:
     return model, mask, recipe
 
 
-class _MetaDevice(TorchFunctionMode):
+class MetaDevice(TorchFunctionMode):
     """Like `with torch.device("meta")`, except for the small 1-d ranges (`linspace`, `arange`,
     `logspace`) that constructors turn into Python lists (stochastic-depth rates, position
     tables): those are made on the CPU, where they have values."""
@@ -96,5 +96,5 @@ class _MetaDevice(TorchFunctionMode):
 def check_buildable(cfg: DictConfig) -> None:
     """Build model, mask generator and recipe on the `meta` device; raise `ConfigError` on a bad
     name, keyword or combination. Cheap: no parameter memory is allocated, even for ViT-H."""
-    with _MetaDevice():
+    with MetaDevice():
         build_all(cfg)

@@ -5,8 +5,7 @@ check of the run has passed (`prepare_run_folder`):
 
 - `train.resume: ""` (a new run): refused when the folder holds another run's complete
   checkpoints or `model_final.pth` — unless `train.overwrite=true`, which removes that run's
-  engine outputs (checkpoints, `model_final.pth`, `config.yaml`, `log.jsonl`, `tb/`,
-  `train.log`, `pretrained_report.json`) once the checks have passed.
+  outputs and the tools' results of its model (`_RUN_OUTPUTS`) once the checks have passed.
 - `train.resume: auto`: continues the newest complete checkpoint only if it was written with the
   same config — the same `config_digest` (everything but the keys of `RESUME_IGNORED_KEYS`:
   where the run and its data live, how it is launched and observed, and `train.max_steps`).
@@ -52,9 +51,11 @@ RESUME_IGNORED_KEYS = (
     "train.check_replicas_every",
 )
 
-# What the engine writes into a run folder (removed by `train.overwrite=true`).
+# What the engine writes into a run folder, and the default result folders of the tools that
+# read the run (tools/test.py, predict.py, knn.py, visualize.py): `train.overwrite=true` removes
+# them all, so no result of the replaced model stays beside the new one.
 _RUN_OUTPUTS = ("checkpoints", "model_final.pth", "config.yaml", "log.jsonl", "tb", "train.log",
-                "pretrained_report.json")
+                "pretrained_report.json", "test", "predict", "knn", "teacher_fidelity")
 
 
 def flatten_config(d: Any, prefix: str = "") -> Dict[str, Any]:

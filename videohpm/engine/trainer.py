@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from videohpm import distributed as vdist
 from videohpm.accuracy import topk_hits
-from videohpm.config import ConfigError, check_data_against_model, check_labels, repo_root
+from videohpm.config import ConfigError, check_data_against_model, check_labels, repo_root, settings_error, short_warmup
 from videohpm.data import build_dataset
 from videohpm.engine import checkpoint as ckpt
 from videohpm.engine import elastic
@@ -51,6 +52,7 @@ from videohpm.engine.deepspeed_setup import (
 from videohpm.engine.diagnostics import LoopDiagnostics
 from videohpm.engine.hooks import EvalHook
 from videohpm.engine.metrics import MetricLogger, StepAverager
+from videohpm.engine.pretrained import fit_model_to_pretrained
 from videohpm.engine.runs import flatten_config, plan_run, prepare_run_folder
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
 from videohpm.methods.base import Recipe
@@ -61,6 +63,11 @@ from videohpm.schedules import CosineSchedule
 __all__ = ["Trainer", "train", "resolve_precision", "NonFiniteLossError"]
 
 log = logging.getLogger(__name__)
+
+# A peak lr below this barely moves a network in a fine-tuning's or pre-training's few thousand
+# steps: most often the scaling rule (base_lr × global batch / 256) applied to a small batch.
+LR_FLOOR = 1e-5
+
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses: in a row (`train.max_nonfinite`), or in all at the end of the run
@@ -101,10 +108,12 @@ class _EpochTally:
 class Trainer:
     """Builds everything from a validated config and runs `fit()`.
 
-    Order (so that errors come before work): process group and run plan → model (+ pre-trained
-    weights) → mask generator → recipe → datasets (list files checked) and the evaluation hooks'
-    setup → optimizer / schedules / DeepSpeed config → the run folder is written → DeepSpeed →
-    resume → loop.
+    Order (so that errors come before work): process group and run plan (the model sized like
+    its pre-trained checkpoint, `engine.pretrained`) → model (+ pre-trained weights) → mask
+    generator → recipe → datasets (list files checked) and the evaluation hooks' setup → optimizer /
+    schedules / DeepSpeed config → the run folder is written → DeepSpeed → resume → loop. The
+    settings problems of these checks (weights, data against model and batch, labels) are
+    reported together in one `ConfigError`.
 
     Args:
         cfg: a validated config (`videohpm.config.load_config`).
@@ -116,9 +125,12 @@ class Trainer:
     def __init__(self, cfg: DictConfig, eval_hooks: Sequence[EvalHook] = ()) -> None:
         self.cfg = cfg
         self.eval_hooks: List[EvalHook] = list(eval_hooks)
+        self.problems: List[str] = []  # settings problems found so far, raised together
         self._start_process()
         self._build_model_and_recipe()
         self._build_data()
+        if self.problems:
+            raise settings_error("", self.problems)
         self._build_optimization()
         prepare_run_folder(self.run, cfg)  # every check passed: config.yaml, train.log
         self._write_pretrained_report()
@@ -143,6 +155,7 @@ class Trainer:
         self.out = os.path.abspath(train_cfg.output_dir)
         self.ckpt_root = os.path.join(self.out, "checkpoints")
         vdist.setup_logging(None)
+        self._fits_pretrained = self._collect(fit_model_to_pretrained, self.cfg)  # before the run's digest
         self.run = plan_run(self.cfg)
         self.run_id = self.run.run_id
         self.precision = resolve_precision(train_cfg.precision, self.device)
@@ -162,13 +175,23 @@ class Trainer:
         cfg = self.cfg
         _seed_all(cfg.train.seed)
         self.model = build_model(cfg)
-        check_data_against_model(cfg, self.model)
+        self._collect(check_data_against_model, cfg, self.model)
         self.pretrained_report = None
-        if cfg.model.pretrained:
-            self._load_pretrained(cfg.model.pretrained)
+        if cfg.model.pretrained and self._fits_pretrained:
+            self._collect(self._load_pretrained, cfg.model.pretrained)
         self.mask_generator = build_mask_generator(cfg)
         self.recipe: Recipe = build_recipe_from_config(cfg, self.model, self.mask_generator)
         _seed_all(cfg.train.seed + self.rank)
+
+    def _collect(self, check: Any, *args: Any) -> bool:
+        """Run `check(*args)`; a `ConfigError` joins `self.problems` instead of stopping the launch
+        (all of them are reported together). Returns whether it passed."""
+        try:
+            check(*args)
+        except ConfigError as e:
+            self.problems.append(str(e))
+            return False
+        return True
 
     def _build_data(self) -> None:
         """Training loader on the recipe's `train_split`, validation loader on its `eval_split`
@@ -182,22 +205,29 @@ class Trainer:
                                                    seed=train_cfg.seed, drop_last=True)
         self.micro_per_epoch = (self.sampler.num_samples // batch_size) // accum * accum
         if self.micro_per_epoch == 0:
-            raise ConfigError(
+            fit = max(1, self.sampler.num_samples // batch_size)
+            self.problems.append(
                 f"data.train: {len(self.dataset)} samples are too few for one optimizer step with "
-                f"{self.world} rank(s) × train.batch_size={batch_size} × train.accum_steps={accum}")
+                f"{self.world} rank(s) × train.batch_size={batch_size} × train.accum_steps={accum}; set "
+                + (f"train.accum_steps={fit}" if fit > 1 or batch_size <= self.sampler.num_samples else
+                   f"train.batch_size={max(1, self.sampler.num_samples)} train.accum_steps=1"))
         self.steps_per_epoch = self.micro_per_epoch // accum
         self.pin_memory = bool(train_cfg.pin_memory) and self.device.type == "cuda"
         self.loader = build_loader(self.dataset, batch_size, self.sampler, int(cfg.data.num_workers), drop_last=True,
                                    pin_memory=self.pin_memory, persistent_workers=bool(cfg.data.persistent_workers))
         self.val_loader = self._build_val_loader()
+        if train_cfg.keep_best and self.val_loader is None:
+            self.problems.append(f"train.keep_best: chooses on the validation split, but there is none "
+                                 f"(data.{self.recipe.eval_split or 'val'} with a recipe that validates)")
         self.val_size = len(self.val_loader.dataset) if self.val_loader is not None else 0
         for hook in self.eval_hooks:
-            hook.setup(self)
-        self._check_labels(self.val_loader.dataset if self.val_loader is not None else None)
+            self._collect(hook.setup, self)
+        self._collect(self._check_labels, self.val_loader.dataset if self.val_loader is not None else None)
 
     def _build_val_loader(self) -> Optional[DataLoader]:
         """Deterministic loader over the recipe's `eval_split` (no shuffle, the last batch kept;
-        `evaluate` drops the sampler's padding), or None without validation."""
+        `evaluate` drops the sampler's padding), or None without validation. Broken videos are
+        kept as `ok=False` samples, never swapped: `evaluate` scores only the real ones."""
         cfg = self.cfg
         split = self.recipe.eval_split
         if not split or cfg.train.eval_every <= 0:
@@ -205,7 +235,7 @@ class Trainer:
         if not getattr(cfg.data, split, None):
             log.warning("no data.%s list: validation is skipped", split)
             return None
-        val_set = _checked_dataset(cfg.data, split)
+        val_set = _checked_dataset(cfg.data, split, keep_broken=True)
         sampler = DistributedSampler(val_set, self.world, self.rank, shuffle=False, drop_last=False)
         return build_loader(val_set, int(cfg.train.batch_size), sampler, int(cfg.data.num_workers), drop_last=False,
                             pin_memory=self.pin_memory)
@@ -227,6 +257,7 @@ class Trainer:
         wd_end = optim_cfg.weight_decay if optim_cfg.weight_decay_end is None else optim_cfg.weight_decay_end
         self.wd_schedule = CosineSchedule(float(optim_cfg.weight_decay), float(wd_end), total, 0,
                                           float(optim_cfg.weight_decay))
+        self._warn_schedule(total, warmup)
         try:
             self.client_optimizer = build_optimizer(
                 str(optim_cfg.name), self._param_groups(), self.peak_lr, float(optim_cfg.weight_decay),
@@ -246,12 +277,27 @@ class Trainer:
         if self.resume_plan is not None and self.resume_plan.universal:
             self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
 
+    def _warn_schedule(self, total: int, warmup: int) -> None:
+        """Name, before any work, a peak lr below `LR_FLOOR` (how it was scaled, what to set) and a
+        warm-up as long as the run (the lr never leaves it)."""
+        o, t = self.cfg.optim, self.cfg.train
+        if self.peak_lr < LR_FLOOR and self.rank == 0:
+            how = ("optim.lr" if o.lr is not None else
+                   f"optim.base_lr={o.base_lr:g} × global batch {self.global_batch} / 256")
+            log.warning("peak lr %.3g (%s) is below %g: the weights will barely move. Set an absolute "
+                        "optim.lr (e.g. optim.lr=%g) or a larger batch", self.peak_lr, how, LR_FLOOR,
+                        min(float(o.base_lr), 1e-3) if o.lr is None else LR_FLOOR * 10)
+        if warmup >= total > 0 and self.rank == 0:
+            log.warning("optim.warmup_epochs=%g spans all train.epochs=%d: the lr never leaves the warm-up; set "
+                        "optim.warmup_epochs=%s", float(o.warmup_epochs), int(t.epochs), short_warmup(int(t.epochs)))
+
     def _start_engine(self) -> None:
         """`deepspeed.initialize` around the recipe; the EMA teacher (not DeepSpeed's) to the device."""
         import deepspeed  # heavy optional import (seconds): only once every check has passed
 
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=self.client_optimizer,
-                                                                 config=self.ds_config)
+        with vdist.quiet_deepspeed():  # op probes of DeepSpeed's optional ops
+            self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.recipe, optimizer=self.client_optimizer,
+                                                                     config=self.ds_config)
         self.zero_stage = int(self.engine.zero_optimization_stage())
         if self.recipe.ema is not None:
             self.recipe.ema.to(self.device)
@@ -287,10 +333,12 @@ class Trainer:
             raise ConfigError(f"model.pretrained: no such file {path!r}")
         strict = bool(self.cfg.model.pretrained_strict)
         try:
-            report = load_pretrained(self.model, path, strict="parts" if strict else False)
+            report = load_pretrained(self.model, path, strict="parts" if strict else False,
+                                     teacher=bool(self.cfg.model.pretrained_teacher))
         except PretrainedMismatchError as e:
+            # strict=false loads what fits: no way on when nothing does
             way = ("To start anyway, with those weights at their initialisation: model.pretrained_strict=false"
-                   if strict else "Check model.name / model.kwargs against the checkpoint's model")
+                   if strict and e.report.loaded else "Check model.name / model.kwargs against the checkpoint's model")
             raise ConfigError(f"model.pretrained: {path}: {e}\n{way}") from e
         except (ValueError, FileNotFoundError) as e:  # refused file (CheckpointRefusedError), unknown layout
             raise ConfigError(f"model.pretrained: {e}") from e
@@ -474,7 +522,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> Dict[str, float]:
-        """Top-1 / top-5 on the validation split (collective; padded samples are not counted)."""
+        """Top-1 / top-5 on the validation split over its decodable videos (collective): padded
+        samples are not counted, broken videos (`ok=False`, never swapped) are counted once in
+        `val_broken` and left out of the accuracies, like `tools/test.py`."""
         if self.val_loader is None:
             return {}
         self.engine.eval()
@@ -483,12 +533,13 @@ class Trainer:
         broken = torch.zeros((), device=self.device)
         for batch in self.val_loader:
             batch = _to_device(batch, self.device, self.input_dtype)
-            if "broken" in batch:
-                broken += batch["broken"].sum()
             video, label = batch["video"], batch["label"]
             n = label.shape[0]
             gpos = torch.arange(pos, pos + n, device=self.device) * self.world + self.rank
-            valid = (gpos < self.val_size).float()
+            real = gpos < self.val_size  # not the sampler's padding
+            ok = batch["ok"] if "ok" in batch else torch.ones_like(real)
+            broken += (real & ~ok).sum()
+            valid = (real & ok).float()
             pos += n
             with self._autocast():
                 outs = self.recipe.predict(video)
@@ -510,9 +561,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Dict[str, Any]:
-        """Train to `train.epochs` (or `train.max_steps`); returns the last epoch's record."""
+        """Train to `train.epochs` (or `train.max_steps`), then write `model_final.pth` (both ends);
+        returns the last epoch's record."""
         epochs = int(self.cfg.train.epochs)
         apply_schedules(self.optimizer, self.lr_schedule(self.global_step), self.wd_schedule(self.global_step))
+        if self.cfg.train.keep_best and self.global_step == 0 and self.micro == 0:
+            self._keep_if_best(self.evaluate(), start=True)  # step 0: the model as it starts
         self.engine.train()
         last: Dict[str, Any] = {}
         while self.epoch < epochs and not self._reached_max_steps():
@@ -522,9 +576,40 @@ class Trainer:
                 break
             last = self._end_epoch(tally)
         self._check_nonfinite_fraction()
-        if self.epoch >= epochs:
-            self.export()
+        if self.epoch >= epochs or self._reached_max_steps():  # a `train.max_steps` run ends here too
+            self._export_final()
         return last
+
+    # ------------------------------------------------------------------ train.keep_best
+    def _keep_if_best(self, metrics: Dict[str, float], start: bool = False) -> None:
+        """`train.keep_best`: write the current weights to `model_best.pth` when their validation
+        top-1 beats every earlier one (step 0 included; ties keep the earlier) (collective)."""
+        acc = metrics.get("val_acc1")
+        if acc is None:
+            return
+        if start:
+            self.history["start_val_acc1"] = acc
+            self.logger.log_event("start_eval", step=self.global_step, **metrics)
+            log.info("step 0 (the model as it starts): val top-1 %.2f %%", acc)
+        if acc > self.history.get("kept_val_acc1", -1.0):
+            self.history.update(kept_val_acc1=acc, kept_epoch=self.epoch, kept_step=self.global_step)
+            self.export(os.path.join(self.out, "model_best.pth"))
+
+    def _export_final(self) -> None:
+        """`model_final.pth`: the last weights, or with `train.keep_best` the kept best ones."""
+        best = os.path.join(self.out, "model_best.pth")
+        if not self.cfg.train.keep_best or not os.path.isfile(best):
+            self.export()
+            return
+        h = self.history
+        if self.rank == 0:
+            shutil.copyfile(best, os.path.join(self.out, "model_final.pth"))
+        vdist.barrier()
+        self.logger.log_event("final_weights", kept_epoch=h["kept_epoch"], kept_step=h["kept_step"],
+                              kept_val_acc1=h["kept_val_acc1"], start_val_acc1=h.get("start_val_acc1"))
+        log.info("train.keep_best: model_final.pth holds the weights after %d epoch(s) (step %d): val top-1 %.2f %% "
+                 "(step 0, the start: %s %%)", h["kept_epoch"], h["kept_step"], h["kept_val_acc1"],
+                 f"{h['start_val_acc1']:.2f}" if "start_val_acc1" in h else "?")
 
     def train_one_epoch(self) -> "_EpochTally":
         """The rest of epoch `self.epoch`, from micro-step `self.micro` (a resumed run starts
@@ -641,6 +726,8 @@ class Trainer:
             for k, v in out.items():
                 if k.startswith("val_acc1"):
                     self.history[f"best_{k}"] = max(self.history.get(f"best_{k}", -1.0), v)
+            if self.cfg.train.keep_best:
+                self._keep_if_best(out)
         for hook in self.eval_hooks:
             if hook.due(self.epoch, epochs):
                 metrics = hook(self)
@@ -691,11 +778,11 @@ class Trainer:
         self.logger.close()
 
 
-def _checked_dataset(data_cfg: Any, split: str) -> Any:
-    """`build_dataset(data_cfg, split)` with list errors (malformed line, label out of range,
-    empty list, missing file) as `ConfigError`: tools/train.py's exit 2, before any folder."""
+def _checked_dataset(data_cfg: Any, split: str, keep_broken: bool = False) -> Any:
+    """`build_dataset(data_cfg, split, keep_broken)` with list errors (malformed line, label out of
+    range, empty list, missing file) as `ConfigError`: tools/train.py's exit 2, before any folder."""
     try:
-        return build_dataset(data_cfg, split)
+        return build_dataset(data_cfg, split, keep_broken=keep_broken)
     except (ValueError, FileNotFoundError) as e:  # ListFormatError is a ValueError
         raise e if isinstance(e, ConfigError) else ConfigError(str(e)) from e
 

@@ -44,8 +44,10 @@ from videohpm.data.video import VideoDecodeError
 from videohpm.evaluation.knn import mean_pooled_features
 from videohpm.evaluation.predict import collect_videos
 from videohpm.evaluation.runner import _amp_dtype, load_encoder
+from videohpm.models.export import built_name
 
-__all__ = ["POOLS", "token_functions", "pool_features", "FeatureClips", "run_extract", "load_features"]
+__all__ = ["POOLS", "token_functions", "pool_features", "FeatureClips", "held_features", "run_extract",
+           "load_features"]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def token_functions(model: nn.Module) -> Tuple[Callable[[torch.Tensor], torch.Te
     recipe / DeepSpeed engine around one) or a `VideoClassifier`."""
     m = _unwrap(model)
     if hasattr(m, "encode"):
-        return (lambda x: m.encode(x)), mean_pooled_features(model)
+        return (lambda x: m.patch_latents(m.encode(x))), mean_pooled_features(model)
     if hasattr(m, "encoder") and hasattr(m, "forward_features"):
         return m.encoder, mean_pooled_features(model)
     raise TypeError(f"{type(model).__name__}: no encode() or encoder to take features from")
@@ -154,13 +156,20 @@ class _ShardWriter:
             self.buf = []
 
 
-def _check_output_dir(out_dir: str) -> None:
-    if os.path.isdir(out_dir):
-        taken = sorted(f for f in os.listdir(out_dir)
-                       if f in ("index.csv", "features.json") or (f.startswith("features-") and f.endswith(".npy")))
-        if taken:
-            raise FileExistsError(f"--output-dir {out_dir}: holds features already ({', '.join(taken[:3])}); "
-                                  "pick another folder (nothing is overwritten)")
+def held_features(out_dir: str) -> List[str]:
+    """The files of an earlier extraction that `out_dir` holds (index, metadata, shards), sorted."""
+    if not os.path.isdir(out_dir):
+        return []
+    return sorted(f for f in os.listdir(out_dir)
+                  if f in ("index.csv", "features.json") or (f.startswith("features-") and f.endswith(".npy")))
+
+
+def _check_output_dir(out_dir: str, overwrite: bool) -> List[str]:
+    taken = held_features(out_dir)
+    if taken and not overwrite:
+        raise FileExistsError(f"--output-dir {out_dir}: holds features already ({', '.join(taken[:3])}); "
+                              "pass --overwrite to replace them, or choose another folder")
+    return taken
 
 
 @torch.no_grad()
@@ -175,6 +184,7 @@ def run_extract(
     data_root: Optional[str] = None,
     batch_size: Optional[int] = None,
     shard_rows: int = 0,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Write the features of `inputs` (videos, folders, lists: see
     :func:`videohpm.evaluation.predict.collect_videos`) into `output_dir` (all ranks).
@@ -184,8 +194,10 @@ def run_extract(
         teacher: the EMA teacher saved with the checkpoint instead of the student.
         data_root: prefix of relative list paths (default `data.data_root`).
         shard_rows: videos per `.npy` shard (0: up to 256 MiB per shard).
+        overwrite: replace the features `output_dir` holds (removed once the model is loaded).
     Returns:
-        `features.json`'s content (the same on every rank).
+        `features.json`'s content (the same on every rank). When no video could be decoded,
+        no file is written (`num_broken == num_videos`), so a rerun is not blocked.
     Raises:
         ValueError / FileNotFoundError / FileExistsError naming the option, input or folder, before
         anything is written.
@@ -196,12 +208,16 @@ def run_extract(
     if data_cfg.kind != "video":
         raise ValueError(f"data.kind={data_cfg.kind!r}: tools/extract_features.py reads videos")
     videos = collect_videos(inputs, data_cfg.data_root if data_root is None else data_root)
-    _check_output_dir(output_dir)
+    taken = _check_output_dir(output_dir, overwrite)
     device = vdist.init_distributed(cfg.train.dist_backend or None)
     rank, world = vdist.get_rank(), vdist.get_world_size()
     model = load_encoder(cfg, checkpoint, teacher=teacher).to(device)
     tokens_fn, mean_fn = token_functions(model)
     vdist.barrier()  # every rank checked the folder before any rank writes into it
+    if rank == 0:
+        for name in taken:  # --overwrite: the old extraction goes once the checks have passed
+            os.remove(os.path.join(output_dir, name))
+    vdist.barrier()
     os.makedirs(output_dir, exist_ok=True)
     base = build_eval_dataset(data_cfg, videos, "val", require_labels=False)
     shape = (3, int(data_cfg.num_frames), int(data_cfg.input_size), int(data_cfg.input_size))
@@ -239,12 +255,12 @@ def run_extract(
     meta = {
         "pool": pool, "shape": shapes[0] if shapes else None, "dtype": "float32",
         "num_videos": len(allrec), "num_broken": sum(r["status"] != "ok" for r in allrec),
-        "shards": sorted(s for p in parts for s in p["shards"]), "model": str(cfg.model.name),
+        "shards": sorted(s for p in parts for s in p["shards"]), "model": built_name(_unwrap(model)),
         "checkpoint": None if checkpoint is None else os.path.abspath(checkpoint), "teacher": teacher,
         "world_size": world, "num_frames": int(data_cfg.num_frames), "input_size": int(data_cfg.input_size),
         "sampling": str(data_cfg.finetune_sampling),
     }
-    if vdist.is_main_process():
+    if vdist.is_main_process() and meta["num_broken"] < meta["num_videos"]:
         with open(os.path.join(output_dir, "index.csv"), "x", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(INDEX_FIELDS), extrasaction="ignore")
             w.writeheader()

@@ -46,7 +46,7 @@ def mean_pooled_features(model: nn.Module) -> EncoderFn:
         while hasattr(m, attr) and isinstance(getattr(m, attr), nn.Module) and not hasattr(m, "encode"):
             m = getattr(m, attr)
     if hasattr(m, "encode"):
-        return lambda x: m.encode(x).mean(dim=1)
+        return lambda x: m.patch_latents(m.encode(x)).mean(dim=1)  # patch tokens ([CLS] dropped)
     if hasattr(m, "forward_features"):
         return m.forward_features
     if hasattr(m, "encoder"):

@@ -16,7 +16,7 @@ order, or the Something-Something v2 labels JSON `{name: id}`), else from the ru
 answers are class ids.
 
 Outputs (rank 0): one line per video on stdout, `predictions.csv` and `predictions.json` in the
-output folder; an existing file is never overwritten: the next free `predictions-<n>.*` is used.
+output folder (refused where they exist, unless `overwrite`); none when every video is broken.
 """
 from __future__ import annotations
 
@@ -40,9 +40,11 @@ from videohpm.data.lists import ListFormatError, VideoList, _parse_line
 from videohpm.evaluation.multiview import build_test_loader, gather_predictions, predict_multiview
 from videohpm.evaluation.runner import _amp_dtype, load_classifier
 from videohpm.models.checkpoint import read_checkpoint_file
+from videohpm.models.export import built_name
 
 __all__ = ["VIDEO_EXTENSIONS", "LIST_EXTENSIONS", "collect_videos", "read_class_names", "find_run_config",
-           "resolve_class_names", "free_output_stem", "split_tool_args", "tool_config", "Answer", "run_predict", "format_answer", "read_answers"]
+           "resolve_class_names", "PREDICTION_FILES", "split_tool_args", "tool_config", "Answer", "run_predict",
+           "format_answer", "read_answers"]
 
 log = logging.getLogger(__name__)
 
@@ -276,15 +278,7 @@ def resolve_class_names(cfg: Any, classes_file: Optional[str], num_classes: Opti
     return names, source
 
 
-def free_output_stem(output_dir: str, stem: str = "predictions", exts: Sequence[str] = (".csv", ".json")) -> str:
-    """`<output_dir>/<stem>` if none of its files exists, else the first free `<stem>-<n>`."""
-    n = 0
-    while True:
-        name = stem if n == 0 else f"{stem}-{n}"
-        base = os.path.join(output_dir, name)
-        if not any(os.path.exists(base + e) for e in exts):
-            return base
-        n += 1
+PREDICTION_FILES = ("predictions.csv", "predictions.json")  # what run_predict writes into its folder
 
 
 @dataclass
@@ -345,7 +339,7 @@ def _answers(preds: Any, videos: Any, names: Optional[List[str]], topk: int) -> 
 
 
 def _write_csv(answers: List[Answer], path: str, topk: int) -> None:
-    with open(path, "x", newline="", encoding="utf-8") as f:  # "x": never overwrite
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         header = ["video", "status", "error", "label"]
         for r in range(1, topk + 1):
@@ -375,20 +369,22 @@ def run_predict(
     ema: bool = False,
     max_views_per_forward: Optional[int] = None,
     print_lines: bool = True,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Predict the classes of `inputs` (see :func:`collect_videos`) with a fine-tuning /
     linear-probing config and checkpoint (all ranks); rank 0 prints one line per video and writes
-    `predictions.csv` / `predictions.json` (or the next free `predictions-<n>.*`) into `output_dir`.
+    `predictions.csv` / `predictions.json` into `output_dir` unless every video is broken.
 
     Args:
         data_root: prefix of the relative paths in list files (default `data.data_root`).
         topk: classes per video (capped at the number of classes).
+        overwrite: replace the prediction files `output_dir` holds (else they are refused).
     Returns:
         `{"answers": [Answer], "csv", "json", "num_videos", "num_broken", "class_names_source", ...}`
         (the same answers on every rank; the file paths on rank 0 only).
     Raises:
         FileNotFoundError / ValueError naming the input, the class-name file or the checkpoint,
-        before anything is written.
+        FileExistsError naming the prediction files already there, before anything is written.
     """
     if int(topk) < 1:
         raise ValueError(f"--topk: must be >= 1, got {topk}")
@@ -396,6 +392,10 @@ def run_predict(
     if data_cfg.kind != "video":
         raise ValueError(f"data.kind={data_cfg.kind!r}: tools/predict.py predicts videos; test images with tools/test.py")
     videos = collect_videos(inputs, data_cfg.data_root if data_root is None else data_root)
+    held = [f for f in PREDICTION_FILES if os.path.exists(os.path.join(output_dir, f))]
+    if held and not overwrite:
+        raise FileExistsError(f"--output-dir {output_dir}: holds {', '.join(held)} already; pass --overwrite "
+                              "to replace them, or choose another --output-dir")
     if classes_file:
         read_class_names(classes_file)  # a bad file fails before the model is built
     device = vdist.init_distributed(cfg.train.dist_backend or None)
@@ -420,16 +420,17 @@ def run_predict(
         "world_size": vdist.get_world_size(), "checkpoint": os.path.abspath(checkpoint), "ema": ema,
     }
     if vdist.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
-        base = free_output_stem(output_dir)
-        _write_csv(answers, base + ".csv", k)
-        payload = {key: v for key, v in result.items() if key != "answers"}
-        payload.update(model=str(cfg.model.name), views=f"{clips}×{crops}",
-                       class_names=names, predictions=[a.as_dict() for a in answers])
-        with open(base + ".json", "x", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        result.update(csv=base + ".csv", json=base + ".json")
+        if result["num_broken"] < result["num_videos"]:  # a run with no answer writes no file
+            os.makedirs(output_dir, exist_ok=True)
+            base = os.path.join(output_dir, "predictions")
+            _write_csv(answers, base + ".csv", k)
+            payload = {key: v for key, v in result.items() if key != "answers"}
+            payload.update(model=built_name(net.recipe if hasattr(net, "recipe") else net), views=f"{clips}×{crops}",
+                           class_names=names, predictions=[a.as_dict() for a in answers])
+            with open(base + ".json", "w", encoding="utf-8") as f:
+                json.dump(payload, f, indent=1, ensure_ascii=False)
+                f.write("\n")
+            result.update(csv=base + ".csv", json=base + ".json")
         if print_lines:
             for a in answers:
                 print(format_answer(a), flush=True)

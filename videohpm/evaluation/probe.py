@@ -12,6 +12,8 @@ The ``T'`` vectors are concatenated, so a linear map can compare early and late 
 fitted full-batch with L-BFGS (deterministic: no sampling, no augmentation). The weight decay
 λ is chosen on the validation split (best top-1; ties → the larger λ, the simpler model), and
 the test split is scored once with that λ — the test set is never used to choose anything.
+The fitted W, b, μ, σ can be written as a probe head file (:mod:`videohpm.models.probe_head`):
+a time-pooling classifier started from it predicts exactly as the probe (LP-FT's first stage).
 
 :func:`linear_probe` takes arrays; :func:`probe_feature_folders` takes the folders
 `tools/extract_features.py` wrote (broken videos are reported there and have no row: they are
@@ -20,6 +22,7 @@ counted as such, never swapped).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -27,6 +30,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from videohpm.models.probe_head import write_probe_head
 
 from .features import load_features
 
@@ -81,13 +86,16 @@ def linear_probe(
     train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
     test_x: Optional[np.ndarray] = None, test_y: Optional[np.ndarray] = None, *,
     num_classes: Optional[int] = None, weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+    return_head: bool = False,
 ) -> Dict[str, Any]:
     """Fit the probe of the module docstring on `train`, choose λ on `val`, score `test` once.
 
     Features may have any shape after the first axis (``[n, T', D]`` is flattened to
     ``[n, T'·D]``). Returns ``{"weight_decay", "val_top1", "test_top1" (None without a test
     split), "train_top1", "val_top1_by_weight_decay", "n_train", "n_val", "n_test",
-    "test_stderr", "num_features"}`` (top-1 in %).
+    "test_stderr", "num_features"}`` (top-1 in %); with `return_head`, also ``"head"``: the
+    chosen fit as float32 tensors ``{"head.weight": W, "head.bias": b, "feat_norm.mean": μ,
+    "feat_norm.std": σ}`` (the probe head file's names).
     """
     if not weight_decays:
         raise ValueError("weight_decays: give at least one value")
@@ -121,6 +129,9 @@ def linear_probe(
     out: Dict[str, Any] = {"weight_decay": wd, "val_top1": acc, "train_top1": _top1(w, b, xtr, ytr),
                            "val_top1_by_weight_decay": by_wd, "n_train": len(ytr), "n_val": len(yva),
                            "num_features": int(xtr.shape[1]), "test_top1": None, "n_test": 0, "test_stderr": None}
+    if return_head:
+        out["head"] = {"head.weight": w.float(), "head.bias": b.float(), "feat_norm.mean": mu.float(),
+                       "feat_norm.std": sd.float()}
     if test_x is not None and test_y is not None:
         xte = norm(_flat(test_x))
         yte = torch.as_tensor(np.asarray(test_y), dtype=torch.long)
@@ -143,15 +154,35 @@ def _labelled(folder: str) -> Tuple[np.ndarray, np.ndarray, int]:
 
 
 def probe_feature_folders(train: str, val: str, test: Optional[str] = None, *, num_classes: Optional[int] = None,
-                          weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS) -> Dict[str, Any]:
+                          weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+                          head_path: Optional[str] = None) -> Dict[str, Any]:
     """:func:`linear_probe` on folders written by `tools/extract_features.py` from labelled
-    lists; adds ``broken`` (``{split: videos without features}``)."""
+    lists; adds ``broken`` (``{split: videos without features}``). With `head_path` (features
+    of ``--pool time`` only) the fit is also written there as a probe head file, and
+    ``"head_path"`` is added."""
+    shape = _time_shape(train) if head_path else None
     xtr, ytr, btr = _labelled(train)
     xva, yva, bva = _labelled(val)
     xte = yte = None
     bte = 0
     if test is not None:
         xte, yte, bte = _labelled(test)
-    out = linear_probe(xtr, ytr, xva, yva, xte, yte, num_classes=num_classes, weight_decays=weight_decays)
+    out = linear_probe(xtr, ytr, xva, yva, xte, yte, num_classes=num_classes, weight_decays=weight_decays,
+                       return_head=head_path is not None)
     out["broken"] = {"train": btr, "val": bva, "test": bte}
+    if head_path and shape:
+        info = {"weight_decay": out["weight_decay"], "val_top1": out["val_top1"], "n_train": out["n_train"],
+                "n_val": out["n_val"], "features": os.path.abspath(train)}
+        out["head_path"] = write_probe_head(head_path, out.pop("head"), shape[0], shape[1], info)
     return out
+
+
+def _time_shape(folder: str) -> Tuple[int, int]:
+    """``(T', D)`` of a feature folder written with ``--pool time`` (ValueError otherwise)."""
+    with open(os.path.join(folder, "features.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    shape = list(meta.get("shape") or [])
+    if meta.get("pool") != "time" or len(shape) != 2:
+        raise ValueError(f"{folder}: a probe head needs features of --pool time (this folder: pool "
+                         f"{meta.get('pool')!r}, shape {shape})")
+    return int(shape[0]), int(shape[1])

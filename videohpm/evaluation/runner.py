@@ -18,7 +18,7 @@ import glob
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -40,7 +40,9 @@ from videohpm.evaluation.knn import knn_eval, mean_pooled_features
 from videohpm.evaluation.multiview import evaluate_multiview, write_metrics_json, write_predictions_csv
 from videohpm.evaluation.visualize import compute_visualization, render_grid_png, write_animation
 from videohpm.models import cpu_kernels, load_pretrained
-from videohpm.models.checkpoint import read_checkpoint_file, resolve_checkpoint_path, weights_only_loads
+from videohpm.models.checkpoint import read_checkpoint_file, resolve_checkpoint_path, teacher_state_dict, \
+    weights_only_loads
+from videohpm.models.export import built_name
 from videohpm.precision import autocast_dtype, emulated_bf16_warning
 
 __all__ = ["CheckpointWeights", "read_checkpoint", "load_classifier", "run_test", "load_encoder", "run_knn",
@@ -128,7 +130,8 @@ def read_checkpoint(path: str, prefer_full_recipe: bool = False) -> CheckpointWe
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and "config" in obj:
         return CheckpointWeights(_tensors(obj["model"]), _tensors(obj.get("teacher")) or None, path,
                                  {k: obj.get(k) for k in ("epoch", "global_step")})
-    return CheckpointWeights(dict(obj), None, path)  # VideoMAE / HF / plain state dict: unwrapped later
+    # VideoMAE / HF / HPM / plain state dict: unwrapped later; HPM's official files keep their EMA teacher
+    return CheckpointWeights(dict(obj), teacher_state_dict(obj), path)
 
 
 def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
@@ -214,10 +217,15 @@ def run_test(
     videomae_txt: bool = False,
     flops: bool = True,
     max_views_per_forward: Optional[int] = None,
+    on_checks_passed: Optional[Callable[[], None]] = None,
 ) -> Dict[str, Any]:
     """Multi-view test of a config's classifier (all ranks); rank 0 writes `predictions.csv`,
-    `metrics.json` and `summary.md` into `output_dir` (and every rank `videomae/{rank}.txt`).
+    `metrics.json` and `summary.md` into `output_dir` (and every rank `videomae/{rank}.txt`),
+    unless no video could be decoded: then no result file is written (`num_videos` 0).
 
+    Args:
+        on_checks_passed: called on every rank once the checkpoint is loaded and the list read
+            and checked, before anything is evaluated or written (the tool starts its log file).
     Returns the metrics (identical on every rank), including the cost summary.
     """
     device = vdist.init_distributed(cfg.train.dist_backend or None)
@@ -225,6 +233,8 @@ def run_test(
     net = load_classifier(cfg, checkpoint, ema=ema).to(device)
     dataset = build_dataset(cfg.data, "test")
     _check_test_labels(net, dataset, cfg)
+    if on_checks_passed is not None:
+        on_checks_passed()
     clips, crops = int(data_cfg.test_num_clips), int(data_cfg.test_num_crops)
     amp = _amp_dtype(str(cfg.train.precision), device)
     log.info("testing %d videos × %d clips × %d crops on %d rank(s), %s", len(dataset), clips, crops,
@@ -236,10 +246,13 @@ def run_test(
     t = int(data_cfg.num_frames) if data_cfg.kind == "video" else 1
     view_shape = (1, 3, t, int(data_cfg.input_size), int(data_cfg.input_size))
     gflops = count_flops(net, view_shape, device) / 1e9 if flops else float("nan")
-    cost = CostSummary(str(cfg.model.name), t, gflops, clips, crops, count_parameters(net) / 1e6,
+    name = built_name(net.recipe if isinstance(net, _Logits) else net)  # what was built, not the registry name
+    cost = CostSummary(name, t, gflops, clips, crops, count_parameters(net) / 1e6,
                        metrics["top1"], metrics["top5"])
     metrics.update(cost=cost.as_dict(), checkpoint=os.path.abspath(checkpoint), ema=ema, world_size=vdist.get_world_size())
-    if vdist.is_main_process():
+    if not metrics["num_videos"]:
+        log.error("no video could be decoded (%d broken): no result written", metrics["num_broken"])
+    elif vdist.is_main_process():
         write_predictions_csv(preds, os.path.join(output_dir, "predictions.csv"))
         write_metrics_json(metrics, os.path.join(output_dir, "metrics.json"))
         table = format_table([cost])
@@ -284,11 +297,13 @@ def load_encoder(cfg: DictConfig, checkpoint: Optional[str], teacher: bool = Fal
 
 
 def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher: bool = False,
-            batch_size: Optional[int] = None) -> Dict[str, Any]:
+            batch_size: Optional[int] = None, on_checks_passed: Optional[Callable[[], None]] = None
+            ) -> Dict[str, Any]:
     """Weighted k-NN top-1/top-5 of a checkpoint's frozen, mean-pooled encoder features (HPM journal
     Tables 1, 4, 5; DINO's protocol, `videohpm.evaluation.knn`): `data.train` is the memory bank,
     `data.val` the queries, both through the validation transform; k over `train.knn_k`, T =
-    `train.knn_temperature`. All ranks extract their share; rank 0 writes `knn.json`.
+    `train.knn_temperature`. All ranks extract their share; rank 0 writes `knn.json` (not when
+    a list had no readable video). `on_checks_passed`: as in :func:`run_test`.
 
     Returns the metrics (identical on every rank).
     """
@@ -296,6 +311,8 @@ def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher
     model = load_encoder(cfg, checkpoint, teacher=teacher).to(device)
     train_loader, val_loader = build_knn_loaders(cfg.data, int(batch_size or cfg.train.batch_size),
                                                  vdist.get_world_size(), vdist.get_rank(), device.type == "cuda")
+    if on_checks_passed is not None:
+        on_checks_passed()
     amp = _amp_dtype(str(cfg.train.precision), device)
     num_classes = cfg.data.num_classes
     res = knn_eval(mean_pooled_features(model), train_loader, val_loader, ks=[int(k) for k in cfg.train.knn_k],
@@ -304,8 +321,8 @@ def run_knn(cfg: DictConfig, checkpoint: Optional[str], output_dir: str, teacher
                    device=device, amp_dtype=amp, module=model)
     res.update(checkpoint=None if checkpoint is None else os.path.abspath(checkpoint), teacher=teacher,
                temperature=float(cfg.train.knn_temperature), world_size=vdist.get_world_size(),
-               model=str(cfg.model.name))
-    if vdist.is_main_process():
+               model=built_name(model))
+    if vdist.is_main_process() and res["knn_val_samples"] and res["knn_train_samples"]:
         write_metrics_json(res, os.path.join(output_dir, "knn.json"))
     vdist.barrier()
     return res
@@ -326,19 +343,37 @@ def load_clip(path: str, data_cfg: Any, start: int = 0) -> torch.Tensor:
     return tf(frames_to_video(frames))
 
 
+def _token_sampler(cfg: DictConfig, model: nn.Module, gen: Any, weights: CheckpointWeights) -> Callable:
+    """AdaMAE's `x → p: [1, N]` with the sampler's trained weights (the recipe's `sampler.*` keys)."""
+    sd = weights.model["model"] if isinstance(weights.model.get("model"), Mapping) else weights.model
+    state = {k[len("sampler."):]: v for k, v in sd.items() if k.startswith("sampler.")}
+    if not state:
+        raise ValueError(f"checkpoint={weights.source}: no token sampler weights (sampler.*); they are in the "
+                         "run's DeepSpeed checkpoints (checkpoint=<run folder> or <run>/checkpoints/<tag>), "
+                         "not in model_final.pth")
+    recipe = build_recipe_from_config(cfg, model, gen)
+    recipe.sampler.load_state_dict(state)
+    return recipe.eval().token_probs
+
+
 def run_visualize(cfg: DictConfig, checkpoint: str, input_path: str, output_dir: str, progress: float = 1.0,
                   use_teacher: bool = True, num_loss_masks: int = 10, seed: int = 0, fmt: str = "gif",
                   start: int = 0) -> Dict[str, str]:
     """Fig. 2 maps of one video / image for a pre-training config + checkpoint; returns the files.
 
     The mask strategy is the config's (`mask.*`); HPM's teacher (saved with the checkpoint)
-    predicts the loss that drives it unless `use_teacher=False` (then the student does).
+    predicts the loss that drives it unless `use_teacher=False` (then the student does). For
+    `method.name=adamae` the token sampler (part of the recipe, so read from the run's DeepSpeed
+    checkpoint, not `model_final.pth`) gives the probability row and the scores of the mask.
     """
-    weights = read_checkpoint(checkpoint)
+    adamae = cfg.method.name == "adamae"
+    weights = read_checkpoint(checkpoint, prefer_full_recipe=adamae)
     model = build_model(cfg)
     if not hasattr(model, "decode"):
         raise ValueError(f"model.name: {cfg.model.name} is not a pre-training model (no decoder to visualize)")
-    report = load_pretrained(model, _strip(weights.model, "model."), strict=False)
+    own = weights.model["model"] if adamae and isinstance(weights.model.get("model"), Mapping) else weights.model
+    own = {k: v for k, v in own.items() if not k.startswith("sampler.")}
+    report = load_pretrained(model, _strip(own, "model."), strict=False)
     if not report.ok:
         raise ValueError(f"checkpoint={weights.source}: does not fit {cfg.model.name}:\n{report}")
     teacher = None
@@ -348,9 +383,10 @@ def run_visualize(cfg: DictConfig, checkpoint: str, input_path: str, output_dir:
     gen = build_mask_generator(cfg)
     if gen is None:
         raise ValueError("mask.name: set a mask strategy (e.g. hpm) to visualize")
+    sampler = _token_sampler(cfg, model, gen, weights) if adamae else None
     x = load_clip(input_path, OmegaConf.to_object(cfg.data), start=start)
     vis = compute_visualization(model, x, gen, progress=progress, teacher=teacher, num_loss_masks=num_loss_masks,
-                                seed=seed)
+                                seed=seed, sampler=sampler)
     os.makedirs(output_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(input_path))[0]
     png = os.path.join(output_dir, f"{stem}_p{progress:.2f}.png")

@@ -5,8 +5,9 @@ Fig. 2 of the HPM journal version shows, per input, (b) the patch-wise reconstru
 random masks, (c) the loss predicted by `d_ψ` and (d) the mask generated from the predicted loss.
 :func:`compute_visualization` produces those maps for a clip (or an image, `T = 1`) plus the
 easy-to-hard HPM mask at a chosen training progress (α_t, Eq. 8) and the reconstruction under
-that mask; :func:`render_grid_png` draws them as a PNG grid (rows = panels, columns = frames)
-and :func:`write_animation` as an animated GIF or MP4 (panels side by side, one video frame per
+that mask — or, for AdaMAE (CVPR 2023), the token sampler's probability map and the mask drawn
+from it; :func:`render_grid_png` draws them as a PNG grid (rows = panels, columns = frames) and
+:func:`write_animation` as an animated GIF or MP4 (panels side by side, one video frame per
 animation frame).
 
 Per-token maps `[N]` are laid over the frames with :func:`token_map_to_frames`: token
@@ -31,6 +32,7 @@ from videohpm.masking import make_mask_generator
 from videohpm.models.patches import patchify, unpatchify
 
 __all__ = [
+    "training_curve_panels",
     "token_map_to_frames",
     "unnormalize",
     "reconstruct",
@@ -46,7 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PANELS = ("input", "loss", "predicted loss", "mask", "reconstruction")
+PANELS = ("input", "loss", "predicted loss", "sampling probability", "mask", "reconstruction")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,8 +107,11 @@ def reconstruct(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, pred: tor
     (the prediction carries no absolute brightness), so only the texture is the model's.
     """
     t, p, c = model.tubelet_size, model.patch_size, x.shape[1]
-    pixels = unnormalize(x.float(), getattr(model, "input_mean", None), getattr(model, "input_std", None))
-    patches = patchify(pixels, t, p)  # [B, N, t·p·p·C]
+    mean, std = getattr(model, "input_mean", None), getattr(model, "input_std", None)
+    pixels = unnormalize(x.float(), mean, std)
+    # the space the target was taken in: the pixels, or the model input itself (MAE / official HPM)
+    space = pixels if getattr(model, "target_unnormalize", True) else x.float()
+    patches = patchify(space, t, p)  # [B, N, t·p·p·C]
     b, n, d = patches.shape
     pr = pred.float().reshape(b, -1, t * p * p, c)
     if getattr(model, "norm_pix_loss", False) and t == 1 and x.shape[2] == 1:
@@ -115,15 +120,15 @@ def reconstruct(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, pred: tor
         var = patches.var(dim=-1, unbiased=True, keepdim=True)[mask].view(b, -1, 1, 1)
         pr = pr * (var + 1e-6).sqrt() + mu
     elif getattr(model, "norm_pix_loss", False):
-        mu, sd = _patch_stats(pixels, t, p, c)
+        mu, sd = _patch_stats(space, t, p, c)
         sel = mask.unsqueeze(-1).unsqueeze(-1).expand_as(mu)
         mu_m = mu[sel].view(b, -1, 1, c)
         sd_m = sd[sel].view(b, -1, 1, c)
         pr = pr * (sd_m + 1e-6) + mu_m
     out = patches.clone()
     out[mask] = pr.reshape(-1, d).to(out.dtype)
-    grid = model.grid(x)
-    return unpatchify(out, grid, t, p, c).clamp(0.0, 1.0)
+    rec = unpatchify(out, model.grid(x), t, p, c)
+    return (rec if space is pixels else unnormalize(rec, mean, std)).clamp(0.0, 1.0)
 
 
 def per_patch_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -169,6 +174,8 @@ class Visualization:
         recon: `[T, H, W, 3]` reconstruction under `mask` (visible patches are the input).
         token_loss / token_pred_loss / token_mask: the `[N]` per-token values.
         grid, tubelet, patch: token geometry; alpha: α_t used for the mask; progress: t/T.
+        sampling_prob / token_sampling_prob: AdaMAE's token distribution p (`[T, H, W]` / `[N]`),
+            None without a sampler.
     """
 
     frames: np.ndarray
@@ -184,6 +191,8 @@ class Visualization:
     patch: int
     alpha: Optional[float]
     progress: float
+    sampling_prob: Optional[np.ndarray] = None
+    token_sampling_prob: Optional[np.ndarray] = None
 
     @property
     def num_frames(self) -> int:
@@ -205,6 +214,7 @@ def compute_visualization(
     num_loss_masks: int = 10,
     loss_mask_ratio: Optional[float] = None,
     seed: int = 0,
+    sampler: Optional[Any] = None,
 ) -> Visualization:
     """Maps of HPM journal Fig. 2 for ONE clip.
 
@@ -219,6 +229,9 @@ def compute_visualization(
         num_loss_masks: random masks averaged for the true loss map (Fig. 2(b): 10).
         loss_mask_ratio: their mask ratio (default: the generator's γ).
         seed: seeds the masks (reproducible figures).
+        sampler: AdaMAE's token distribution, a callable ``x → p: [1, N]`` (e.g. the recipe's
+            ``token_probs``, in eval mode): drawn as a "sampling probability" row, and the scores of
+            a score-driven strategy (``adamae``) instead of predicted losses.
     """
     if x.dim() == 4:
         x = x.unsqueeze(0)
@@ -240,11 +253,13 @@ def compute_visualization(
         if getattr(teacher, "loss_predictor", None) is not None:
             latent = teacher.encode(x)
             pred_loss = teacher.decode(latent, None, head="loss", grid=grid)[0, :, 0].float()  # [N]
+        probs = None if sampler is None else sampler(x)[0].float()  # [N]
         needs_scores = bool(getattr(mask_generator, "needs_scores", False))
-        if needs_scores and pred_loss is None:
+        scores = probs if probs is not None else pred_loss
+        if needs_scores and scores is None:
             raise ValueError("the mask strategy needs predicted losses but the model has no loss predictor "
-                             "(model.loss_predictor=true)")
-        mask = mask_generator((1, *grid), scores=pred_loss[None] if needs_scores else None, progress=progress,
+                             "(model.loss_predictor=true) and no token sampler was given")
+        mask = mask_generator((1, *grid), scores=scores[None] if needs_scores else None, progress=progress,
                               device=dev, generator=g)
         pred = model.decode(model.encode(x, mask), mask, head="pixel", grid=grid)
         recon = reconstruct(model, x, mask, pred)[0]
@@ -268,6 +283,8 @@ def compute_visualization(
             patch=p,
             alpha=alpha,
             progress=float(progress),
+            sampling_prob=None if probs is None else spread(probs),
+            token_sampling_prob=None if probs is None else probs.cpu().numpy(),
         )
     finally:
         model.train(was)
@@ -300,10 +317,12 @@ def _masked(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def panel_images(vis: Visualization) -> Dict[str, np.ndarray]:
     """`{panel: [T, H, W, 3] float in [0, 1]}` in the order of `PANELS` (no predicted loss
-    panel without a loss predictor)."""
+    panel without a loss predictor, no sampling probability panel without a sampler)."""
     out = {"input": vis.frames, "loss": _heat(vis.frames, vis.loss)}
     if vis.pred_loss is not None:
         out["predicted loss"] = _heat(vis.frames, vis.pred_loss)
+    if vis.sampling_prob is not None:
+        out["sampling probability"] = _heat(vis.frames, vis.sampling_prob)
     out["mask"] = _masked(vis.frames, vis.mask)
     out["reconstruction"] = vis.recon
     return out
@@ -478,6 +497,29 @@ def read_log(path: str) -> Tuple[Dict[str, Dict[int, float]], Dict[str, Dict[int
     return steps, epochs
 
 
+def training_curve_panels(steps: Dict[str, Dict[int, float]], epochs: Dict[str, Dict[int, float]]
+                          ) -> Dict[str, List[Tuple[str, Dict[int, float]]]]:
+    """The panels of :func:`plot_training_curves` from :func:`read_log`'s series: ``{title: [(key,
+    {x: value})]}``. Accuracies are drawn in percent: the training accuracy the recipes log as a
+    fraction (`acc`, `train_acc`) is scaled by 100, evaluations (`val_acc1`, `knn_top1`) already are."""
+    panels: Dict[str, List[Tuple[str, Dict[int, float]]]] = {}
+    loss_keys = sorted(k for k in steps if k.startswith("loss"))
+    if loss_keys:
+        panels["loss"] = [(k, steps[k]) for k in loss_keys]
+    for key, title in (("lr", "learning rate"), ("alpha", "α_t (Eq. 8)")):
+        if key in steps:
+            panels[title] = [(key, steps[key])]
+    percent = lambda key, d: {x: 100.0 * v for x, v in d.items()} if key.startswith(("acc", "train_acc")) else d  # noqa: E731
+    acc_keys = sorted(k for k in steps if k.startswith("acc"))
+    if acc_keys:
+        panels["train accuracy (%)"] = [(k, percent(k, steps[k])) for k in acc_keys]
+    val_keys = sorted(k for k in epochs if any(s in k for s in ("top1", "top5", "acc", "knn"))
+                      and not k.startswith(("best_", "kept_", "start_")) and not k.endswith("_k"))
+    if val_keys:
+        panels["accuracy per epoch (%)"] = [(k, percent(k, epochs[k])) for k in val_keys]
+    return panels
+
+
 def plot_training_curves(log_path: str, out_png: str, dpi: int = 100) -> Dict[str, List[str]]:
     """Plot loss parts, lr and α_t against the optimizer step (plus per-epoch validation metrics
     when present) from `log.jsonl` into one PNG.
@@ -489,20 +531,7 @@ def plot_training_curves(log_path: str, out_png: str, dpi: int = 100) -> Dict[st
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt  # lazy: after the backend is chosen
 
-    steps, epochs = read_log(log_path)
-    panels: Dict[str, List[Tuple[str, Dict[int, float]]]] = {}
-    loss_keys = sorted(k for k in steps if k.startswith("loss"))
-    if loss_keys:
-        panels["loss"] = [(k, steps[k]) for k in loss_keys]
-    for key, title in (("lr", "learning rate"), ("alpha", "α_t (Eq. 8)")):
-        if key in steps:
-            panels[title] = [(key, steps[key])]
-    acc_keys = sorted(k for k in steps if k.startswith("acc"))
-    if acc_keys:
-        panels["train accuracy"] = [(k, steps[k]) for k in acc_keys]
-    val_keys = sorted(k for k in epochs if any(s in k for s in ("top1", "top5", "acc", "knn")))
-    if val_keys:
-        panels["per epoch"] = [(k, epochs[k]) for k in val_keys]
+    panels = training_curve_panels(*read_log(log_path))
     if not panels:
         raise ValueError(f"{log_path}: no loss, lr, alpha or accuracy values to plot")
     n = len(panels)
@@ -512,7 +541,10 @@ def plot_training_curves(log_path: str, out_png: str, dpi: int = 100) -> Dict[st
             xs = sorted(data)
             ax.plot(xs, [data[x] for x in xs], label=key, linewidth=1.2, marker="." if len(xs) < 30 else None)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("epoch" if title == "per epoch" else "step", fontsize=8)
+        ax.set_xlabel("epoch" if title.endswith("per epoch (%)") else "step", fontsize=8)
+        if title.endswith("(%)"):
+            ax.set_ylabel("%", fontsize=8)
+            ax.set_ylim(-2.0, 102.0)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")

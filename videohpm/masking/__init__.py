@@ -6,7 +6,8 @@ that returns a bool mask ``[B, N]`` (True = masked, time-major token order).
 
 Names: ``random`` (MAE), ``tube`` (VideoMAE), ``frame`` (per-frame random), ``hpm``
 (easy-to-hard, HPM journal Eq. 8 / Alg. S1), ``importance`` (ccMIM Eq. 4–6),
-``running_cell`` (VideoMAE V2's decoder mask; see :mod:`.running_cell`).
+``running_cell`` (VideoMAE V2's decoder mask; see :mod:`.running_cell`), ``adamae`` (visible
+tokens drawn from a learned categorical, AdaMAE §3).
 """
 from .base import (
     MaskGenerator,
@@ -16,6 +17,7 @@ from .base import (
     make_mask_generator,
     register_mask_generator,
 )
+from .adamae import AdaMAEMaskGenerator
 from .frame import FrameMaskGenerator
 from .hpm import HPMMaskGenerator
 from .importance import ImportanceMaskGenerator, cls_attention_importance
@@ -33,6 +35,7 @@ __all__ = [
     "RandomMaskGenerator",
     "TubeMaskGenerator",
     "FrameMaskGenerator",
+    "AdaMAEMaskGenerator",
     "HPMMaskGenerator",
     "ImportanceMaskGenerator",
     "cls_attention_importance",

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
+from videohpm.methods.adamae import AdaMAE
 from videohpm.methods.base import EmaTeacher, Recipe
 from videohpm.methods.ccmim import CCMIM
 from videohpm.methods.classification import Classification
@@ -23,6 +24,7 @@ _RECIPES: Dict[str, Callable[..., Recipe]] = {
     "mae": MAE,
     "hpm": HPM,
     "ccmim": CCMIM,
+    "adamae": AdaMAE,  # learned token sampler (AdaMAE, CVPR 2023)
     "classification": Classification,  # fine-tuning
     "linear_probe": LinearProbe,  # frozen encoder, BN + linear head (supplement Table S3)
 }
@@ -80,4 +82,4 @@ def _build(name: str, model: nn.Module, mask_generator: Any, **kwargs: Any) -> R
     return factory(model, **kwargs)
 
 
-__all__ = ["Recipe", "EmaTeacher", "MAE", "HPM", "CCMIM", "enable_mto", "build_recipe", "register_recipe", "available_recipes"]
+__all__ = ["Recipe", "EmaTeacher", "MAE", "HPM", "CCMIM", "AdaMAE", "enable_mto", "build_recipe", "register_recipe", "available_recipes"]

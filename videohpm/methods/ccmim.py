@@ -162,8 +162,8 @@ class CCMIM(Recipe):
         vis = self.model.encode(x, mask, cls=True, num_visible=n_vis)  # [B, 1 + Nv, D]: visible set V
         with torch.no_grad():  # masked set M: the teacher branch, SG in Eq. 7–8
             msk = self.model.encode(x, ~mask, cls=True, num_visible=n_msk)  # [B, 1 + Nm, D]
-            target = select_masked(self.model.target(x), mask, key="target")
-        pred = self.model.decode(vis[:, 1:], mask, head="pixel", grid=grid)  # [B, Nm, P]
+            target = select_masked(self.model.target(x), mask, key="target", count=n_msk)
+        pred = self.model.decode(vis[:, 1:], mask, head="pixel", grid=grid, cls=False)  # [B, Nm, P]
         loss_rec = reconstruction_loss(pred, target).loss  # Eq. 9
 
         h_v = self.projector(vis[:, 0])

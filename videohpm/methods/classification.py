@@ -24,6 +24,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
 from videohpm.methods.base import EmaTeacher, Recipe
+from videohpm.models.probe_head import load_probe_head
 
 __all__ = ["Classification"]
 
@@ -44,6 +45,9 @@ class Classification(Recipe):
         model_ema: keep an EMA of the weights and evaluate it too.
         model_ema_decay: EMA decay per optimizer step.
         num_classes: defaults to `model.num_classes`.
+        probe_head: a probe head file (`tools/probe.py`, :mod:`videohpm.models.probe_head`)
+            copied into the model's head before training (LP-FT; needs `time_pooling`), so that
+            step 0 predicts exactly as the fitted linear probe.
 
     With mixup/cutmix the per-rank micro-batch must be even (pairs are mixed by flipping it).
     """
@@ -66,6 +70,7 @@ class Classification(Recipe):
         model_ema: bool = False,
         model_ema_decay: float = 0.9999,
         num_classes: Optional[int] = None,
+        probe_head: Optional[str] = None,
     ) -> None:
         super().__init__()
         if mask_generator is not None:
@@ -97,6 +102,8 @@ class Classification(Recipe):
             self.criterion = LabelSmoothingCrossEntropy(smoothing=label_smoothing)
         else:
             self.criterion = nn.CrossEntropyLoss()
+        # the fitted probe as the head, before the EMA copy is taken (LP-FT; last of the head's set-up)
+        self.probe_head = load_probe_head(model, probe_head) if probe_head else None
         if model_ema:
             self.ema = EmaTeacher(model)  # unregistered on purpose (module docstring)
 

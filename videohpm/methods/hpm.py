@@ -78,6 +78,8 @@ from videohpm.precision import PRECISION_DTYPES, emulated_bf16_warning, runnable
 from videohpm.schedules import cosine_between
 
 LOSS_PRED_KINDS = ("relative", "absolute", "none")
+#: `method.kwargs.absolute_target`: Eq. 4 as printed, or the official code's per-image standardised L_rec.
+ABSOLUTE_TARGETS = ("raw", "standardized")
 TEACHER_PRECISIONS = {"auto": None, **PRECISION_DTYPES}
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,25 @@ def parse_teacher_mode(spec: Any) -> TeacherMode:
     return TeacherMode(kind, value)
 
 
+def _checked_mode(spec: Any, learn_to_mask: bool, target: str) -> TeacherMode:
+    mode = parse_teacher_mode(spec)
+    if mode.kind != "full" and not learn_to_mask:
+        raise ValueError(f"{_MODE_KEY}={mode}: a cheap teacher mode only changes how the teacher scores "
+                         "patches for the mask; it needs method.learn_to_mask=true (or use 'full')")
+    if mode.kind != "full" and target == "ema_features":
+        raise ValueError(f"{_MODE_KEY}={mode}: target=ema_features needs the teacher's features at all N "
+                         "tokens; use teacher_mode=full")
+    return mode
+
+
+def _check_absolute_target(absolute_target: str, loss_pred: str) -> None:
+    if absolute_target not in ABSOLUTE_TARGETS:
+        raise ValueError(f"method.absolute_target must be one of {ABSOLUTE_TARGETS}, got {absolute_target!r}")
+    if absolute_target != "raw" and loss_pred != "absolute":
+        raise ValueError(f"method.absolute_target={absolute_target!r} sets the target of the absolute loss "
+                         f"prediction (Eq. 4); it needs method.loss_pred=absolute (now {loss_pred!r})")
+
+
 #: Said once per process (see `HPM.teacher_dtype`).
 _warn_bf16_emulated = emulated_bf16_warning(log, "teacher_precision", "the HPM teacher runs in fp32 instead")
 
@@ -171,6 +192,10 @@ class HPM(TargetMixin, Recipe):
         teacher_mode: how the teacher computes `L̂^t` (module doc, "Teacher modes"): "full"
             (default, the paper), "subset:r" (its encoder sees a random fraction r of the tokens)
             or "lowres:s" (it sees the clip downsampled s× in space).
+        absolute_target: the target of `loss_pred="absolute"`: "raw" (default; Eq. 4 as
+            printed, the per-patch L_rec) or "standardized" (the official HPM code's
+            `forward_learning_loss`: L_rec standardised per image over its masked patches,
+            `(L − mean) / sqrt(var_unbiased + 1e-6)`).
     """
 
     def __init__(
@@ -189,20 +214,16 @@ class HPM(TargetMixin, Recipe):
         decoder_mask_ratio: float = 0.5,
         teacher_precision: str = "auto",
         teacher_mode: str = "full",
+        absolute_target: str = "raw",
     ) -> None:
         super().__init__()
-        mode = parse_teacher_mode(teacher_mode)
-        if mode.kind != "full" and not learn_to_mask:
-            raise ValueError(f"{_MODE_KEY}={mode}: a cheap teacher mode only changes how the teacher scores "
-                             "patches for the mask; it needs method.learn_to_mask=true (or use 'full')")
-        if mode.kind != "full" and target == "ema_features":
-            raise ValueError(f"{_MODE_KEY}={mode}: target=ema_features needs the teacher's features at all N "
-                             "tokens; use teacher_mode=full")
+        mode = _checked_mode(teacher_mode, learn_to_mask, target)
         if teacher_precision not in TEACHER_PRECISIONS:
             raise ValueError(f"method.teacher_precision must be one of {tuple(TEACHER_PRECISIONS)}, "
                              f"got {teacher_precision!r}")
         if loss_pred not in LOSS_PRED_KINDS:
             raise ValueError(f"method.loss_pred must be one of {LOSS_PRED_KINDS}, got {loss_pred!r}")
+        _check_absolute_target(absolute_target, loss_pred)
         needs_scores = bool(getattr(mask_generator, "needs_scores", False))
         if learn_to_mask and not needs_scores:
             raise ValueError(
@@ -227,6 +248,7 @@ class HPM(TargetMixin, Recipe):
         self.momentum = momentum
         self.momentum_end = momentum_end
         self.pred_weight = pred_weight
+        self.absolute_target = absolute_target
         self.teacher_precision = teacher_precision
         self.teacher_mode = mode
         self._progress = 0.0
@@ -258,7 +280,7 @@ class HPM(TargetMixin, Recipe):
             else:  # scores only (ema_features needs `full`, checked in __init__)
                 latent, pred = None, self._cheap_teacher_scores(teacher, x.float())
         # Out of inference mode so that masks / targets built from them may be saved for backward.
-        feats = latent.float().clone() if self.target == "ema_features" else None  # no copy if unused
+        feats = teacher.patch_latents(latent).float().clone() if self.target == "ema_features" else None
         return feats, (None if pred is None else pred.float().clone())
 
     def _cheap_teacher_scores(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -339,7 +361,7 @@ class HPM(TargetMixin, Recipe):
         latent = self.model.encode(x, mask, num_visible=num_visible(self.mask_generator, grid))
         pred = self.model.decode(latent, mask, head="pixel", grid=grid[1:], decode_ids=ids)  # [B, K, P]
         with torch.no_grad():
-            target = take_tokens(self._full_target(x, ema_features), mask, ids)
+            target = take_tokens(self._full_target(x, ema_features), mask, ids, count=pred.shape[1])
         rec_per_patch = self._token_loss(pred, target)  # [B, K]
         loss_rec = rec_per_patch.mean()
         out: Dict[str, torch.Tensor] = {"loss_rec": loss_rec.detach()}
@@ -351,7 +373,8 @@ class HPM(TargetMixin, Recipe):
             if self.loss_pred == "relative":
                 loss_p = relative_loss_prediction(pred_loss, rec_per_patch.detach())
             else:
-                loss_p = absolute_loss_prediction(pred_loss, rec_per_patch.detach())
+                loss_p = absolute_loss_prediction(pred_loss, rec_per_patch.detach(),
+                                                  standardize=self.absolute_target == "standardized")
             loss = loss + self.pred_weight * loss_p
             out["loss_pred"] = loss_p.detach()
         if self.learn_to_mask and hasattr(self.mask_generator, "alpha"):

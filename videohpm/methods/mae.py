@@ -59,12 +59,12 @@ class MAE(TargetMixin, Recipe):
         if self.ema is not None:
             teacher = self.ema.follow(x.device)
             with torch.inference_mode():
-                ema = teacher.encode(x.float())
+                ema = teacher.patch_latents(teacher.encode(x.float()))
             ema = ema.clone()
         latent = self.model.encode(x, mask, num_visible=num_visible(self.mask_generator, full_grid))
         pred = self.model.decode(latent, mask, head="pixel", grid=grid, decode_ids=ids)
         with torch.no_grad():
-            target = take_tokens(self._full_target(x, ema), mask, ids)
+            target = take_tokens(self._full_target(x, ema), mask, ids, count=pred.shape[1])
         loss = self._token_loss(pred, target).mean()
         return {"loss": loss, "loss_rec": loss.detach()}
 

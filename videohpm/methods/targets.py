@@ -26,11 +26,14 @@ from videohpm.objectives.reconstruction import reconstruction_loss, select_maske
 __all__ = ["TargetMixin", "take_tokens"]
 
 
-def take_tokens(x: torch.Tensor, mask: torch.Tensor, ids: Optional[torch.Tensor]) -> torch.Tensor:
+def take_tokens(x: torch.Tensor, mask: torch.Tensor, ids: Optional[torch.Tensor],
+                count: Optional[int] = None) -> torch.Tensor:
     """Per-token values ``x: [B, N, ...]`` of the reconstructed tokens: the masked ones
-    (``x[mask]``, ascending) or, with decoder masking, those at ``ids: [B, K]`` (ascending)."""
+    (``x[mask]``, ascending) or, with decoder masking, those at ``ids: [B, K]`` (ascending).
+    ``count``: masked tokens per sample (the prediction's length), so the step needs no
+    device→host sync (:func:`~videohpm.objectives.reconstruction.select_masked`)."""
     if ids is None:
-        return select_masked(x, mask, key="target")
+        return select_masked(x, mask, key="target", count=count)
     return torch.gather(x, 1, ids.view(*ids.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
 
 

@@ -10,6 +10,8 @@ Formats (state-dict key layouts):
   ``attn.q_bias``, ``attn.v_bias``) are the same as ours.
 - ``"hf"``: ``VideoMAEForPreTraining`` / ``VideoMAEForVideoClassification`` / ``VideoMAEModel``
   (``videomae.`` prefix, separate query/key/value linears, ``classifier``).
+- ``"timm"`` (timm ViT, MAE) and ``"hpm"`` (HPM's official image model, whole: encoder, pixel
+  decoder and the ``decoder_*_losspred`` loss predictor; :mod:`videohpm.models.mae_layout`).
 
 Checkpoint wrappers are unwrapped (``model`` / ``module`` / ``state_dict`` entries) and the
 ``module.`` (DDP/DeepSpeed) and ``_orig_mod.`` (``torch.compile``) prefixes stripped. Fixed sin-cos
@@ -32,6 +34,7 @@ from torch import nn
 
 from .export import export_state_dict, hf_config_from_model, is_timm_layout, timm_to_ours
 from .hf_keys import VIDEOMAE_DECODER_RULES, hf_to_ours, rename_key
+from .mae_layout import is_hpm_layout, mae_to_ours
 from .vit import Grid, interpolate_pos_embed
 
 __all__ = [
@@ -43,6 +46,9 @@ __all__ = [
     "resolve_checkpoint_path",
     "weights_only_loads",
     "unwrap_state_dict",
+    "select_weights",
+    "teacher_state_dict",
+    "TEACHER_KEYS",
     "detect_format",
     "to_canonical",
     "export_state_dict",
@@ -245,6 +251,36 @@ def weights_only_loads(extra_safe_globals: Sequence[Any] = ()) -> Iterator[None]
     finally:
         torch.load = saved
 
+#: Where checkpoints keep an EMA teacher next to the student: HPM's official files
+#: (``ema_state_dict``), ours (``model_final.pth``: ``teacher``), timm / DeiT (``model_ema``).
+TEACHER_KEYS = ("ema_state_dict", "teacher", "model_ema")
+
+
+def select_weights(obj: Any, teacher: bool = False) -> Any:
+    """The part of a checkpoint to load: all of it (the student, found by
+    :func:`unwrap_state_dict`), or with ``teacher`` the EMA teacher's state dict (:data:`TEACHER_KEYS`).
+
+    Raises:
+        ValueError: ``teacher`` and the checkpoint holds none (naming what it holds).
+    """
+    if not teacher:
+        return obj
+    if isinstance(obj, Mapping):
+        for key in TEACHER_KEYS:
+            if isinstance(obj.get(key), Mapping) and obj[key]:
+                return obj[key]
+    top = list(obj.keys())[:10] if isinstance(obj, Mapping) else type(obj).__name__
+    raise ValueError(f"the checkpoint holds no EMA teacher (looked for {', '.join(TEACHER_KEYS)}; it has {top})")
+
+
+def teacher_state_dict(obj: Any) -> Optional[StateDict]:
+    """The EMA teacher a checkpoint holds next to its student (:data:`TEACHER_KEYS`), in our key
+    names (any layout :func:`to_canonical` reads), or None when it holds none."""
+    if not isinstance(obj, Mapping) or not any(isinstance(obj.get(k), Mapping) and obj[k] for k in TEACHER_KEYS):
+        return None
+    return to_canonical(unwrap_state_dict(select_weights(obj, teacher=True)))[0]
+
+
 def unwrap_state_dict(obj: Mapping[str, Any]) -> StateDict:
     """Find the tensor dict inside a checkpoint and strip ``module.`` / ``_orig_mod.`` prefixes."""
     sd: Any = obj
@@ -284,6 +320,8 @@ def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
     if any(".attention.attention.query." in k or k.startswith(("videomae.", "embeddings.patch_embeddings"))
            for k in keys):
         return "hf"
+    if is_hpm_layout(sd):
+        return "hpm"  # HPM's official image model (MAE's names + decoder_*_losspred)
     if any(k.startswith(("decoder.embed.", "decoder.mask_token", "loss_predictor.")) for k in keys):
         return "videohpm"
     if any(k.startswith(("encoder.blocks.", "encoder.patch_embed.")) for k in keys):
@@ -321,9 +359,11 @@ def to_canonical(sd: Mapping[str, torch.Tensor], source_format: Optional[str] = 
         return _videomae_to_ours(sd), fmt
     if fmt == "timm":
         return timm_to_ours(sd), fmt
+    if fmt == "hpm":
+        return mae_to_ours(sd), fmt
     if fmt == "videohpm":
         return dict(sd), fmt
-    raise ValueError(f"unknown source_format {fmt!r}; expected 'videohpm', 'videomae', 'timm' or 'hf'")
+    raise ValueError(f"unknown source_format {fmt!r}; expected 'videohpm', 'videomae', 'timm', 'hpm' or 'hf'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,11 +388,12 @@ def _infer_src_grid(n_src: int, dst: Grid) -> Grid:
 
 def _new_part_prefixes(model: nn.Module) -> tuple:
     """Parts of ``model`` that a pre-trained checkpoint is not expected to hold: the new
-    classifier head (``fc_norm``, ``head``) when fine-tuning; the loss predictor d_ψ (VideoMAE
-    has none) and the decoders (an encoder-only checkpoint) of a pre-training model."""
+    classifier head (``fc_norm``, ``head``, a time-pooling head's ``feat_norm``) when fine-tuning;
+    the loss predictor d_ψ (VideoMAE has none) and the decoders (an encoder-only checkpoint) of a
+    pre-training model."""
     if hasattr(model, "decoder"):
         return ("decoder.", "loss_predictor.")
-    return ("fc_norm.", "head.")
+    return ("fc_norm.", "head.", "feat_norm.")
 
 
 def load_pretrained(
@@ -361,6 +402,7 @@ def load_pretrained(
     strict: Union[bool, str] = False,
     source_format: Optional[str] = None,
     src_grid: Optional[Grid] = None,
+    teacher: bool = False,
 ) -> LoadReport:
     """Load weights of any supported layout into a MaskedAutoencoder or VideoClassifier.
 
@@ -378,6 +420,8 @@ def load_pretrained(
             or missing outside the model's new parts (``fc_norm``/``head`` of a classifier,
             ``decoder``/``loss_predictor`` of a pre-training model). ``True``: raise unless
             every key fits (``report.ok``). The model is left untouched when it raises.
+        teacher: load the EMA teacher saved next to the student (:func:`select_weights`: HPM's
+            ``ema_state_dict``, our ``teacher``) instead of the student (``model.pretrained_teacher``).
     Raises:
         PretrainedMismatchError: as ``strict`` says, and always when not one tensor fits (another
             model's checkpoint: training would silently start from scratch).
@@ -385,25 +429,13 @@ def load_pretrained(
     if strict not in (False, True, "parts"):
         raise ValueError(f"load_pretrained: strict must be False, True or 'parts', got {strict!r}")
     obj = read_checkpoint_file(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else path_or_state_dict
-    sd, fmt = to_canonical(unwrap_state_dict(obj), source_format)
+    sd, fmt = to_canonical(unwrap_state_dict(select_weights(obj, teacher)), source_format)
     report = LoadReport(source_format=fmt)
     own = model.state_dict()
-    is_classifier = not hasattr(model, "decoder")
-
-    def is_ignored(k: str) -> bool:
-        if k == "encoder.cls_token" or k.startswith("teacher."):  # ccMIM [CLS]; an EMA copy
-            return True
-        if is_classifier:
-            if k.startswith(("decoder.", "loss_predictor.")):
-                return True
-            return k.startswith("encoder.norm.") and not any(o.startswith("encoder.norm.") for o in own)
-        return k.startswith(("fc_norm.", "head.")) or (
-            k.startswith("loss_predictor.") and getattr(model, "loss_predictor", None) is None)
-
     to_load: StateDict = {}
     for k, v in sd.items():
         if k not in own:
-            (report.ignored if is_ignored(k) else report.unexpected).append(k)
+            (report.ignored if _is_ignored(model, own, k) else report.unexpected).append(k)
             continue
         target = own[k]
         if k == "encoder.pos_embed" and v.shape != target.shape and v.shape[-1] == target.shape[-1]:
@@ -420,14 +452,53 @@ def load_pretrained(
     new_parts = _new_part_prefixes(model)
     report.expected_missing = [k for k in report.missing if k.startswith(new_parts)
                                and not any(k == m[0] for m in report.mismatched)]
+    _refuse(model, report, strict)
+    model.load_state_dict(to_load, strict=False)
+    return report
+
+
+def _is_ignored(model: nn.Module, own: Mapping[str, torch.Tensor], k: str) -> bool:
+    """A checkpoint key ``model`` has no use for (``load_pretrained``'s docstring)."""
+    if k == "encoder.cls_token" or k.startswith("teacher."):  # ccMIM [CLS]; an EMA copy
+        return True
+    if not hasattr(model, "decoder"):  # a classifier
+        if k.startswith(("decoder.", "loss_predictor.")):
+            return True
+        return k.startswith("encoder.norm.") and not any(o.startswith("encoder.norm.") for o in own)
+    return k.startswith(("fc_norm.", "head.")) or (
+        k.startswith("loss_predictor.") and getattr(model, "loss_predictor", None) is None)
+
+
+def _refuse(model: nn.Module, report: LoadReport, strict: Union[bool, str]) -> None:
+    """Raise :class:`PretrainedMismatchError` as ``load_pretrained``'s ``strict`` says."""
     if not report.loaded:
         raise PretrainedMismatchError(
             f"not one tensor of the checkpoint fits this model (another width, depth or patch size?):\n"
             f"{report.problems()}", report)
+    hint = _layout_hint(model, report.source_format)
     if strict is True and not report.ok:
-        raise PretrainedMismatchError(f"load_pretrained(strict=True): the checkpoint does not fit the model:\n{report}",
-                                      report)
+        raise PretrainedMismatchError(f"load_pretrained(strict=True): the checkpoint does not fit the model:\n{report}"
+                                      f"{hint}", report)
     if strict == "parts" and report.problem_keys():
-        raise PretrainedMismatchError(f"the checkpoint does not fit the model:\n{report.problems()}", report)
-    model.load_state_dict(to_load, strict=False)
-    return report
+        raise PretrainedMismatchError(f"the checkpoint does not fit the model:\n{report.problems()}{hint}", report)
+
+
+def _layout_hint(model: nn.Module, fmt: str) -> str:
+    """A line naming the model options an official HPM / MAE file needs, when they are off."""
+    if fmt not in ("hpm", "timm") or getattr(model, "encoder", None) is None:
+        return ""
+    enc = model.encoder
+    if not hasattr(model, "decoder"):
+        if enc.cls_token is None:
+            return ("\n  an official MAE / HPM encoder: fine-tune it with model.kwargs {cls_token: true, "
+                    "use_learnable_pos_emb: true} (configs/finetune/in1k_vit_b.yaml)")
+        return ""
+    wanted = {"cls_token": enc.cls_token is not None, "cls_in_pretraining": getattr(model, "cls_in_pretraining", False),
+              "sincos_table": enc.sincos_table == "2d", "decoder_embed_bias": model.decoder.embed.bias is not None}
+    if fmt == "hpm":
+        wanted["loss_predictor_layout"] = getattr(model, "loss_predictor_layout", None) == "hpm"
+    off = [k for k, ok in wanted.items() if not ok]
+    if not off:
+        return ""
+    return (f"\n  the official {fmt.upper() if fmt == 'hpm' else 'MAE'} image model needs model.kwargs {off} as in "
+            "configs/pretrain/in1k_vit_b_hpm.yaml")

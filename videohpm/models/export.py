@@ -43,9 +43,12 @@ from torch import nn
 from videohpm.constants import IMAGENET_MEAN, IMAGENET_STD
 
 from .hf_keys import VIDEOMAE_DECODER_RULES, ours_to_hf, rename_key
+from .mae_layout import ours_to_mae
+from .registry import MODEL_SIZES
 
 __all__ = [
     "EXPORT_FORMATS",
+    "built_name",
     "export_state_dict",
     "hf_config_from_model",
     "timm_model_args",
@@ -57,7 +60,28 @@ __all__ = [
 StateDict = dict[str, torch.Tensor]
 
 # Formats of write_export (tools/export.py --format).
-EXPORT_FORMATS = ("hf", "videomae", "timm")
+EXPORT_FORMATS = ("hf", "videomae", "timm", "hpm", "mae")
+
+def built_name(model: nn.Module) -> str:
+    """A name that says what ``model`` (anything with an ``encoder``) is: the registry's size name
+    when width, depth and heads are one of ``MODEL_SIZES``, else ``dim128-depth4-heads2``; the
+    patch, the input side and, for video, the frames (and a tubelet other than 2):
+    ``vit_base_patch16_224_16f``, ``pretrain_videomae_dim128-depth4-heads2_patch16_112_8f``."""
+    enc = model.encoder
+    dim, depth, heads = enc.embed_dim, len(enc.blocks), enc.blocks[0].attn.num_heads
+    size = next((n for n, s in MODEL_SIZES.items()
+                 if (s["embed_dim"], s["depth"], s["num_heads"]) == (dim, depth, heads)),
+                f"dim{dim}-depth{depth}-heads{heads}")
+    gt, gh, gw = enc.default_grid
+    p, t = enc.patch_size, enc.tubelet_size
+    frames = gt * t
+    side = f"{gh * p}" if gh == gw else f"{gh * p}x{gw * p}"
+    kind = "vit" if not hasattr(model, "decoder") else ("pretrain_mae" if frames == 1 else "pretrain_videomae")
+    name = f"{kind}_{size}_patch{p}_{side}"
+    if frames > 1:
+        name += f"_{frames}f" + (f"_tubelet{t}" if t != 2 else "")
+    return name
+
 
 def _is_pretrain(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("decoder.") for k in sd)
@@ -107,8 +131,9 @@ def export_state_dict(model_or_sd: Union[nn.Module, Mapping[str, torch.Tensor]],
     ``"timm"`` (an image-mode model's encoder as a timm ``VisionTransformer`` backbone; needs the
     module, see :func:`timm_model_args`).
 
-    The loss predictor d_ψ has no slot in these layouts and is left out (keep our own format to
-    keep it). Parts a layout cannot express (see the module docstring) raise ``ValueError``.
+    The loss predictor d_ψ has no slot in these layouts and is left out (keep our own format, or
+    HPM's official image layout: :func:`videohpm.models.mae_layout.ours_to_mae`). Parts a layout
+    cannot express (see the module docstring) raise ``ValueError``.
     """
     model = model_or_sd if isinstance(model_or_sd, nn.Module) else None
     sd = model.state_dict() if model is not None else dict(model_or_sd)
@@ -171,6 +196,11 @@ def hf_config_from_model(model: nn.Module, **extra: Any):
 # ----------------------------------------------------------------------------------------------
 _TIMM_SIZES = {(192, 12, 3): "vit_tiny_patch16_224", (384, 12, 6): "vit_small_patch16_224",
                (768, 12, 12): "vit_base_patch16_224", (1024, 24, 16): "vit_large_patch16_224"}
+
+
+# The keys of a timm pretrained_cfg that describe the input, not the origin of the weights.
+_TIMM_INPUT_CFG = ("architecture", "input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode",
+                   "mean", "std", "num_classes", "pool_size", "first_conv", "classifier")
 
 
 def timm_model_args(model: nn.Module) -> tuple[str, dict[str, Any]]:
@@ -320,37 +350,46 @@ def _hf_class(model: nn.Module):
 
 
 def write_export(model: nn.Module, fmt: str, out: Union[str, os.PathLike],
-                 class_names: Optional[Sequence[str]] = None) -> list[str]:
-    """Write ``model`` in format ``fmt`` to ``out`` (refusing an existing path) and return the
-    files written.
+                 class_names: Optional[Sequence[str]] = None, overwrite: bool = False,
+                 processor: Optional[Mapping[str, Any]] = None) -> list[str]:
+    """Write ``model`` in format ``fmt`` to ``out`` (refusing an existing path unless
+    ``overwrite``: then an earlier export there is replaced once the new one is complete) and
+    return the files written. ``processor`` (``"hf"``): the ``preprocessor_config.json`` content.
 
     - ``"hf"``: a folder ``config.json`` + ``model.safetensors``, written by transformers' own
       ``save_pretrained`` from a ``VideoMAEForPreTraining`` / ``VideoMAEForVideoClassification``
       that the export has just loaded with ``strict=True``; ``class_names`` fill ``id2label``.
     - ``"videomae"``: one file ``{"model": state_dict}`` (VideoMAE's ``utils.save_model`` layout,
       which its ``--finetune`` / ``load_state_dict`` read).
+    - ``"hpm"`` / ``"mae"``: one file ``{"model": state_dict}`` in the official pre-training
+      layout (:func:`videohpm.models.mae_layout.ours_to_mae`): HPM's ``MaskedAutoencoderViT`` with
+      its loss predictor / MAE's without, loaded with ``strict=True``; HPM's and MAE's
+      ``--finetune`` and ``--resume`` read it.
     - ``"timm"``: a folder ``config.json`` + ``model.safetensors`` + ``pytorch_model.bin`` written
       by timm's ``save_for_hf`` from the timm backbone the export has just loaded with
       ``strict=True``: ``timm.create_model("local-dir:<out>", pretrained=True)`` rebuilds it, and
       ``pytorch_model.bin`` is the plain state dict that detectron2's ViTDet and mmseg/mmdet load.
 
     The output is assembled next to ``out`` and renamed into place, so a failed export leaves
-    nothing behind.
+    nothing behind (and an overwritten export as it was).
     """
     out = os.fspath(out)
-    if os.path.lexists(out):
-        raise FileExistsError(f"--out {out}: already exists; the export never overwrites, pick a new path")
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"--out {out}: already exists; pass --overwrite to replace it, or pick a new path")
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"--format {fmt!r}: expected one of {EXPORT_FORMATS}")
-    sd = export_state_dict(model, "hf" if fmt == "hf" else fmt)  # refuses what fmt cannot express
+    if fmt in ("hpm", "mae"):  # refuses what the official model cannot hold
+        sd = ours_to_mae(model, loss_predictor=fmt == "hpm")
+    else:
+        sd = export_state_dict(model, "hf" if fmt == "hf" else fmt)  # refuses what fmt cannot express
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
-        if fmt == "videomae":
+        if fmt in ("videomae", "hpm", "mae"):
             target = os.path.join(tmp, "weights.pth")
             torch.save({"model": {k: v.detach().contiguous().clone() for k, v in sd.items()}}, target)
-            os.replace(target, out)
+            _move_into_place(target, out)
             return [out]
         if fmt == "hf":
             extra: dict[str, Any] = {}
@@ -362,6 +401,9 @@ def write_export(model: nn.Module, fmt: str, out: Union[str, os.PathLike],
             hf = _hf_class(model)(hf_config_from_model(model, **extra))
             hf.load_state_dict(sd, strict=True)
             hf.save_pretrained(tmp, safe_serialization=True)
+            if processor is not None:
+                with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
+                    json.dump(dict(processor), f, indent=2)
         else:
             arch, kwargs = timm_model_args(model)
             net = timm.create_model(arch, pretrained=False, **kwargs)
@@ -369,15 +411,32 @@ def write_export(model: nn.Module, fmt: str, out: Union[str, os.PathLike],
             mean = getattr(model, "input_mean", None) or IMAGENET_MEAN
             std = getattr(model, "input_std", None) or IMAGENET_STD
             size = kwargs["img_size"] if isinstance(kwargs["img_size"], list) else [kwargs["img_size"]] * 2
+            # timm's config of `arch` names its own pretrained weights (tag, licence, paper): not these
+            net.pretrained_cfg = {k: v for k, v in net.pretrained_cfg.items() if k in _TIMM_INPUT_CFG}
             save_for_hf(net, tmp, model_args=kwargs, safe_serialization="both",
+                        model_config={"model_name": built_name(model)},
                         data_config=dict(mean=tuple(mean), std=tuple(std), input_size=(kwargs["in_chans"], *size),
                                          crop_pct=1.0))
             with open(os.path.join(tmp, "videohpm_export.json"), "w") as f:
-                json.dump({"architecture": arch, "model_args": kwargs,
+                # `architecture` is only timm's builder: `model_args` set every size
+                json.dump({"model_name": built_name(model), "architecture": arch, "model_args": kwargs,
                            "load": f"timm.create_model('local-dir:{out}', pretrained=True)"}, f, indent=2)
-        os.replace(tmp, out)
+        _move_into_place(tmp, out)
         tmp = None
         return sorted(os.path.join(out, n) for n in os.listdir(out))
     finally:
         if tmp is not None and os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(src: str, out: str) -> None:
+    """Rename the finished export ``src`` to ``out``; an existing ``out`` is first renamed aside and
+    removed only after the new one is in place."""
+    old = None
+    if os.path.lexists(out):
+        old = tempfile.mkdtemp(prefix=".export-old-", dir=os.path.dirname(os.path.abspath(out)))
+        old = os.path.join(old, "old")
+        os.replace(out, old)
+    os.replace(src, out)
+    if old is not None:
+        shutil.rmtree(os.path.dirname(old), ignore_errors=True)

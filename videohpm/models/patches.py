@@ -78,12 +78,13 @@ def pixel_target(
 
     - video (VideoMAE): every patch is standardized *per channel* over its ``t·p·p`` voxels,
       ``(v - mean) / (sqrt(var_unbiased) + eps)``;
-    - images (``T = 1`` with ``t = 1``; MAE's ``forward_loss`` and the official HPM image code):
-      every patch is standardized *jointly* over all its ``p·p·C`` values,
-      ``(v - mean) / sqrt(var_unbiased + eps)``.
+    - images (``T = 1`` with ``t = 1``; the formula of MAE's ``forward_loss``): every patch is
+      standardized *jointly* over all its ``p·p·C`` values, ``(v - mean) / sqrt(var_unbiased + eps)``.
 
-    ``mean``/``std`` = None skips the un-normalization (inputs already in pixel space, or
-    non-RGB inputs).
+    ``mean``/``std`` = None skips the un-normalization: inputs already in pixel space, non-RGB
+    inputs, or MAE's and the official HPM image code's own target, which patchifies the
+    *normalised* input (``MaskedAutoencoder(target_unnormalize=False)``; with ``normalize`` the
+    two differ, since the per-patch standardisation is not invariant to a per-channel affine map).
 
     Args:
         x: ``[B, C, T, H, W]`` model input.

@@ -161,14 +161,17 @@ def absolute_loss_prediction(
     ``L_pred = mean over masked tokens of (L̂_i − L_rec(i))²``.
 
     Target standardization: none by default (Eq. 4 regresses the raw values). With
-    ``standardize=True`` the target is z-scored per sample over its masked tokens,
-    ``(L_rec − mean) / (std + eps)``, which removes the shrinking scale of L_rec the paper
-    criticises (§3.3) while keeping a regression loss.
+    ``standardize=True`` the target is standardised per sample over its masked tokens as the
+    official HPM code's ``forward_learning_loss`` does,
+    ``(L_rec − mean) / sqrt(var_unbiased + eps)`` (``eps`` = 1e-6), which removes the shrinking
+    scale of L_rec the paper criticises (§3.3) while keeping a regression loss
+    (``method.kwargs.absolute_target: standardized`` of the HPM recipe).
 
     Args:
         pred: ``[B, Nm]`` (or ``[B, Nm, 1]``) predicted losses (with grad).
         rec_loss: ``[B, Nm]`` per-patch reconstruction loss (detached here).
         mask: optional bool ``[B, N]`` to select masked tokens from full-length inputs.
+        standardize, eps: the target standardisation above (needs ≥ 2 masked tokens per sample).
 
     Returns:
         scalar fp32 loss.
@@ -176,9 +179,12 @@ def absolute_loss_prediction(
     pred, rec = _check_pair(pred, rec_loss, mask)
     target = rec.detach().float()
     if standardize:
+        if target.shape[1] < 2:
+            raise ValueError(f"absolute_loss_prediction(standardize=True) needs at least 2 masked tokens per sample "
+                             f"(an unbiased variance), got {target.shape[1]}")
         mean = target.mean(dim=1, keepdim=True)
-        std = target.std(dim=1, keepdim=True, unbiased=False)
-        target = (target - mean) / (std + eps)
+        var = target.var(dim=1, keepdim=True, unbiased=True)
+        target = (target - mean) / (var + eps).sqrt()
     return (pred.float() - target).pow(2).mean()
 
 

@@ -12,12 +12,15 @@ from typing import NamedTuple, Optional
 import torch
 
 
-def select_masked(x: torch.Tensor, mask: torch.Tensor, key: str = "x") -> torch.Tensor:
+def select_masked(x: torch.Tensor, mask: torch.Tensor, key: str = "x", count: Optional[int] = None) -> torch.Tensor:
     """Masked tokens of ``x`` in ascending token order: ``x[mask].view(B, N_masked, ...)``.
 
     Args:
         x: ``[B, N, ...]`` per-token tensor.
         mask: bool ``[B, N]``, True = masked, the same count in every sample.
+        count: that count, when the caller knows it (a shape of its tensors): then the tokens are
+            gathered by index and no device→host sync is needed (``x[mask]`` must read the
+            number of True entries before it can allocate its output).
 
     Returns:
         ``[B, N_masked, ...]`` (VideoMAE's convention for per-masked-token tensors).
@@ -29,7 +32,10 @@ def select_masked(x: torch.Tensor, mask: torch.Tensor, key: str = "x") -> torch.
             f"{key} [B, N, ...] and mask [B, N] disagree: {tuple(x.shape)} vs {tuple(mask.shape)}"
         )
     B = x.shape[0]
-    return x[mask].reshape(B, -1, *x.shape[2:])
+    if count is None:
+        return x[mask].reshape(B, -1, *x.shape[2:])
+    ids = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :count]  # masked first, ascending
+    return torch.gather(x, 1, ids.view(B, count, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
 
 
 def per_patch_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,10 @@ normalized-pixel target, 90 % masking by default):
 * ``hpm:<mode>`` / ``hpm_decmask:<mode>`` (e.g. ``hpm:lowres:2``, ``hpm:subset:0.25``): ``hpm`` /
   ``hpm_decmask`` with ``method.kwargs.teacher_mode=<mode>`` (a cheaper teacher,
   ``videohpm.methods.hpm``), reported as ``hpm_<mode>`` with ``:`` → ``_`` (``hpm_lowres_2``),
-  with ``hpm_<mode>_vs_plain_time`` and the same step breakdown as ``hpm``.
+  with ``hpm_<mode>_vs_plain_time`` and the same step breakdown as ``hpm``;
+* ``adamae``: the ``adamae`` recipe (AdaMAE's token sampler over all N tokens, visible tokens drawn
+  from it at ``--mask-ratio``, ``L_R + λ·L_S``), with ``adamae_vs_plain_time`` /
+  ``adamae_vs_hpm_time`` and its sampler's share of the step.
 
 The variants run round-robin (one step each, in turn) so that a machine shared with other jobs
 slows them alike; warm-up steps are excluded and the median of the timed steps is reported.
@@ -38,7 +41,7 @@ import json
 import platform
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
@@ -48,7 +51,7 @@ from videohpm.models import cpu_kernels
 
 
 VARIANTS = ("hf", "plain_aten", "plain_onednn", "plain", "plain_decmask", "plain_compiled", "hpm", "hpm_decmask",
-            "hpm_teacher_bf16", "hpm_compiled")
+            "hpm_teacher_bf16", "hpm_compiled", "adamae")
 #: the cheap teacher mode in the default run (the fastest of docs/BENCHMARKS.md "HPM teacher modes")
 BEST_TEACHER_MODE = "lowres:2"
 
@@ -84,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                         "plain_compiled, hpm_compiled (transformer stacks through torch.compile), "
                         "hpm_teacher_bf16 (method.teacher_precision=bf16; `hpm` pins fp32), "
                         "plain_decmask, hpm_decmask (VideoMAE V2 running-cell decoder masking), "
-                        "hpm:<mode>, hpm_decmask:<mode> (method.kwargs.teacher_mode=<mode>, e.g. hpm:subset:0.25)")
+                        "hpm:<mode>, hpm_decmask:<mode> (method.kwargs.teacher_mode=<mode>, e.g. hpm:subset:0.25), "
+                        "adamae (AdaMAE's learned token sampler)")
     p.add_argument("--cpu-kernels", choices=cpu_kernels.SETTINGS, default="auto",
                    help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels; "
                         "default auto: the faster of oneDNN and ATen, timed per shape, as in training)")
@@ -98,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flops", action="store_true",
                    help="also count each variant's training-step FLOPs (torch.utils.flop_counter, one extra "
                         "untimed step each) and report GFLOP per step, the achieved GFLOP/s and HPM / plain in FLOPs")
+    p.add_argument("--mfu", action="store_true",
+                   help="implies --flops: also time a square GEMM in the run's precision on the device (the "
+                        "measured peak) and report each variant's model FLOP utilization = GFLOP/s / that peak")
+    p.add_argument("--peak-gemm-size", type=int, default=0,
+                   help="side of the --mfu GEMM (default: 8192 on CUDA, 1024 on CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     return p
 
@@ -167,12 +176,18 @@ class _Variant:
         self.cpu: List[float] = []  # process CPU time per step (all threads)
         self.first_step: Optional[float] = None
         self.phases: List[Dict[str, float]] = []
+        self.peak_mem: List[float] = []  # CUDA: bytes allocated at the step's peak
+        self.step_mem: List[float] = []  # CUDA: that peak minus what was allocated before the step
 
     def step(self, record: bool) -> None:
         cpu_kernels.set_cpu_kernels(self.kernels)
         timer = self.timer
         timer.totals = {}
         timer.sync()
+        cuda = timer.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(timer.device)
+            mem0 = torch.cuda.memory_allocated(timer.device)
         t0 = time.perf_counter()
         c0 = time.process_time()
         with timer.phase("forward"), torch.autocast(self.timer.device.type, dtype=torch.bfloat16,
@@ -194,6 +209,9 @@ class _Variant:
             self.steps.append(total)
             self.cpu.append(cpu)
             self.phases.append(dict(timer.totals))
+            if cuda:
+                self.peak_mem.append(torch.cuda.max_memory_allocated(timer.device))
+                self.step_mem.append(self.peak_mem[-1] - mem0)
 
     def median(self) -> float:
         return statistics.median(self.steps)
@@ -205,16 +223,17 @@ class _Variant:
 
 def step_gflop(v: _Variant) -> float:
     """GFLOP (2 per multiply-add) of one forward + backward of ``v``, counted by
-    ``torch.utils.flop_counter`` on the plain ops (ATen GEMMs, SDPA's math backend, which it can
-    count: our custom kernels and CPU flash attention are opaque to it); untimed, no optimizer step,
-    gradients dropped afterwards."""
+    ``torch.utils.flop_counter`` on the plain ops (ATen GEMMs and, on CPU, SDPA's math backend:
+    our custom kernels and CPU flash attention are opaque to it; the CUDA flash / efficient / cuDNN
+    attention kernels it counts as they are); untimed, no optimizer step, gradients dropped afterwards."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     previous = cpu_kernels.cpu_kernels()
     cpu_kernels.set_cpu_kernels("aten")
+    math_only = sdpa_kernel(SDPBackend.MATH) if v.timer.device.type == "cpu" else nullcontext()
     try:
-        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        with math_only, FlopCounterMode(display=False) as counter:
             with torch.autocast(v.timer.device.type, dtype=torch.bfloat16, enabled=v.precision == "bf16"):
                 loss = v.forward()
             loss.backward()
@@ -222,6 +241,25 @@ def step_gflop(v: _Variant) -> float:
         cpu_kernels.set_cpu_kernels(previous)
         v.opt.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 1e9
+
+
+def gemm_peak_gflops(device: torch.device, dtype: torch.dtype, n: int, iters: int = 20) -> float:
+    """The device's measured matrix-multiply peak: GFLOP/s of an ``n``×``n``×``n`` ``torch.mm`` in
+    ``dtype`` (2·n³ FLOPs each), best of 3 timings of ``iters`` back-to-back products after a warm-up."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(iters):
+            torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 * iters / best / 1e9
 
 
 def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
@@ -295,8 +333,38 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
         teacher.decode = v.timer.wrap(teacher.decode, "teacher_loss_predictor")
         recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
         variants.append(v)
+    if "adamae" in names:
+        torch.manual_seed(args.seed)
+        model = create_model(args.model, **size).to(device)
+        model.load_state_dict(plain_model.state_dict())
+        recipe = build_recipe("adamae", model, make_mask_generator("adamae", mask_ratio=args.mask_ratio)).to(device)
+        v = _Variant("adamae", lambda r=recipe: r(batch, 0.0)["loss"], list(recipe.parameters()), device,
+                     kernels=args.cpu_kernels)
+        recipe.sampler.forward = v.timer.wrap(recipe.sampler.forward, "sampler")
+        recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
+        variants.append(v)
     order = {name: i for i, name in enumerate((*VARIANTS, *(m[0] for m in modes.values())))}
     return sorted(variants, key=lambda v: order[v.name])
+
+
+def _add_mfu_and_memory(res: Dict[str, Any], args: argparse.Namespace, variants: List[_Variant],
+                        gflop: Dict[str, float]) -> None:
+    """``--mfu``: the measured GEMM peak and each variant's MFU; on CUDA the device's name and each
+    variant's peak memory (absolute, and above what was allocated before its step)."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        res["device_name"] = torch.cuda.get_device_name(device)
+    for v in variants:
+        if v.peak_mem:
+            res[f"{v.name}_peak_mem_mib"] = max(v.peak_mem) / 2**20
+            res[f"{v.name}_step_mem_mib"] = max(v.step_mem) / 2**20
+    if not args.mfu:
+        return
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    peak = gemm_peak_gflops(device, dtype, args.peak_gemm_size or (8192 if device.type == "cuda" else 1024))
+    res["gemm_peak_gflops"] = peak  # the MFU denominator, measured in this run
+    for v in variants:
+        res[f"{v.name}_mfu"] = gflop[v.name] / res[f"{v.name}_step_s"] / peak
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -312,7 +380,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             v.step(record=i >= args.warmup)
     cpu_kernels.set_cpu_kernels(args.cpu_kernels)
     wall = time.perf_counter() - t_build
-    gflop = {v.name: step_gflop(v) for v in variants} if args.flops else {}
+    gflop = {v.name: step_gflop(v) for v in variants} if args.flops or args.mfu else {}
     kernels = cpu_kernels.chosen_kernels()
     capability = kernels.pop("cpu")
 
@@ -340,6 +408,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             res[f"{v.name}_gflop_per_s"] = gflop[v.name] / med
         if v.name.endswith("_compiled"):  # one-time cost: first step minus a steady-state step
             res[f"{v.name}_compile_s"] = v.first_step - med
+    _add_mfu_and_memory(res, args, variants, gflop)
     for name in ("plain_compiled", "hpm_compiled"):
         if f"{name}_step_s" in res and "hf_step_s" in res:
             res[f"{name}_vs_hf"] = res["hf_step_s"] / res[f"{name}_step_s"]
@@ -375,6 +444,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         res["hpm_vs_plain_time_cpu"] = res["hpm_cpu_s"] / res["plain_cpu_s"]
     if "hpm_step_gflop" in res and "plain_step_gflop" in res:
         res["hpm_vs_plain_flops"] = res["hpm_step_gflop"] / res["plain_step_gflop"]
+    _adamae_ratios(res, variants)
     for hpm in (v for v in variants if v.name.startswith("hpm")):
         ph = hpm.median_phases()
         inner = ph.get("teacher_encoder", 0.0) + ph.get("teacher_loss_predictor", 0.0) + ph.get("masking", 0.0)
@@ -388,6 +458,32 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             "ema": ph.get("ema", 0.0),
         }
     return res
+
+
+def _adamae_ratios(res: Dict[str, Any], variants: List[_Variant]) -> None:
+    """AdaMAE's step against plain MAE and the HPM variants of the run, and its sampler's share."""
+    if "adamae_step_s" not in res:
+        return
+    for base in ("plain", "hpm", *res.get("teacher_modes", {})):
+        if f"{base}_step_s" in res:
+            res[f"adamae_vs_{base}_time"] = res["adamae_step_s"] / res[f"{base}_step_s"]
+    ph = next(v for v in variants if v.name == "adamae").median_phases()
+    res["adamae_breakdown_s"] = {"sampler": ph.get("sampler", 0.0), "masking": ph.get("masking", 0.0),
+                                 "rest_forward": ph.get("forward", 0.0) - ph.get("sampler", 0.0) - ph.get("masking", 0.0),
+                                 "backward": ph.get("backward", 0.0), "optimizer": ph.get("optimizer", 0.0)}
+
+
+def _mfu_and_memory_lines(res: Dict[str, Any]) -> List[str]:
+    names = (*VARIANTS, *res.get("teacher_modes", {}))
+    mfu = [f"{name} {100 * res[f'{name}_mfu']:.1f}%" for name in names if f"{name}_mfu" in res]
+    mem = [f"{name} {res[f'{name}_peak_mem_mib']:.0f} MiB (step {res[f'{name}_step_mem_mib']:.0f})"
+           for name in names if f"{name}_peak_mem_mib" in res]
+    lines = []
+    if mfu:
+        lines.append(f"MFU (vs the measured GEMM peak {res['gemm_peak_gflops'] / 1e3:.1f} TFLOP/s): " + "; ".join(mfu))
+    if mem:
+        lines.append("peak memory allocated (all variants resident; the step's own share): " + "; ".join(mem))
+    return lines
 
 
 def _report(res: Dict[str, Any]) -> str:
@@ -434,7 +530,11 @@ def _report(res: Dict[str, Any]) -> str:
              for name in (*VARIANTS, *res.get("teacher_modes", {})) if f"{name}_step_gflop" in res]
     if flops:
         lines.append("FLOPs per training step (forward + backward), achieved rate: " + "; ".join(flops))
-    for name in ("hpm", "hpm_decmask", "hpm_teacher_bf16", "hpm_compiled", *res.get("teacher_modes", {})):
+    lines += _mfu_and_memory_lines(res)
+    for key, value in res.items():
+        if key.startswith("adamae_vs_") and key.endswith("_time"):
+            lines.append(f"AdaMAE / {key[len('adamae_vs_'):-len('_time')]}: {value:.2f}x")
+    for name in ("hpm", "hpm_decmask", "hpm_teacher_bf16", "hpm_compiled", *res.get("teacher_modes", {}), "adamae"):
         if f"{name}_breakdown_s" in res:
             total = res[f"{name}_step_s"]
             parts = ", ".join(f"{k} {v:.3f}s ({100 * v / total:.0f}%)" for k, v in res[f"{name}_breakdown_s"].items())
