@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The path users without AVX-512 take, on purpose, on any CI machine (issue 12): the ISA caps make
+# The path users without AVX-512 take, on purpose, on any CI machine: the ISA caps make
 # oneDNN, ATen and MKL behave as on an AVX2 + FMA CPU (no AVX-512, no AVX512-BF16, no AMX).
 # Runs the CPU-kernel tests, the bf16-teacher fallback tests and a few real training steps of the
 # tiny configs (configs/test/*) through tools/train.py — the HPM one also with
@@ -11,8 +11,8 @@ PY=${PY:-.venv/bin/python}
 export ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.venv/torch_extensions}  # as the Makefile
-echo "== emulated AVX2-only CPU: $($PY -c 'from videohpm.models import cpu_kernels as c; k = c.chosen_kernels(); print(k["cpu"]["aten"], "| fp32:", k["fp32"], "| bf16:", k["bf16"])')"
-$PY -m pytest -q -p no:cacheprovider tests/models/test_cpu_kernels.py \
+echo "== emulated AVX2-only CPU: $($PY -c 'from videohpm.kernels import chosen_kernels; k = chosen_kernels(); print(k["cpu"]["aten"], "| fp32:", k["fp32"], "| bf16:", k["bf16"])')"
+$PY -m pytest -q -p no:cacheprovider tests/kernels/test_cpu.py tests/test_hardware.py \
     "tests/methods/test_hpm.py::test_bf16_teacher_runs_in_fp32_where_bf16_is_only_emulated" \
     "tests/methods/test_hpm.py::test_bf16_teacher_runs_in_bf16_and_ranks_like_the_fp32_teacher"
 

@@ -7,7 +7,7 @@ Makefile sets it), and the same ``ninja`` for every process — the venv's ninja
 system's (1.11) each take the other's ``.ninja_log`` as invalid and rebuild, which cost minutes
 per launch when launchers and test processes found different ones on ``PATH``.
 
-The CPU kernels' per-shape choices (``videohpm.models.cpu_kernels``) persist in one folder for the
+The CPU kernels' per-shape choices (``videohpm.kernels``) persist in one folder for the
 test session — every process the tests start reads the same choices, as the processes of one
 machine do — and not in the user's ``~/.cache``.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from videohpm.config import ConfigError, config_from_dict, load_config, save_config
+from videohpm.config import ConfigError, config_from_dict, config_problems, load_config, problem_key, save_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "test" / "pretrain_hpm_tiny.yaml")
@@ -254,3 +254,20 @@ def test_the_first_hour_scenario_comes_in_one_error(tmp_path):
            "train.accum_steps=8; set train.accum_steps=6" in msg
     load_config(TINY, [f"data.train={lst}", "train.epochs=1", "optim.warmup_epochs=0.1", "train.batch_size=2",
                        "train.accum_steps=6"])  # the fixes it names are enough
+
+
+def test_values_left_to_the_caller_are_listed_not_raised():
+    """`check=False` (tools/train.py: the trainer reports them with its own checks): keys, types and
+    interpolations are still refused here; the value problems come back from `config_problems` as
+    `key: reason` lines, the same lines `validate_config` raises."""
+    bad = ["train.batch_size=0", "optim.layer_decay=1.5"]
+    cfg = load_config(TINY, bad, check=False)
+    problems = config_problems(cfg)
+    assert problems == ["optim.layer_decay: must be in (0, 1], got 1.5", "train.batch_size: must be >= 1, got 0"]
+    assert [problem_key(p) for p in problems] == ["optim.layer_decay", "train.batch_size"]
+    with pytest.raises(ConfigError) as e:
+        load_config(TINY, bad)
+    assert str(e.value).splitlines()[1:] == [f"  {p}" for p in problems]
+    assert config_problems(load_config(TINY)) == []
+    with pytest.raises(ConfigError, match="train.batch_sise"):  # a typo is no value problem
+        load_config(TINY, ["train.batch_sise=2"], check=False)

@@ -1,4 +1,4 @@
-"""The package's import arrows against the layering of docs/ARCHITECTURE.md ("Layering").
+"""The import arrows of the package and of tools/ against docs/ARCHITECTURE.md ("Layering").
 
 Every module under `videohpm/` (whatever is there when the test runs) is read with `ast`: every
 `import` / `from … import` node, at the top of the file or inside a function, relative imports
@@ -13,6 +13,11 @@ the test fails, naming the file:line of the import, on
   `LAZY_OWN_ALLOWED` with its reason;
 - a third-party import inside a function of a module not in `HEAVY_LAZY`, or without a comment
   saying why (on its line, or above its group of imports).
+
+`tools/` (entry points and `tools/lib/**`) sits above the whole package: it may import any of
+`videohpm` (at the top or, to keep `--help` fast, inside a function), `videohpm` never imports it,
+no two `tools` modules import each other in a cycle (lazy imports included), and no module imports
+another module's `_private` name.
 """
 from __future__ import annotations
 
@@ -27,19 +32,20 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PKG = "videohpm"
 PKG_DIR = ROOT / PKG
+TOOLS = "tools"  # the applications: tools/*.py (entry points) and tools/lib/** (their orchestration)
 
 # docs/ARCHITECTURE.md, "Layering": bottom (1) to top (6). "" is `videohpm/__init__.py`.
 LAYERS: Dict[str, int] = {
     "": 0,
-    "distributed": 1, "precision": 1, "accuracy": 1, "schedules": 1, "constants": 1,
+    "distributed": 1, "precision": 1, "accuracy": 1, "schedules": 1, "constants": 1, "hardware": 1, "kernels": 1,
     "data": 2, "models": 2, "masking": 2, "objectives": 2,
     "methods": 3,
     "config": 4,
-    "engine": 5,
-    "evaluation": 6,
+    "engine": 5, "evaluation": 5,  # no arrow between them: the k-NN hook is handed over by `tasks`
+    "tasks": 6,
 }
-# Arrows between two layer-packages of the same layer (today: none).
-SAME_LAYER: Set[Tuple[str, str]] = set()
+# Arrows between two layer-packages of the same layer: the CPU capability probe is the bottom of layer 1.
+SAME_LAYER: Set[Tuple[str, str]] = {("precision", "hardware"), ("kernels", "hardware")}
 
 # Own-package imports allowed inside a function: {(file relative to the repo, imported module): why}.
 LAZY_OWN_ALLOWED: Dict[Tuple[str, str], str] = {}
@@ -120,7 +126,7 @@ def _imports(path: pathlib.Path) -> Iterator[Import]:
                     name = child.module or ""
                 for alias in child.names:
                     full = f"{name}.{alias.name}"
-                    target = full if name.split(".")[0] == PKG and _is_module(full) else name
+                    target = full if name.split(".")[0] in (PKG, TOOLS) and _is_module(full) else name
                     yield Import(rel, child.lineno, target, in_function, _commented(lines, child.lineno))
             yield from visit(child, inner)
 
@@ -276,3 +282,65 @@ def test_checker_flags_a_backward_arrow_and_a_cycle():
     assert not _allowed("config", "engine") and _allowed("engine", "config")
     assert _find_cycle({"config": {"engine"}, "engine": {"config"}}) == ["config", "engine", "config"]
     assert _find_cycle({"engine": {"config"}, "config": {"data"}}) is None
+
+
+# ------------------------------------------------------------------ tools/
+def _tools_files() -> List[pathlib.Path]:
+    files = sorted((ROOT / TOOLS).rglob("*.py"))
+    assert files, f"no modules under {ROOT / TOOLS}"
+    return files
+
+
+def _tools_graph(files: List[pathlib.Path]) -> Tuple[Dict[str, Set[str]], Dict[Tuple[str, str], List[Import]]]:
+    """Module-to-module arrows between `tools` modules (lazy imports included), with their sites."""
+    graph: Dict[str, Set[str]] = {}
+    sites: Dict[Tuple[str, str], List[Import]] = {}
+    for f in files:
+        src = _module_name(f)
+        for imp in _imports(f):
+            if imp.target.split(".")[0] == TOOLS and imp.target != src and _is_module(imp.target):
+                graph.setdefault(src, set()).add(imp.target)
+                sites.setdefault((src, imp.target), []).append(imp)
+    return graph, sites
+
+
+def _private_imports(path: pathlib.Path) -> List[str]:
+    """`from M import _name` of another module's private name (dunders and `__future__` aside)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    rel = str(path.relative_to(ROOT))
+    return [f"{rel}:{node.lineno}: imports {alias.name} from {node.module or '.' * node.level}"
+            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module != "__future__"
+            for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+
+
+def test_the_package_never_imports_tools(imports):
+    bad = [f"{imp.where}: imports {imp.target}" for imp in imports if imp.target.split(".")[0] == TOOLS]
+    assert not bad, f"{PKG} is a library below tools/; it may not import the applications:\n" + "\n".join(bad)
+
+
+def test_no_import_cycle_between_tools_modules():
+    graph, sites = _tools_graph(_tools_files())
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle " + " -> ".join(cycle) + ":\n" + "\n".join(
+        f"{imp.where}: imports {imp.target}" for a, b in zip(cycle, cycle[1:]) for imp in sites[(a, b)])
+
+
+def test_no_private_name_imported_across_tools_modules():
+    bad = [line for f in _tools_files() for line in _private_imports(f)]
+    assert not bad, "private names imported from another module (make them public or move them):\n" + "\n".join(bad)
+
+
+def test_tools_checker_finds_a_lazy_cycle_and_a_private_import(tmp_path, monkeypatch):
+    """The tools reader: `from tools.lib import x` named as the module, a cycle closed by an import
+    inside a function found, a private name imported from another module reported."""
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    _write(tmp_path, "tools/__init__.py", "")
+    _write(tmp_path, "tools/lib/__init__.py", "")
+    a = _write(tmp_path, "tools/lib/a.py", "from tools.lib import b\nfrom tools.lib.b import _helper, __doc__\n")
+    b = _write(tmp_path, "tools/lib/b.py", "def f():\n    from tools.lib.a import g\n")
+    tool = _write(tmp_path, "tools/run.py", "from tools.lib import a\nfrom videohpm.x import y\n")
+    graph, _ = _tools_graph([a, b, tool])
+    assert graph == {"tools.lib.a": {"tools.lib.b"}, "tools.lib.b": {"tools.lib.a"}, "tools.run": {"tools.lib.a"}}
+    assert _find_cycle(graph) == ["tools.lib.a", "tools.lib.b", "tools.lib.a"]
+    assert _private_imports(a) == ["tools/lib/a.py:2: imports _helper from tools.lib.b"]
+    assert _private_imports(b) == [] and _private_imports(tool) == []

@@ -7,16 +7,17 @@ from unittest import mock
 import pytest
 import torch
 
+from videohpm import hardware
 from videohpm import precision as P
-from videohpm.evaluation import runner
-from videohpm.models import cpu_kernels
+from videohpm.tasks.weights import eval_amp_dtype
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 BF, FP16 = torch.bfloat16, torch.float16
 
 
 def _native(value):
-    return lambda: value
+    """This CPU as one with (True) or without (False) native bf16."""
+    return mock.patch.object(hardware, "cpu_bf16_is_fast", lambda: value)
 
 
 @pytest.mark.parametrize("name, cuda_bf16, expected", [
@@ -50,25 +51,28 @@ def test_amp_dtype_names():
 ])
 def test_autocast_dtype_table(name, device, native, expected, warned):
     calls = []
-    with mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True):
-        got = P.autocast_dtype(name, device, _native(native), lambda: calls.append(1))
+    with mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True), _native(native):
+        got = P.autocast_dtype(name, device, lambda: calls.append(1))
     assert got is expected and len(calls) == warned
 
 
 def test_autocast_auto_on_cuda_follows_bf16_support():
     for supported, expected in ((True, BF), (False, None)):
-        with mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: supported):
-            assert P.autocast_dtype("auto", CUDA, _native(False), lambda: None) is expected
+        with mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: supported), _native(False):
+            assert P.autocast_dtype("auto", CUDA, lambda: None) is expected
 
 
 def test_runnable_dtype_only_touches_cpu_bf16():
     said = []
     warn = lambda: said.append(1)  # noqa: E731
-    assert P.runnable_dtype(BF, CPU, _native(False), warn) is torch.float32 and said == [1]
-    assert P.runnable_dtype(BF, CPU, _native(True), warn) is BF
-    assert P.runnable_dtype(BF, None, _native(False), warn) is BF  # no device: the setting itself
-    assert P.runnable_dtype(BF, CUDA, _native(False), warn) is BF
-    assert P.runnable_dtype(FP16, CPU, _native(False), warn) is FP16
+    with _native(False):
+        assert P.runnable_dtype(BF, CPU, warn) is torch.float32 and said == [1]
+    with _native(True):
+        assert P.runnable_dtype(BF, CPU, warn) is BF
+    with _native(False):
+        assert P.runnable_dtype(BF, None, warn) is BF  # no device: the setting itself
+        assert P.runnable_dtype(BF, CUDA, warn) is BF
+        assert P.runnable_dtype(FP16, CPU, warn) is FP16
     assert said == [1]
 
 
@@ -89,8 +93,8 @@ def test_emulated_bf16_warning_once_per_process(caplog):
 
 def test_evaluation_uses_bf16_on_a_cpu_only_where_native(monkeypatch):
     """The merged rule in the evaluation runner (it used to run fp32 on every CPU)."""
-    monkeypatch.setattr(cpu_kernels, "cpu_bf16_is_fast", lambda: True)
-    assert runner._amp_dtype("bf16", CPU) is BF
-    monkeypatch.setattr(cpu_kernels, "cpu_bf16_is_fast", lambda: False)
-    assert runner._amp_dtype("bf16", CPU) is None
-    assert runner._amp_dtype("fp32", CPU) is None and runner._amp_dtype("fp16", CPU) is None
+    monkeypatch.setattr(hardware, "cpu_bf16_is_fast", lambda: True)
+    assert eval_amp_dtype("bf16", CPU) is BF
+    monkeypatch.setattr(hardware, "cpu_bf16_is_fast", lambda: False)
+    assert eval_amp_dtype("bf16", CPU) is None
+    assert eval_amp_dtype("fp32", CPU) is None and eval_amp_dtype("fp16", CPU) is None

@@ -20,7 +20,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.lib import cli  # noqa: E402
-from tools.lib.demo import ABLATION_VARIANTS, DemoError, DemoOptions, run_ablation  # noqa: E402
+from tools.lib.ablation import ABLATION_VARIANTS, run_ablation  # noqa: E402
+from tools.lib.demo_stages import DemoOptions  # noqa: E402
+from tools.lib.stages import DemoError  # noqa: E402
 
 
 @cli.main

@@ -21,7 +21,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.lib import cli  # noqa: E402
-from tools.lib.demo import DemoError, DemoOptions, run_demo  # noqa: E402
+from tools.lib.demo import run_demo  # noqa: E402
+from tools.lib.demo_stages import DemoOptions  # noqa: E402
+from tools.lib.stages import DemoError  # noqa: E402
 
 
 def parse_epochs(items) -> dict:

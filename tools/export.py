@@ -1,33 +1,24 @@
 #!/usr/bin/env python
 """Export a checkpoint for other libraries: Hugging Face transformers, VideoMAE V1, timm.
 
-    # Hugging Face folder (config.json + model.safetensors + preprocessor_config.json) for
-    # VideoMAEForPreTraining / VideoMAEForVideoClassification.from_pretrained(DIR) and
-    # VideoMAEImageProcessor.from_pretrained(DIR); class names fill id2label
+    # Hugging Face folder for VideoMAEFor*.from_pretrained(DIR); class names fill id2label
     python tools/export.py --format hf checkpoint=outputs/ft/model_final.pth --out exports/ft-hf --classes classes.txt
-    # VideoMAE V1 layout ({"model": state_dict}), loadable with strict=True by the official
-    # PretrainVisionTransformer / VisionTransformer of the same sizes
+    # VideoMAE V1 layout ({"model": state_dict}), strict-loadable by the official models
     python tools/export.py --format videomae checkpoint=outputs/pre --out exports/pre-v1.pth
     # an image-mode encoder as a timm ViT backbone (ViTDet / UperNet pipelines):
     # timm.create_model("local-dir:exports/img-timm", pretrained=True); pytorch_model.bin is the state dict
     python tools/export.py --format timm checkpoint=outputs/demo/image/pretrain --out exports/img-timm
     # HPM's EMA teacher instead of the student
     python tools/export.py --format hf checkpoint=outputs/pre --teacher --out exports/pre-teacher-hf
-    # the official HPM image pre-training layout ({"model": state_dict} of HPM's
-    # MaskedAutoencoderViT, loss predictor included; --format mae: MAE's, without it)
+    # the official HPM image layout, loss predictor included (--format mae: MAE's, without it)
     python tools/export.py --format hpm checkpoint=outputs/pretrain/in1k_vit_b_hpm_200e --out exports/hpm.pth
 
-`checkpoint=` takes what `tools/test.py` takes (`model_final.pth`, a run folder, a DeepSpeed
-checkpoint folder); the weights are loaded into the config's model with every key checked
-before anything is written. `--config` defaults to the `config.yaml` saved in the checkpoint's
-run folder, else the config stored in `model_final.pth`; other `key=value` words override it.
-An existing `--out` is refused unless `--overwrite`; the export is assembled aside and renamed
-into place (an overwritten one only then removed). Class names (hf `id2label`): `--classes`, else
-the run's class list (`data.class_names`, or the `classes.txt` beside `data.train`). The hf
-`preprocessor_config.json` resizes, crops and normalizes as the run's test view (one clip, one
-crop): HF's processor on the frames the test view samples gives tools/predict.py's input. Parts
-a format cannot hold are refused with their names (layer scale or a [CLS] token to HF, a video
-model to timm); HPM's loss predictor d_ψ has a slot only in the official HPM layout (`--format hpm`).
+`checkpoint=` takes what `tools/test.py` takes; every key is checked before anything is written.
+`--config` defaults to the run folder's `config.yaml`, else the checkpoint's own; `key=value`
+words override it. An existing `--out` needs `--overwrite`; the export is renamed into place.
+Class names: `--classes`, else the run's class list. The hf processor config preprocesses as the
+run's test view (one clip, one crop). Parts a format cannot hold are refused with their names
+(layer scale or [CLS] to HF, a video model to timm; d_ψ only in `--format hpm`).
 """
 from __future__ import annotations
 
@@ -67,9 +58,11 @@ def main(argv=None) -> int:
     if args.overwrite and os.path.isdir(args.out) and not os.path.isfile(os.path.join(args.out, "config.json")):
         raise cli.ToolError(f"error: --out {args.out}: a folder that is no export (no config.json); "
                             "--overwrite replaces exports only")
-    from videohpm.evaluation.export import hf_processor_config, load_for_export
-    from videohpm.evaluation.predict import resolve_class_names, tool_config
-    from videohpm.models.export import write_export
+    from videohpm.tasks.export_weights import hf_processor_config
+    from videohpm.tasks.weights import load_for_export
+    from videohpm.tasks.predict import resolve_class_names
+    from videohpm.tasks.run_config import tool_config
+    from videohpm.models.formats import write_export
 
     with cli.config_errors():
         cfg, checkpoint = tool_config(args.config, args.overrides)

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     cli.refuse_random_init_checkpoint(args, checkpoint)
     cli.require_inputs(inputs)
     from videohpm import distributed as vdist
-    from videohpm.evaluation.features import held_features, run_extract
+    from videohpm.tasks.extract_features import held_features, run_extract
 
     cli.refuse_overwrite(f"--output-dir {args.output_dir}", held_features(args.output_dir), args.overwrite)
     vdist.setup_logging(None)

@@ -78,8 +78,8 @@ def _check(args: argparse.Namespace):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg_path, ckpt = _check(args)
-    from tools.lib.demo import DemoError, DemoOptions, StageRunner
-    from tools.lib.few_labels import run_lpft
+    from tools.lib.label_scarce import run_lpft
+    from tools.lib.stages import DemoError, RunOptions, StageRunner
 
     lists, out = Path(args.lists), Path(args.output_dir).resolve()
     n = _num_classes(lists)
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     if args.data_root is not None:
         overrides.append(f"data.data_root={args.data_root}")
     out.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(out, DemoOptions(out_dir=str(out), in_process=True))
+    runner = StageRunner(out, RunOptions(in_process=True))
     if ckpt is None:
         print("no model.pretrained: the encoder's random initialisation (the no-pre-training baseline)", flush=True)
     with cli.exits(DemoError, code=1):

@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     if args.random_init and args.config is None:
         raise cli.ToolError("error: --random-init needs --config (there is no checkpoint to take it from)")
     from videohpm import distributed as vdist  # imports torch: after parsing, --help stays fast
-    from videohpm.evaluation.predict import tool_config
-    from videohpm.evaluation.runner import run_knn
+    from videohpm.tasks.run_config import tool_config
+    from videohpm.tasks.knn import run_knn
 
     with cli.config_errors(value_hint=", or --random-init"):
         cfg, checkpoint = tool_config(args.config, args.overrides, require_checkpoint=not args.random_init)

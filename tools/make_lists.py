@@ -13,9 +13,8 @@
         ANNOTATION_DIR holds something-something-v2-{labels,train,validation}.json;
         lines are "<id>.webm <label>".
     python tools/make_lists.py k400 ANNOTATION_DIR OUT_DIR [--video-dir VIDEOS]
-        ANNOTATION_DIR holds train.csv, validate.csv [, test.csv] with the header
-        label,youtube_id,time_start,time_end,split; lines are
-        "<youtube_id>_<start:06d>_<end:06d>.mp4 <label>", ids from the sorted class names.
+        ANNOTATION_DIR holds train.csv, validate.csv [, test.csv] (label,youtube_id,time_start,
+        time_end,split); lines "<youtube_id>_<start:06d>_<end:06d>.mp4 <label>", sorted class ids.
 
 With --video-dir, videos listed but missing on disk are reported (and written to
 OUT_DIR/missing_<split>.txt); --drop-missing leaves them out of the lists. Paths with spaces are
@@ -56,9 +55,9 @@ def parse_args(argv=None):
 
 
 def build(args, out_dir: str):
-    """Run the data set's list builder (`videohpm.data.lists` / `own_lists`) into `out_dir`."""
+    """Run the data set's list builder (`videohpm.data.lists` / `folder_lists`) into `out_dir`."""
     from videohpm.data.lists import build_k400_lists, build_ssv2_lists  # imports torch: not for --help
-    from videohpm.data.own_lists import VIDEO_EXTENSIONS, build_folder_lists, build_hmdb51_lists, build_ucf101_lists
+    from videohpm.data.folder_lists import VIDEO_EXTENSIONS, build_folder_lists, build_hmdb51_lists, build_ucf101_lists
 
     with cli.exits(FileNotFoundError, ValueError):
         if args.dataset == "folder":

@@ -56,7 +56,8 @@ _LADDER = [
 ]
 
 
-def _step(args) -> int:
+def _build_engine(args):
+    """The run's config, device, recipe and DeepSpeed engine, built as tools/train.py builds them."""
     import torch
     from omegaconf import OmegaConf
 
@@ -64,7 +65,6 @@ def _step(args) -> int:
     from videohpm.config import load_config, repo_root
     from videohpm.engine.build import build_mask_generator, build_model, build_recipe_from_config
     from videohpm.engine.deepspeed_setup import build_deepspeed_config, resolve_deepspeed_dict
-    from videohpm.engine.diagnostics import peak_memory_mb
     from videohpm.engine.optim import build_optimizer, build_param_groups
 
     vdist.apply_slurm_env()
@@ -72,11 +72,10 @@ def _step(args) -> int:
                  *args.overrides]
     cfg = load_config(args.config, overrides)
     device = vdist.init_distributed(cfg.train.dist_backend or None)
-    world, rank = vdist.get_world_size(), vdist.get_rank()
     torch.manual_seed(0)
     model = build_model(cfg)
     recipe = build_recipe_from_config(cfg, model, build_mask_generator(cfg))
-    o, t, d = cfg.optim, cfg.train, cfg.data
+    o, t = cfg.optim, cfg.train
     groups = build_param_groups(recipe, float(o.weight_decay), layer_decay=float(o.layer_decay),
                                 no_weight_decay=list(o.no_weight_decay))
     for g in groups:
@@ -85,15 +84,21 @@ def _step(args) -> int:
                                 momentum=float(o.momentum))
     ds = resolve_deepspeed_dict(cfg.deepspeed.config, OmegaConf.to_container(cfg.deepspeed.extra, resolve=True),
                                 cfg.deepspeed.zero_stage, base_dir=repo_root())
-    b, a = int(t.batch_size), int(t.accum_steps)
-    ds_cfg = build_deepspeed_config(ds, b, a, world, "fp32", o.clip_grad, optimizer=str(o.name))
+    ds_cfg = build_deepspeed_config(ds, int(t.batch_size), int(t.accum_steps), vdist.get_world_size(), "fp32",
+                                    o.clip_grad, optimizer=str(o.name))
     import deepspeed
 
     engine, _, _, _ = deepspeed.initialize(model=recipe, optimizer=optimizer, config=ds_cfg)
-    stage = int(engine.zero_optimization_stage())
     if recipe.ema is not None:
         recipe.ema.to(device)
-    split = recipe.train_split
+    return cfg, device, recipe, engine
+
+
+def _synthetic_batches(cfg, device, split: str, rank: int):
+    """A function returning one random micro-batch of clips (and labels when fine-tuning)."""
+    import torch
+
+    b, d = int(cfg.train.batch_size), cfg.data
     g = torch.Generator().manual_seed(rank)
 
     def batch():
@@ -103,18 +108,38 @@ def _step(args) -> int:
             out["label"] = torch.randint(0, int(d.num_classes), (b,), generator=g).to(device)
         return out
 
-    params = sum(p.numel() for p in recipe.parameters())
-    ready = peak_memory_mb(device)
+    return batch
+
+
+def _timed_steps(engine, recipe, batch, steps: int, accum: int) -> list:
+    """Wall seconds of each of `steps` optimizer steps of `accum` micro-batches."""
     times = []
-    for s in range(args.steps):
+    for s in range(steps):
         t0 = time.perf_counter()
-        for _ in range(a):
-            out = engine(batch(), s / max(args.steps, 1))
+        for _ in range(accum):
+            out = engine(batch(), s / max(steps, 1))
             engine.backward(out["loss"])
             engine.step()
         recipe.on_step_end()  # the EMA teacher gathers ZeRO-3 parameters itself (methods.base.EmaTeacher)
         float(out["loss"].detach())  # the step's end (a sync on CUDA)
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def _step(args) -> int:
+    import torch
+
+    from videohpm import distributed as vdist
+    from videohpm.engine.diagnostics import peak_memory_mb
+
+    cfg, device, recipe, engine = _build_engine(args)
+    world, rank = vdist.get_world_size(), vdist.get_rank()
+    stage = int(engine.zero_optimization_stage())
+    b, a, d = int(cfg.train.batch_size), int(cfg.train.accum_steps), cfg.data
+    batch = _synthetic_batches(cfg, device, recipe.train_split, rank)
+    params = sum(p.numel() for p in recipe.parameters())
+    ready = peak_memory_mb(device)
+    times = _timed_steps(engine, recipe, batch, args.steps, a)
     peak = peak_memory_mb(device)
     rows = vdist.all_gather_object({"rank": rank, "ready_mb": ready, "peak_mb": peak, "step_s": times})
     if rank == 0:

@@ -9,21 +9,15 @@
     # all GPUs of a node: ranks share the videos, answers are gathered and de-duplicated
     deepspeed --num_gpus 8 tools/predict.py checkpoint=outputs/ft /data/unlabelled/
 
-Inputs: video files (mp4, webm, avi, mkv, mov, ... any case), folders (searched recursively) and
-list files (.txt/.csv/.lst: one path per line, or VideoMAE's `<path> <label>` lines; relative
-paths are joined onto `--data-root`, default `data.data_root`). Each video is decoded once for
-all its views (`data.test_num_clips × data.test_num_crops`, SSv2 2 × 3, K400 5 × 3) and the
-softmax is averaged over the views: the probabilities `tools/test.py` reports. A video that
-cannot be decoded gets a `BROKEN` line (status `broken` in the files), never a guess.
+Inputs: video files, folders (searched recursively) and list files (.txt/.csv/.lst, relative to
+`--data-root`, default `data.data_root`). Each video is decoded once for all its test views and
+the softmax averaged over them, as `tools/test.py` does; an undecodable one gets a `BROKEN` line.
 
-Class names: `--classes` (classes.txt, one per line in id order, or the SSv2 labels JSON
-`{name: id}`), else `data.class_names` of the config, else the `classes.txt` beside the config's
-`data.train` list (tools/make_lists.py writes one), else class ids. `--config` defaults to the
-`config.yaml` saved in the checkpoint's run folder, else to the config stored in the checkpoint
-(`model_final.pth` holds it). Writes `predictions.csv` and
-`predictions.json` into `--output-dir` (default `<train.output_dir>/predict`); a folder that holds
-them is refused unless `--overwrite`. Exit 1 when no video could be decoded (then no file is
-written). Other `key=value` override the config.
+Class names: `--classes` (classes.txt or the SSv2 labels JSON), else `data.class_names`, else the
+`classes.txt` beside `data.train`, else ids. `--config` defaults to the run folder's `config.yaml`,
+else the checkpoint's own config. Writes `predictions.csv` / `.json` into `--output-dir` (default
+`<train.output_dir>/predict`; an existing one needs `--overwrite`); exit 1 when no video could be
+decoded (no file written). Other `key=value` override the config.
 """
 from __future__ import annotations
 
@@ -57,7 +51,7 @@ def main(argv=None) -> int:
     cfg, checkpoint, inputs = cli.video_tool_config(args)
     cli.require_inputs(inputs)
     from videohpm import distributed as vdist
-    from videohpm.evaluation.predict import PREDICTION_FILES, run_predict
+    from videohpm.tasks.predict import PREDICTION_FILES, run_predict
 
     out = args.output_dir or os.path.join(cfg.train.output_dir, "predict")
     cli.refuse_overwrite(f"--output-dir {out}", cli.held_results(out, PREDICTION_FILES), args.overwrite)

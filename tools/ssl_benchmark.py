@@ -1,25 +1,24 @@
 #!/usr/bin/env python
 """`make benchmark-ssl`: the data-efficiency benchmark — does pre-training pay off when labels are
-scarce? Every row of HPM journal Table 12 (no pre-training, MAE tube, MAE per-frame random, HPM
-L_pred with random masks, HPM learn-to-mask; plus HPM with the cheap lowres:2 teacher, at the same
-steps and at the full teacher's wall time, and AdaMAE's learned token sampler) is pre-trained with the same step budget on an unlabelled pool, then evaluated by a frozen linear probe
-that keeps time and by fine-tuning, on 1 / 5 / 25 labelled videos per class, for 3 seeds.
+scarce? Every row of HPM journal Table 12 (no pre-training, MAE tube, MAE per-frame random, HPM L_pred
+with random masks, HPM learn-to-mask; plus HPM's cheap lowres:2 teacher at the same steps and at the
+full teacher's wall time, and AdaMAE's learned token sampler) is pre-trained with the same step budget
+on an unlabelled pool, then probed (frozen, time kept) and fine-tuned on 1 / 5 / 25 labels per class, 3 seeds.
 
     python tools/ssl_benchmark.py                              # the full run → outputs/ssl_benchmark
     python tools/ssl_benchmark.py --eval-split val --out o/v   # choose settings: never reads the test split
     python tools/ssl_benchmark.py --seeds 0 --rows scratch hpm --labels-per-class 5
     python tools/ssl_benchmark.py --smoke --out /tmp/s         # test-sized, about a minute
-    # issue 17's cheap-teacher rows next to a finished run (same settings and seeds, checked):
+    # more rows next to a finished run (same settings and seeds, checked; rows joined by name):
     python tools/ssl_benchmark.py --rows hpm_lowres2 hpm_lowres2_eqtime --merge docs/evidence/ssl_benchmark_results.json
     python tools/ssl_benchmark.py --rows adamae --jobs 3 --merge docs/evidence/ssl_benchmark_results.json
     # your own labelled list-file data set (the pool defaults to data.train):
     python tools/ssl_benchmark.py data.train=lists/train.csv data.val=lists/val.csv \\
         data.test=lists/test.csv data.num_classes=10 data.data_root=/videos --pool lists/unlabelled.csv
 
-Re-running continues (finished stages are skipped, an interrupted training resumes); a folder holding
-a run with other settings is refused. Writes <out>/results.json and <out>/RESULTS.md. The model and
-recipes are configs/demo/ssl/*.yaml (32×32, 8 frames: other data is resized to that). See
-docs/EVIDENCE.md and tools/lib/ssl_benchmark.py.
+Re-running continues (finished stages skipped, an interrupted training resumed); a folder holding a run
+with other settings is refused. Writes <out>/results.json and <out>/RESULTS.md; the model and recipes
+are configs/demo/ssl/*.yaml (32×32, 8 frames). See docs/EVIDENCE.md and tools/lib/ssl_benchmark.py.
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.lib.demo import DemoError  # noqa: E402
+from tools.lib.stages import DemoError  # noqa: E402
 from tools.lib.ssl_benchmark import SSL_ROWS, SSLOptions, run_ssl_benchmark  # noqa: E402
 
 

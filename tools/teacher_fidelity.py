@@ -9,7 +9,7 @@ For every clip of `data.val` (one centre clip and crop per video) the checkpoint
 scores the tokens with `teacher_mode=full` and with each `--modes` entry; per time slice it
 reports the overlap of the α·γ·n hard patches Eq. 8 would mask (α = `--alpha`, γ =
 `mask.kwargs.mask_ratio`) and Spearman's rank correlation of the scores, plus a random ranking
-for reference (videohpm/evaluation/teacher_fidelity.py). Prints a markdown table and writes
+for reference (videohpm/tasks/teacher_fidelity.py). Prints a markdown table and writes
 `teacher_fidelity.json` into `--output-dir` (default `<train.output_dir>/teacher_fidelity`).
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     with cli.config_errors():
         cfg, checkpoint = load_tool_config(args.config, args.overrides, require_checkpoint=True)
-    from videohpm.evaluation.teacher_fidelity import format_table, run_teacher_fidelity
+    from videohpm.tasks.teacher_fidelity import format_table, run_teacher_fidelity
     from videohpm.methods.hpm import parse_teacher_mode
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cli.launcher_env(args)
     from videohpm import distributed as vdist  # imports torch: after parsing, --help stays fast
-    from videohpm.evaluation.predict import tool_config
-    from videohpm.evaluation.runner import run_test
+    from videohpm.tasks.run_config import tool_config
+    from videohpm.tasks.test import run_test
 
     with cli.config_errors():
         cfg, checkpoint = tool_config(args.config, args.overrides)

@@ -12,8 +12,7 @@
     srun python tools/train.py --config ...        # or: sbatch tools/slurm/train.sbatch CONFIG ...
     # continue a killed run from its newest complete checkpoint
     python tools/train.py --config ... train.resume=auto
-    # linear probing of a pre-trained encoder (SGD, supplement Table S3); model_final.pth keeps
-    # the probe's BN + head, so tools/test.py can test it
+    # linear probing (SGD, supplement Table S3); model_final.pth keeps BN + head for tools/test.py
     python tools/train.py --config configs/finetune/in1k_vit_b_linprobe.yaml model.pretrained=<run>/model_final.pth
     # pre-training with the k-NN health metric every 10 epochs (needs labelled data.train/val)
     python tools/train.py --config ... train.knn_every=10 data.val=... data.num_classes=174
@@ -48,14 +47,15 @@ def main(argv=None) -> int:
     from videohpm.config import ConfigError, load_config  # imports torch: after parsing, --help stays fast
 
     with cli.exits(ConfigError, prefix="config error"):
-        cfg = load_config(args.config, args.overrides)
+        # the values are checked by the trainer, in one report with the weights and the data
+        cfg = load_config(args.config, args.overrides, check=args.print_config)
     if args.print_config:
         from omegaconf import OmegaConf
 
         print(OmegaConf.to_yaml(cfg))
         return 0
     from videohpm.engine import NonFiniteLossError
-    from videohpm.evaluation.training import train  # the engine's train with the config's k-NN hook
+    from videohpm.tasks.train import train  # the engine's train with the config's k-NN hook
 
     # a non-finite loss: the run failed (exit 1), its checkpoints stay
     with cli.exits(NonFiniteLossError, code=1), cli.exits(ConfigError, prefix="config error"):

@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     figures = [stem + ".png", stem + (".mp4" if args.mp4 else ".gif")]
     cli.refuse_overwrite(f"--out {args.out}", cli.held_results(args.out, figures), args.overwrite)
     from videohpm.data.video import VideoDecodeError
-    from videohpm.evaluation.predict import tool_config
-    from videohpm.evaluation.runner import run_visualize
+    from videohpm.tasks.run_config import tool_config
+    from videohpm.tasks.visualize import run_visualize
 
     # a ConfigError, too, is reported as "error: ..."; an undecodable --input is bad input (exit 2)
     with cli.exits(ValueError, FileNotFoundError, VideoDecodeError):

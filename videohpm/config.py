@@ -3,25 +3,21 @@
     cfg = load_config("configs/pretrain/ssv2_vit_b_hpm.yaml", ["train.epochs=10", "optim.base_lr=1e-4"])
 
 Sections (all typed; an unknown key anywhere is an error naming its full dotted path):
-
 - `model`:    `name` for `videohpm.models.create_model` and its free `kwargs` (checked by the
               model's constructor when the run starts); `pretrained` checkpoint for fine-tuning.
 - `mask`:     `name` for `videohpm.masking.make_mask_generator` (`none` for fine-tuning) + `kwargs`.
 - `method`:   `name` for `videohpm.methods.build_recipe` (`mae`, `hpm`, `ccmim`, `classification`,
               `linear_probe`) + `kwargs`.
-- `data`:     `videohpm.data.config.DataConfig` (the data package's schema).
-- `optim`:    AdamW (pre-training, fine-tuning) or SGD (linear probing) and the schedules
-              (supplement Tables S1–S3).
+- `data`:     `videohpm.data.schema.DataConfig` (the data package's schema).
+- `optim`:    AdamW (pre-training, fine-tuning) or SGD (linear probing), schedules (Tables S1–S3).
 - `train`:    epochs, batch per rank, accumulation, precision, output, checkpoints, logging.
 - `deepspeed`: a JSON file (`configs/deepspeed/zero{0,1,2,3}.json`) and/or inline keys.
 
-A config path is looked up by `find_config`: as given (relative to the working directory), then in
-the bundled configs (`configs_dir()`: the checkout's `configs/`, or `videohpm/configs/` of an
-installed copy), so `configs/pretrain/ssv2_vit_b_hpm.yaml` works after `pip install .` from any
-directory. A YAML file may start with `_base_: other.yaml` (or a list) to inherit: bases are
-merged first, in order, paths relative to the including file; a mapping marked `_replace_: true` replaces the
-base's mapping instead of being merged into it. Values are validated before any work starts
-(`validate_config`); the resolved config is saved as `<output_dir>/config.yaml` by the engine.
+`find_config` looks a path up as given, then in the bundled configs (`configs_dir()`), so
+`configs/pretrain/ssv2_vit_b_hpm.yaml` works from any directory after `pip install .`. A YAML file
+may start with `_base_: other.yaml` (or a list) to inherit, bases merged first, in order; a mapping
+marked `_replace_: true` replaces the base's. Values are checked before any work (`validate_config`,
+or `config_problems` for the trainer, which reports them with its own checks in one error).
 """
 from __future__ import annotations
 
@@ -36,8 +32,9 @@ import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from videohpm.data.config import DataConfig
-from videohpm.data.config import validate as validate_data
+from videohpm.data import find_data_format
+from videohpm.data.schema import DataConfig
+from videohpm.data.schema import validate as validate_data
 from videohpm.distributed import get_world_size, quiet_deepspeed
 from videohpm.precision import PRECISIONS
 
@@ -59,6 +56,8 @@ __all__ = [
     "load_yaml_with_bases",
     "config_from_dict",
     "validate_config",
+    "config_problems",
+    "problem_key",
     "save_config",
     "repo_root",
     "OWNED_KEYS",
@@ -369,8 +368,12 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"overrides: {_omega_message(e)}") from e
 
 
-def config_from_dict(data: Union[Dict[str, Any], DictConfig], overrides: Sequence[str] = (), source: str = "<dict>") -> DictConfig:
-    """Merge `data` and `overrides` onto the schema and validate; errors name `source` and the key."""
+def config_from_dict(data: Union[Dict[str, Any], DictConfig], overrides: Sequence[str] = (), source: str = "<dict>",
+                     check: bool = True) -> DictConfig:
+    """Merge `data` and `overrides` onto the schema and validate; errors name `source` and the key.
+    With `check=False` only keys, types and interpolations are checked here: the range and
+    consistency problems (`config_problems`) are left to the caller, the trainer, which reports
+    them together with its own checks of the weights and the data."""
     schema = OmegaConf.structured(Config)
     try:
         cfg = OmegaConf.merge(schema, data)
@@ -381,18 +384,22 @@ def config_from_dict(data: Union[Dict[str, Any], DictConfig], overrides: Sequenc
             cfg = OmegaConf.merge(cfg, _parse_overrides(overrides))
         except OmegaConfBaseException as e:
             raise ConfigError(f"command-line override: {_omega_message(e)}") from e
-    validate_config(cfg, source)
+    if check:
+        validate_config(cfg, source)
+    else:
+        _check_resolvable(cfg, source)
     return cfg  # type: ignore[return-value]
 
 
-def load_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """Load a YAML run config (with `_base_` inheritance) and apply `key=value` overrides.
+def load_config(path: str, overrides: Sequence[str] = (), check: bool = True) -> DictConfig:
+    """Load a YAML run config (with `_base_` inheritance) and apply `key=value` overrides
+    (`check=False`: values left to the caller, as in :func:`config_from_dict`).
 
     Raises:
         ConfigError: missing file, unknown key (full dotted path), value of the wrong type or out
             of range, malformed override.
     """
-    return config_from_dict(load_yaml_with_bases(path), overrides, source=path)
+    return config_from_dict(load_yaml_with_bases(path), overrides, source=path, check=check)
 
 
 def load_tool_config(path: str, args: Sequence[str], require_checkpoint: bool = True
@@ -434,6 +441,11 @@ def settings_error(source: str, problems: Sequence[str]) -> "ConfigError":
     if len(problems) == 1:
         return ConfigError(f"{head}{problems[0]}")
     return ConfigError(f"{head}{len(problems)} settings problems:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def problem_key(problem: str) -> str:
+    """The config key a `key: reason` problem line names (`"optim.lr: must be > 0"` → `optim.lr`)."""
+    return problem.split(":", 1)[0].split(" ", 1)[0]
 
 
 def _optim_problems(o: DictConfig, epochs: int) -> List[str]:
@@ -509,16 +521,24 @@ def _knn_problems(cfg: DictConfig) -> List[str]:
     why = f"train.knn_every={t.knn_every} needs labelled train and val splits"
     checks = [(bool(cfg.data.train), "data.train", f"not set, but {why}"),
               (bool(cfg.data.val), "data.val", f"not set, but {why}"),
-              (cfg.data.kind == "image" or cfg.data.num_classes is not None, "data.num_classes",
+              (not _needs_num_classes(cfg.data.kind) or cfg.data.num_classes is not None, "data.num_classes",
                f"not set, but {why} (labels of video lists are checked against it)")]
     return [f"{key}: {msg}" for ok, key, msg in checks if not ok]
+
+
+def _needs_num_classes(kind: str) -> bool:
+    """Labels of `data.kind`'s sources are checked against `data.num_classes` (an unknown kind:
+    yes; `validate_data` reports the kind itself)."""
+    fmt = find_data_format(kind)
+    return fmt is None or fmt.needs_num_classes
 
 
 def _batch_fit_problems(cfg: DictConfig) -> List[str]:
     """A video training list too short for one optimizer step: told with the config's other
     problems (the engine checks it again on the built data set, with the real rank count)."""
     d, t = cfg.data, cfg.train
-    if d.kind != "video" or not d.train or not os.path.isfile(str(d.train)):
+    fmt = find_data_format(d.kind)
+    if fmt is None or not fmt.source_is_list or not d.train or not os.path.isfile(str(d.train)):
         return []
     with open(str(d.train), encoding="utf-8", errors="replace") as f:
         n = sum(1 for line in f if line.strip())  # one video per non-blank line (videohpm.data.lists)
@@ -534,15 +554,29 @@ def _batch_fit_problems(cfg: DictConfig) -> List[str]:
 
 def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
     """Range and consistency checks that the types alone cannot express; every problem found is
-    reported in one `ConfigError` (`settings_error`), not only the first.
+    reported in one `ConfigError` (`settings_error`), not only the first."""
+    problems = config_problems(cfg, source)
+    if problems:
+        raise settings_error(source, problems)
 
-    Also runs the data package's `validate` on the `data` section and resolves the DeepSpeed
-    section (JSON readable, no keys our config owns, valid ZeRO keys).
-    """
+
+def _check_resolvable(cfg: DictConfig, source: str) -> None:
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{source}: {_omega_message(e)}") from e
+        raise ConfigError(f"{source}: {_omega_message(e)}" if source else _omega_message(e)) from e
+
+
+def config_problems(cfg: DictConfig, source: str = "<config>") -> List[str]:
+    """Every range and consistency problem of `cfg` as a `key: reason` line (empty: valid).
+
+    Also runs the data package's `validate` on the `data` section and resolves the DeepSpeed
+    section (JSON readable, no keys our config owns, valid ZeRO keys).
+
+    Raises:
+        ConfigError: a missing value or a broken interpolation (nothing else can be checked).
+    """
+    _check_resolvable(cfg, source)
     problems: List[str] = []
     if not cfg.model.name:
         problems.append("model.name: must name a registered model")
@@ -565,8 +599,7 @@ def validate_config(cfg: DictConfig, source: str = "<config>") -> None:
                                base_dir=repo_root())
     except (OSError, ValueError) as e:
         problems.append(str(e))
-    if problems:
-        raise settings_error(source, problems)
+    return problems
 
 
 def check_data_against_model(cfg: DictConfig, model: Any) -> None:
@@ -581,7 +614,8 @@ def check_data_against_model(cfg: DictConfig, model: Any) -> None:
     p, t = int(enc.patch_size), int(enc.tubelet_size)
     d = cfg.data
     name = cfg.model.name
-    if d.kind == "image":
+    fmt = find_data_format(d.kind)
+    if fmt is not None and not fmt.is_video:
         if t != 1:
             raise ConfigError(f"data.kind: image clips have 1 frame, but model {name} has tubelet_size={t} "
                               "(set model.kwargs.tubelet_size=1 and num_frames=1)")

@@ -3,7 +3,7 @@
 `IMAGENET_MEAN` / `IMAGENET_STD`: the RGB normalisation of VideoMAE, MAE and timm's ViTs, in
 [0, 1] units. The loaders normalise clips with it (`videohpm.data.transforms`), the models undo
 it for pixel targets and teachers (`videohpm.models.patches`, `.targets`), and exports write it
-into the model card (`videohpm.models.export`).
+into the model card (`videohpm.models.formats`).
 """
 from __future__ import annotations
 

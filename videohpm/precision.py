@@ -1,8 +1,7 @@
-"""Precision names (`train.precision`, HPM's `method.kwargs.teacher_precision`) → torch dtypes, in
-one place for the engine, the recipes and evaluation.
+"""Precision names (`train.precision`, HPM's `method.kwargs.teacher_precision`) → torch dtypes.
 
 The table (`device` is where the forward runs; "native" = the CPU runs bf16 GEMMs natively,
-AVX512-BF16 or AMX, `videohpm.models.cpu_kernels.cpu_bf16_is_fast`):
+AVX512-BF16 or AMX, `videohpm.hardware.cpu_bf16_is_fast`):
 
 ================  ==========================  =============================================
 name              `resolve_precision`         `autocast_dtype` (evaluation's forward)
@@ -15,22 +14,10 @@ name              `resolve_precision`         `autocast_dtype` (evaluation's for
 "fp16"            "fp16"                      fp16 on CUDA; None (fp32) on a CPU
 ================  ==========================  =============================================
 
-Training keeps the name it is given (`resolve_precision`; DeepSpeed casts the student to
-bf16 on any CPU when asked, `train.precision=fp16` on a CPU is a config error in the engine).
-A forward under autocast (HPM's teacher, `runnable_dtype`; evaluation, `autocast_dtype`) runs
-bf16 on a CPU only where it is native: elsewhere bf16 is emulated, slower than fp32, and oneDNN
-may have no bf16 kernel at all — so it runs in fp32, said once per process (issue 12's promise
-for every CPU).
-
-Merged from three copies (engine trainer, HPM recipe, evaluation runner) that disagreed on one
-case: the evaluation runner's copy ran fp32 on any CPU even with bf16 requested, where the HPM
-teacher's used bf16 on a native-bf16 CPU. Kept: the HPM teacher's rule, for evaluation too — it
-is the project's promise (bf16 on a CPU only where native, otherwise fp32 with one warning), and
-on a CPU without native bf16 (the only kind the runner's rule was right for) nothing changes.
-
-This module sits in the bottom layer and imports no other package module: the CPU capability
-query stays with the kernels that depend on it (`videohpm.models.cpu_kernels`), and the callers
-(layer 2 and up) hand it in as `cpu_bf16_native`.
+Training keeps the name it is given (DeepSpeed casts the student to bf16 on any CPU when asked;
+fp16 on a CPU is a config error). A forward under autocast (HPM's teacher, `runnable_dtype`;
+evaluation) runs bf16 on a CPU only where native — elsewhere bf16 is emulated, slower than fp32,
+and oneDNN may lack the kernel — else fp32, said once per process.
 """
 from __future__ import annotations
 
@@ -39,6 +26,8 @@ import logging
 from typing import Callable, Optional
 
 import torch
+
+from videohpm import hardware
 
 __all__ = ["PRECISIONS", "PRECISION_DTYPES", "resolve_precision", "amp_dtype", "runnable_dtype",
            "autocast_dtype", "emulated_bf16_warning"]
@@ -64,18 +53,18 @@ def amp_dtype(precision: str) -> Optional[torch.dtype]:
     return None if precision == "fp32" else PRECISION_DTYPES[precision]
 
 
-def runnable_dtype(dtype: torch.dtype, device: Optional[torch.device], cpu_bf16_native: Callable[[], bool],
+def runnable_dtype(dtype: torch.dtype, device: Optional[torch.device],
                    on_emulated: Callable[[], None]) -> torch.dtype:
-    """`dtype`, except bf16 on a CPU without native bf16 (`cpu_bf16_native()` False): fp32, after
-    `on_emulated()` (e.g. an `emulated_bf16_warning`). `device=None`: `dtype` unchanged."""
+    """`dtype`, except bf16 on a CPU without native bf16 (`hardware.cpu_bf16_is_fast()` False):
+    fp32, after `on_emulated()` (e.g. an `emulated_bf16_warning`). `device=None`: `dtype` unchanged."""
     if dtype == torch.bfloat16 and device is not None and torch.device(device).type == "cpu":
-        if not cpu_bf16_native():
+        if not hardware.cpu_bf16_is_fast():
             on_emulated()
             return torch.float32
     return dtype
 
 
-def autocast_dtype(precision: str, device: torch.device, cpu_bf16_native: Callable[[], bool],
+def autocast_dtype(precision: str, device: torch.device,
                    on_emulated: Callable[[], None]) -> Optional[torch.dtype]:
     """The autocast dtype of a forward-only pass (evaluation) for `precision` on `device`, None
     for fp32 (the module's table): "auto" resolved, fp16 only on CUDA, bf16 on a CPU only where
@@ -85,7 +74,7 @@ def autocast_dtype(precision: str, device: torch.device, cpu_bf16_native: Callab
         return dtype
     if dtype == torch.float16:
         return None  # no fp16 on a CPU (as DeepSpeed's CPU accelerator): fp32
-    dtype = runnable_dtype(dtype, device, cpu_bf16_native, on_emulated)
+    dtype = runnable_dtype(dtype, device, on_emulated)
     return None if dtype == torch.float32 else dtype
 
 
@@ -96,7 +85,7 @@ def emulated_bf16_warning(logger: logging.Logger, setting: str, consequence: str
     @functools.lru_cache(maxsize=None)
     def warn() -> None:
         logger.warning("%s=bf16: this CPU has no native bf16 (AVX512-BF16 / AMX; "
-                       "videohpm.models.cpu_kernels.cpu_bf16_is_fast() is False), bf16 would only be emulated "
+                       "videohpm.hardware.cpu_bf16_is_fast() is False), bf16 would only be emulated "
                        "and run slower than fp32 — %s", setting, consequence)
 
     return warn

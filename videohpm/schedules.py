@@ -26,10 +26,8 @@ def cosine_between(start: float, end: float, t: float) -> float:
     """Half-cosine from `start` (t = 0) to `end` (t = 1): `end + ½(start − end)(1 + cos(π t))`.
 
     The decay branch of `cosine_value` and HPM's EMA momentum schedule (`momentum` →
-    `momentum_end` over training). That momentum used to be written `start + (end − start)·½(1 −
-    cos(π t))`: the same value, rounded differently — kept here is this engine form (the lr and
-    weight-decay bits are unchanged); the momentum may differ from the old form by about one ulp
-    (≈1e-16) at some t.
+    `momentum_end` over training). `start + (end − start)·½(1 − cos(π t))` is the same value,
+    rounded differently (by up to about one ulp at some t); this form is the one used everywhere.
     """
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * t))
 

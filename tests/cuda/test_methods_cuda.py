@@ -50,7 +50,7 @@ def test_bf16_teacher_ranks_patches_as_the_fp32_teacher():
         with torch.no_grad():  # a trained-looking teacher: not the student's copy at init
             for p in recipe.teacher.parameters():
                 p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).cuda())
-        scores[precision] = recipe._teacher_scores(x)
+        scores[precision] = recipe.teacher_scores(x)
     a, b = scores["fp32"], scores["bf16"]
     assert a.dtype == b.dtype == torch.float32
     rank = lambda s: s.argsort(1).argsort(1).float()

@@ -24,7 +24,7 @@ def test_adamae_trains_with_zero2_and_resumes_bit_identically(demo, tmp_path):
     ckpt = ref / "checkpoints" / "epoch-0000"
     assert (ckpt / "COMPLETE").exists()
 
-    from videohpm.evaluation.runner import read_checkpoint
+    from videohpm.engine.checkpoint import read_checkpoint
 
     weights = read_checkpoint(str(ckpt))
     assert any(k.startswith("sampler.") for k in weights.model)  # the sampler is saved with the recipe

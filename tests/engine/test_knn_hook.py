@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from tests.engine.conftest import DEEPSPEED, PRETRAIN_CFG, data_overrides, read_log, run_train
 from videohpm.config import load_config
-from videohpm.evaluation.training import Trainer  # the engine's Trainer with the k-NN hook (train.knn_every)
+from videohpm.tasks.train import Trainer  # the engine's Trainer with the k-NN hook (train.knn_every)
 
 KS = [3, 20]  # 20 > the 16 training clips: capped, every clip votes
 TEMPERATURE = 0.07
@@ -74,7 +74,7 @@ def _check_knn_record(r: Mapping, expected: Mapping[int, float]) -> None:
 
 
 def test_knn_metric_logged_every_epoch_and_matches_brute_force(demo, tmp_path):
-    from videohpm.evaluation.runner import read_checkpoint
+    from videohpm.engine.checkpoint import read_checkpoint
 
     out = tmp_path / "run"
     cfg = load_config(str(PRETRAIN_CFG), [*_knn_overrides(demo, out), "train.epochs=2", "train.tensorboard=true"])

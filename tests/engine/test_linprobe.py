@@ -134,7 +134,7 @@ def test_linear_probe_logs_and_validates(probe_run):
 def test_model_final_keeps_bn_and_head(probe_run):
     """`model_final.pth` of a linear probe is the whole probe: tools/test.py's loader gives the
     trained run's logits from it (and from the run's DeepSpeed checkpoint)."""
-    from videohpm.evaluation.runner import load_classifier
+    from videohpm.tasks.weights import load_classifier
 
     path = probe_run["out"] / "model_final.pth"
     final = torch.load(path, map_location="cpu", weights_only=False)

@@ -1,11 +1,10 @@
-"""Nothing run, nothing lost, nothing silently wrong (issue 18, cases 2, 3, 5 and 6) through
+"""Nothing run, nothing lost, nothing silently wrong, through
 `tools/train.py` in process: a reused `train.output_dir` is refused (or continued only by a run of
 the same config), a launch that fails its checks writes nothing, data settings and labels are
 checked against the model before any work, weights that do not fit stop the run, and a run that
 skipped too many steps fails."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -20,17 +19,9 @@ from videohpm.config import load_config
 from videohpm.engine import NonFiniteLossError, Trainer
 from videohpm.engine.build import build_model
 from videohpm.models import export_state_dict
+from tests.engine.helpers import train_main
 
 RUN_FILES = ("config.yaml", "model_final.pth", "log.jsonl", "checkpoints/latest", "checkpoints/epoch-0000/COMPLETE")
-
-
-def _train_main(argv, capsys) -> tuple:
-    spec = importlib.util.spec_from_file_location("_videohpm_tool_train", REPO / "tools" / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    capsys.readouterr()
-    rc = mod.main([str(a) for a in argv])
-    return rc, capsys.readouterr().err
 
 
 def _snapshot(out: Path) -> Dict[str, bytes]:
@@ -65,11 +56,11 @@ def test_every_log_record_carries_the_run_id(finished):
 
 def test_a_new_run_refuses_a_finished_runs_folder_and_a_failed_launch_writes_nothing(demo, finished, capsys):
     before = _snapshot(finished)
-    rc, err = _train_main(_pretrain_args(demo, finished), capsys)
+    rc, err = train_main(_pretrain_args(demo, finished), capsys)
     assert rc == 2 and "train.output_dir" in err and "train.resume=auto" in err and "train.overwrite=true" in err
     assert "model_final.pth" in err
     # a launch that fails at start-up (a missing list) in the same folder: the old config.yaml stays
-    rc, err = _train_main(_pretrain_args(demo, finished, "train.resume=auto", "data.train=/nonexistent/list.csv"),
+    rc, err = train_main(_pretrain_args(demo, finished, "train.resume=auto", "data.train=/nonexistent/list.csv"),
                           capsys)
     assert rc == 2 and "data.train" in err and "/nonexistent/list.csv" in err
     assert _snapshot(finished) == before
@@ -77,7 +68,7 @@ def test_a_new_run_refuses_a_finished_runs_folder_and_a_failed_launch_writes_not
 
 def test_resume_auto_continues_only_a_run_of_the_same_config(demo, finished, tmp_path, capsys):
     before = _snapshot(finished)
-    rc, err = _train_main(_pretrain_args(demo, finished, "train.resume=auto", "optim.base_lr=3e-4",
+    rc, err = train_main(_pretrain_args(demo, finished, "train.resume=auto", "optim.base_lr=3e-4",
                                          "mask.kwargs.alpha_T=0.75"), capsys)
     assert rc == 2 and "optim.base_lr: 0.00015 -> 0.0003" in err and "mask.kwargs.alpha_T" in err
     assert "train.resume_force=true" in err
@@ -86,12 +77,12 @@ def test_resume_auto_continues_only_a_run_of_the_same_config(demo, finished, tmp
     copy = tmp_path / "run"
     shutil.copytree(finished, copy)
     old_id = read_log(copy)[0]["run_id"]
-    rc, err = _train_main(_pretrain_args(demo, copy, "train.resume=auto", "train.log_every=4"), capsys)
+    rc, err = train_main(_pretrain_args(demo, copy, "train.resume=auto", "train.log_every=4"), capsys)
     assert rc == 0, err[-3000:]
     resumed = [r for r in read_log(copy) if r["type"] == "resume"]
     assert len(resumed) == 1 and resumed[0]["run_id"] == old_id
     # train.resume_force continues a run of another config
-    rc, err = _train_main(_pretrain_args(demo, copy, "train.resume=auto", "optim.base_lr=3e-4",
+    rc, err = train_main(_pretrain_args(demo, copy, "train.resume=auto", "optim.base_lr=3e-4",
                                          "train.resume_force=true"), capsys)
     assert rc == 0, err[-3000:]
     assert len([r for r in read_log(copy) if r["type"] == "resume"]) == 2
@@ -101,7 +92,7 @@ def test_overwrite_replaces_the_old_run(demo, finished, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(finished, copy)
     old_id = read_log(copy)[0]["run_id"]
-    rc, err = _train_main(_pretrain_args(demo, copy, "train.overwrite=true", "train.max_steps=2"), capsys)
+    rc, err = train_main(_pretrain_args(demo, copy, "train.overwrite=true", "train.max_steps=2"), capsys)
     assert rc == 0, err[-3000:]
     records = read_log(copy)
     assert {r["run_id"] for r in records} != {old_id} and len({r["run_id"] for r in records}) == 1
@@ -119,7 +110,7 @@ def test_overwrite_replaces_the_old_run(demo, finished, tmp_path, capsys):
 ])
 def test_data_geometry_is_checked_against_the_model_before_any_work(demo, tmp_path, capsys, override, key, words):
     out = tmp_path / "run"
-    rc, err = _train_main(_pretrain_args(demo, out, override, "data.short_side_size=48"), capsys)
+    rc, err = train_main(_pretrain_args(demo, out, override, "data.short_side_size=48"), capsys)
     assert rc == 2 and f"config error: {key}" in err and words in err, err[-2000:]
     assert not out.exists()
 
@@ -149,7 +140,7 @@ def test_list_and_label_errors_are_config_errors_before_any_folder(demo, tmp_pat
     else:  # data.num_classes=10 with the config's 8-class head
         lst, extra = Path(demo["train"]), ["data.num_classes=10"]
     out = tmp_path / "run"
-    rc, err = _train_main(["--config", FINETUNE_CFG, f"data.train={lst}", f"data.data_root={demo['root']}",
+    rc, err = train_main(["--config", FINETUNE_CFG, f"data.train={lst}", f"data.data_root={demo['root']}",
                            f"train.output_dir={out}", *extra], capsys)
     assert rc == 2 and "\nconfig error: data." in "\n" + err, err[-2000:]
     assert {"malformed": "bad.csv:4", "label_out_of_range": "outside [0, 8)", "empty": "empty",
@@ -167,13 +158,13 @@ def _layer_scale_checkpoint(path: Path) -> Path:
 def test_weights_that_do_not_fit_stop_the_run_unless_told(demo, tmp_path, capsys, caplog):
     ckpt = _layer_scale_checkpoint(tmp_path / "layer_scale.pth")
     base = ["--config", FINETUNE_CFG, *data_overrides(demo), f"model.pretrained={ckpt}"]
-    rc, err = _train_main(base + [f"train.output_dir={tmp_path / 'a'}"], capsys)
+    rc, err = train_main(base + [f"train.output_dir={tmp_path / 'a'}"], capsys)
     assert rc == 2 and "model.pretrained" in err and "blocks.0.gamma_1" in err
     assert "model.pretrained_strict=false" in err and not (tmp_path / "a").exists()
     # another width: not one tensor fits — an error even when not strict
     wide = load_config(str(PRETRAIN_CFG), ["model.kwargs.embed_dim=48"])
     torch.save({"model": build_model(wide).state_dict()}, tmp_path / "wide.pth")
-    rc, err = _train_main(["--config", FINETUNE_CFG, *data_overrides(demo), f"model.pretrained={tmp_path / 'wide.pth'}",
+    rc, err = train_main(["--config", FINETUNE_CFG, *data_overrides(demo), f"model.pretrained={tmp_path / 'wide.pth'}",
                            "model.pretrained_strict=false", f"train.output_dir={tmp_path / 'b'}"], capsys)
     assert rc == 2 and "not one tensor" in err and not (tmp_path / "b").exists()
     # model.pretrained_strict=false: goes on, with a WARNING that lists the keys
@@ -219,11 +210,11 @@ def test_a_run_that_skipped_too_many_steps_fails(demo, tmp_path):
 
 
 def test_train_py_exits_non_zero_when_the_run_fails(monkeypatch, capsys):
-    import videohpm.evaluation.training as engine  # tools/train.py runs its train (the engine's, with the eval hooks)
+    import videohpm.tasks.train as engine  # tools/train.py runs its train (the engine's, with the eval hooks)
 
     def failing(cfg):
         raise NonFiniteLossError("6 of 8 micro-steps (75.0 %) were skipped")
 
     monkeypatch.setattr(engine, "train", failing)
-    rc, err = _train_main(["--config", PRETRAIN_CFG], capsys)
+    rc, err = train_main(["--config", PRETRAIN_CFG], capsys)
     assert rc == 1 and "6 of 8 micro-steps" in err

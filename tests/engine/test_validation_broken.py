@@ -11,7 +11,7 @@ import torch
 
 from tests.engine.conftest import FINETUNE_CFG, data_overrides
 from videohpm.config import load_config
-from videohpm.data.config import build_dataset
+from videohpm.data import build_dataset
 from videohpm.engine import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -191,7 +191,7 @@ def test_keep_best_needs_a_validation_split(class_folders, tmp_path):
 
 def test_a_time_pooling_classifier_is_refused_by_export(tmp_path):
     from videohpm.config import load_config
-    from videohpm.evaluation.export import load_for_export
+    from videohpm.tasks.weights import load_for_export
 
     cfg = load_config(str(REPO / "configs/test/few_labels_tiny.yaml"), ["data.num_classes=3"])
     path = tmp_path / "model_final.pth"

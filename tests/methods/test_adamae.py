@@ -160,7 +160,7 @@ def test_visualize_reads_the_sampler_from_a_recipe_checkpoint(tmp_path):
     (the run's DeepSpeed checkpoints); a model-only `model_final.pth` is refused before any clip is read."""
     from videohpm.config import load_config
     from videohpm.data.demo import make_demo_data
-    from videohpm.evaluation.runner import run_visualize
+    from videohpm.tasks.visualize import run_visualize
 
     cfg = load_config("configs/test/pretrain_adamae_tiny.yaml", [])
     torch.manual_seed(0)

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
+from videohpm import hardware
 from videohpm.masking import make_mask_generator
 from videohpm.methods import HPM, build_recipe
 from videohpm.methods import hpm as hpm_module
-from videohpm.models import cpu_kernels
 
 
 def hpm(model, **kw):
@@ -133,7 +133,7 @@ def test_bf16_teacher_runs_in_bf16_and_ranks_like_the_fp32_teacher(tiny_model, c
     come back fp32 and close to the fp32 teacher's, and the mask keeps the exact per-slice counts
     (Eq. 8). The native-bf16 branch is forced so that it is tested on every CPU (the tiny model's
     64 tokens take ATen's bf16 kernels, which exist everywhere)."""
-    monkeypatch.setattr(cpu_kernels, "cpu_bf16_is_fast", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_bf16_is_fast", lambda: True)
     torch.manual_seed(0)
     model = tiny_model(loss_predictor=True)
     recipe = hpm(model, alpha_0=1.0, alpha_T=1.0, teacher_precision="bf16")
@@ -155,7 +155,7 @@ def test_bf16_teacher_runs_in_bf16_and_ranks_like_the_fp32_teacher(tiny_model, c
 def test_bf16_teacher_runs_in_fp32_where_bf16_is_only_emulated(tiny_model, clip, monkeypatch, caplog):
     """No native bf16 (an AVX2-only CPU, or ISA caps): `teacher_precision=bf16` neither crashes
     nor runs emulated bf16; the teacher runs in fp32 — the same scores as `fp32` — and says so once."""
-    monkeypatch.setattr(cpu_kernels, "cpu_bf16_is_fast", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_bf16_is_fast", lambda: False)
     hpm_module._warn_bf16_emulated.cache_clear()
     torch.manual_seed(0)
     recipe = hpm(tiny_model(loss_predictor=True), alpha_0=1.0, alpha_T=1.0, teacher_precision="bf16")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from videohpm.masking import make_mask_generator
-from videohpm.methods import EmaTeacher, Recipe, available_recipes, build_recipe
+from videohpm.methods import EmaTeacher, Recipe, available_recipes, build_recipe, recipe_class
 from videohpm.models import create_model, list_models
 from videohpm.models.autoencoder import MaskedAutoencoder
 
@@ -193,3 +193,17 @@ def test_base_recipe_defaults_are_a_teacherless_pretraining_recipe():
         r({"video": torch.zeros(1, 3, 2, 32, 32)})
     with pytest.raises(NotImplementedError, match="no predict"):
         r.predict(torch.zeros(1, 3, 2, 32, 32))
+
+
+def test_recipe_class_says_what_lives_outside_the_model():
+    """What the tasks read instead of method names: which recipes are classifiers, which keep a
+    classifier head or a token sampler outside `model` (read from the DeepSpeed checkpoints)."""
+    said = {name: (recipe_class(name).classifier, recipe_class(name).head_outside_model,
+                   recipe_class(name).learned_sampler, recipe_class(name).weights_outside_model())
+            for name in available_recipes()}
+    assert said == {"mae": (False, False, False, False), "hpm": (False, False, False, False),
+                    "ccmim": (False, False, False, False), "adamae": (False, False, True, True),
+                    "classification": (True, False, False, False), "linear_probe": (True, True, False, True)}
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        recipe_class("nope")
+

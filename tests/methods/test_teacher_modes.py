@@ -1,4 +1,4 @@
-"""HPM teacher modes (`method.kwargs.teacher_mode`, videohpm.methods.hpm module doc): `full` is
+"""HPM teacher modes (`method.kwargs.teacher_mode`, videohpm.methods.hpm.TeacherMode): `full` is
 today's teacher bit for bit; `subset:r` and `lowres:s` score all N tokens of the student's grid
 through the same teacher, without gradients or host syncs, in video and image mode."""
 from pathlib import Path
@@ -119,6 +119,18 @@ def test_subset_keeping_every_token_is_the_full_teacher(tiny_model):
     recipe.teacher_mode = parse_teacher_mode("full")
     _, ref = recipe._teacher_forward(x)
     torch.testing.assert_close(scores, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_scores_in_another_mode_leave_the_recipe_mode(tiny_model):
+    """`teacher_scores(x, mode)`: the scores of that mode (as a recipe built with it computes them),
+    the recipe's own `teacher_mode` untouched."""
+    recipe, x = make(tiny_model, "full")
+    other, _ = make(tiny_model, "lowres:2")
+    other.load_teacher_state_dict(recipe.teacher_state_dict())
+    torch.testing.assert_close(recipe.teacher_scores(x, "lowres:2"), other._teacher_forward(x)[1])
+    assert str(recipe.teacher_mode) == "full"
+    torch.testing.assert_close(recipe.teacher_scores(x), recipe._teacher_forward(x)[1])
+    assert not torch.allclose(recipe.teacher_scores(x), recipe.teacher_scores(x, "lowres:2"))
 
 
 @pytest.mark.parametrize("kind", [VIDEO, IMAGE], ids=["video", "image"])

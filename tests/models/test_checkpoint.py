@@ -7,7 +7,7 @@ from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVide
 
 from videohpm.models import (MaskedAutoencoder, VideoClassifier, export_state_dict, hf_config_from_model,  # noqa: E402
                              interpolate_pos_embed, load_pretrained)
-from videohpm.models.checkpoint import detect_format, unwrap_state_dict  # noqa: E402
+from videohpm.models.formats import detect_format, unwrap_state_dict  # noqa: E402
 
 from .helpers import TINY_VIDEO, clip, random_mask  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The one checkpoint reader and strict weight loading (issue 18, cases 1, 2 and 4): official
+"""The one checkpoint reader and strict weight loading: official
 VideoMAE files with their `argparse.Namespace` load, DeepSpeed folders resolve, a file that would
 run code is refused with a message that names what it holds; weights that do not fit stop the
 run instead of leaving parts of the network at random."""
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from videohpm.models import MaskedAutoencoder, VideoClassifier, export_state_dict, load_pretrained
-from videohpm.models.checkpoint import (CheckpointRefusedError, PretrainedMismatchError, read_checkpoint_file,
-                                        resolve_checkpoint_path)
+from videohpm.models.checkpoint import PretrainedMismatchError
+from videohpm.models.formats import CheckpointRefusedError, read_checkpoint_file, resolve_checkpoint_path
 
 from .helpers import TINY_VIDEO, clip
 

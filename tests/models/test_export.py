@@ -14,7 +14,7 @@ timm = pytest.importorskip("timm")
 from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification  # noqa: E402
 
 from videohpm.models import MaskedAutoencoder, VideoClassifier, create_model, load_pretrained  # noqa: E402
-from videohpm.models.export import export_state_dict, timm_model_args, write_export  # noqa: E402
+from videohpm.models.formats import export_state_dict, timm_model_args, write_export  # noqa: E402
 
 from .helpers import TINY_IMAGE, TINY_VIDEO, clip, random_mask  # noqa: E402
 

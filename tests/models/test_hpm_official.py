@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 
 from videohpm.methods.hpm import HPM
 from videohpm.models import create_model, load_pretrained, write_export
-from videohpm.models.checkpoint import PretrainedMismatchError, read_checkpoint_file
-from videohpm.models.mae_layout import ours_to_mae
+from videohpm.models.checkpoint import PretrainedMismatchError
+from videohpm.models.formats import read_checkpoint_file
+from videohpm.models.formats.mae_layout import ours_to_mae
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
 
 from .helpers import clip
@@ -217,7 +218,7 @@ def test_cheap_teacher_modes_run_on_the_official_model(mode):
 
     model = official_model()
     recipe = HPM(model, make_mask_generator("hpm", mask_ratio=0.75, alpha_0=0.5, alpha_T=0.5), teacher_mode=mode)
-    scores = recipe._teacher_scores(image())
+    scores = recipe.teacher_scores(image())
     assert scores.shape == (2, N) and torch.isfinite(scores).all()
 
 
@@ -294,7 +295,7 @@ def test_finetuning_starts_from_an_official_file_with_the_default_settings(tmp_p
 def test_predicted_loss_maps_and_reconstructions_of_an_official_file(tmp_path):
     """What tools/visualize.py runs on an official file: the EMA teacher's d_ψ map, the official
     teacher's scores, and a perfect prediction reconstructing the input (the target's space)."""
-    from videohpm.evaluation.runner import read_checkpoint
+    from videohpm.engine.checkpoint import read_checkpoint
     from videohpm.evaluation.visualize import compute_visualization, reconstruct
     from videohpm.masking import make_mask_generator
 

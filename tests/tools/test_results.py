@@ -217,7 +217,7 @@ def test_hf_processor_and_model_give_predict_probabilities(run, tmp_path, capsys
     view = MultiViewTransform(data.input_size, 1, data.mean, data.std)(frames_to_video(frames), np.arange(4)[None])
     torch.testing.assert_close(inputs["pixel_values"][0], view[0].permute(1, 0, 2, 3), rtol=0, atol=1e-6)
     # ... and the answer is predict's to the HF export's own precision (HF's fc_norm has LayerNorm's
-    # eps 1e-5, ours 1e-6: videohpm.models.export.hf_config_from_model)
+    # eps 1e-5, ours 1e-6: videohpm.models.formats.hf_config_from_model)
     got, ref = probs.log().numpy(), np.log([want[i] for i in range(3)])
     np.testing.assert_allclose(got, ref, rtol=0, atol=5e-4)
     # the policy: refused, then replaced whole with --overwrite
@@ -234,7 +234,7 @@ def test_timm_export_names_what_was_built(tmp_path):
     import timm
 
     from videohpm.models import create_model
-    from videohpm.models.export import built_name, write_export
+    from videohpm.models.formats import built_name, write_export
 
     model = create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_frames=1, tubelet_size=1,
                          embed_dim=32, depth=2, num_heads=2, num_classes=4)

@@ -8,7 +8,7 @@
   anything else stays a traceback.
 - :func:`config_errors`: how the errors of loading a tool's config and `checkpoint=` are told
   (the loaders are the library's: `videohpm.config.load_config` / `load_tool_config`,
-  `videohpm.evaluation.predict.tool_config`); :func:`video_tool_config` for the tools that read
+  `videohpm.tasks.run_config.tool_config`); :func:`video_tool_config` for the tools that read
   videos; :func:`refuse_random_init_checkpoint`, :func:`require_inputs`: shared argument checks.
 - :func:`add_overwrite`, :func:`held_results`, :func:`refuse_overwrite`, :func:`remove_results`:
   the one overwrite policy of the tools that write results.
@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Optional, Sequence
 # Arguments that several tools declare alike: flags (or a positional's name) → argparse keywords.
 OPTIONS = {
     ("overrides",): dict(nargs="*", help="checkpoint=<path> and key=value config overrides"),
-    # tools/predict.py, extract_features.py; videohpm.evaluation.predict.split_tool_args splits them
+    # tools/predict.py, extract_features.py; videohpm.tasks.run_config.split_tool_args splits them
     ("args",): dict(nargs="*", metavar="checkpoint=PATH | INPUT | key=value",
                     help="checkpoint=<path>, videos / folders / lists, and config overrides"),
     ("--local_rank", "--local-rank"): dict(type=int, default=None, help="set by the deepspeed launcher"),
@@ -124,9 +124,9 @@ def config_errors(value_hint: str = "") -> Iterator[None]:
 def video_tool_config(args: argparse.Namespace, require_checkpoint: bool = True):
     """`(cfg, checkpoint, inputs)` of a tool that reads videos (`tools/predict.py`,
     `extract_features.py`): its positional words (`args.args`) split into overrides and inputs
-    (`videohpm.evaluation.predict.split_tool_args`), the config of `--config` or of the
-    checkpoint's run (`videohpm.evaluation.predict.tool_config`), errors as :func:`config_errors`."""
-    from videohpm.evaluation.predict import split_tool_args, tool_config  # imports torch
+    (`videohpm.tasks.run_config.split_tool_args`), the config of `--config` or of the
+    checkpoint's run (`videohpm.tasks.run_config.tool_config`), errors as :func:`config_errors`."""
+    from videohpm.tasks.run_config import split_tool_args, tool_config  # imports torch
 
     overrides, inputs = split_tool_args(args.args)
     with config_errors():

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("environment", "tests", "benchmark", "train", "compile")
 #: benchmark variants: the peers, plain and HPM with the full and the cheap teachers, ± decoder masking
 VARIANTS = "hf,plain,plain_decmask,hpm,hpm_decmask,hpm:lowres:2,hpm:subset:0.25,hpm_decmask:lowres:2"
-#: the issue's targets for a GPU run (recorded, not asserted): key → (benchmark key, bound, "min" | "max")
+#: the targets for a GPU run (recorded, not asserted): key → (benchmark key, bound, "min" | "max")
 TARGETS = {"plain_clips_per_s_per_gpu": ("plain_clips_per_s", 300.0, "min"),
            "plain_mfu": ("plain_mfu", 0.30, "min"),
            "hpm_cheap_teacher_vs_plain_time": ("hpm_lowres_2_vs_plain_time", 1.5, "max")}

@@ -1,4 +1,4 @@
-"""Does the pretext task teach the encoder anything about the moving object? (issue 16's clue)
+"""Does the pretext task teach the encoder anything about the moving object?
 
 For a pre-training checkpoint and a few videos, the true per-patch reconstruction loss of the
 pixel decoder (HPM journal Eq. 3, averaged over random masks at the config's ratio, as the
@@ -11,32 +11,25 @@ next to the loss of two predictions that know nothing about motion:
 - ``mean``: every patch predicted as the mean target of the clip (for raw pixels, a flat grey).
 
 If the model's loss on moving patches is not clearly below the ``static`` prediction's, the
-decoder does not place the digit, and the encoder need not learn where it goes.
-
-    python tools/lib/pretext_check.py --config configs/demo/ssl/pretrain_hpm.yaml \\
-        checkpoint=outputs/ssl_benchmark/seed0/hpm/pretrain/model_final.pth \\
-        --list outputs/ssl_benchmark/data/val.csv --data-root outputs/ssl_benchmark/data/videos
+decoder does not place the digit, and the encoder need not learn where it goes. The command line
+is `tools/pretext_check.py`.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 from typing import Any, Dict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import torch
+from omegaconf import OmegaConf
 
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import videohpm.data  # noqa: F401  (PyAV before decord)
+from videohpm.engine.build import build_model
+from videohpm.engine.checkpoint import read_checkpoint
+from videohpm.tasks.visualize import load_clip
+from videohpm.evaluation.visualize import average_loss_map, unnormalize
+from videohpm.models import load_pretrained
+from videohpm.models.patches import patchify
 
-import videohpm.data  # noqa: E402,F401  (PyAV before decord)
-from videohpm.config import load_config  # noqa: E402
-from videohpm.engine.build import build_model  # noqa: E402
-from videohpm.evaluation.runner import load_clip, read_checkpoint  # noqa: E402
-from videohpm.evaluation.visualize import average_loss_map, unnormalize  # noqa: E402
-from videohpm.models import load_pretrained  # noqa: E402
-from videohpm.models.patches import patchify  # noqa: E402
+__all__ = ["pretext_breakdown"]
 
 
 def _moving_tokens(model, x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -85,26 +78,3 @@ def pretext_breakdown(cfg, checkpoint: str, videos, num_masks: int = 4, threshol
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
-    p.add_argument("--list", required=True, help="list file of the videos to read")
-    p.add_argument("--data-root", default="")
-    p.add_argument("--videos", type=int, default=32, help="first N videos of the list")
-    p.add_argument("--masks", type=int, default=4)
-    p.add_argument("--threshold", type=float, default=0.15)
-    p.add_argument("args", nargs="*", metavar="checkpoint=PATH | key=value")
-    a = p.parse_args(argv)
-    ckpt = [x.split("=", 1)[1] for x in a.args if x.startswith("checkpoint=")]
-    if len(ckpt) != 1:
-        print("error: give checkpoint=PATH", file=sys.stderr)
-        return 2
-    cfg = load_config(a.config, [x for x in a.args if not x.startswith("checkpoint=")])
-    names = [ln.split()[0] for ln in open(a.list) if ln.strip()][: a.videos]
-    videos = [os.path.join(a.data_root, n) for n in names]
-    print(json.dumps(pretext_breakdown(cfg, ckpt[0], videos, a.masks, a.threshold), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

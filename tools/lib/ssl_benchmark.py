@@ -2,35 +2,21 @@
 
 Every row of HPM journal Table 12 (no pre-training; MAE with tube masks; MAE with per-frame random
 masks; HPM's L_pred with random masks; HPM learn-to-mask, easy-to-hard — plus, beyond the paper,
-HPM with the cheap `lowres:2` teacher of issue 17, at the same steps and at the full teacher's wall
-time, and AdaMAE's learned token sampler, HPM's closest peer) is pre-trained with the **same budget in optimizer steps** (the equal-wall-time row excepted) on an **unlabelled pool** much larger than the labelled set, then evaluated with
-label-scarce protocols, for several seeds:
+HPM with the cheap `lowres:2` teacher at the same steps and at the full teacher's wall time, and
+AdaMAE's learned token sampler) is pre-trained with the **same budget in optimizer steps** (the
+equal-wall-time row excepted) on an **unlabelled pool** much larger than the labelled set, then
+evaluated for several seeds with two label-scarce protocols on 1 / 5 / 25 labelled videos per
+class: the **probe** (:mod:`videohpm.evaluation.probe` on the frozen encoder's time-sliced
+features, :func:`~tools.lib.label_scarce.extract_time_features`) and **fine-tuning** of the whole
+encoder (`configs/demo/ssl/finetune.yaml`, the same optimizer steps for every row and label count),
+then `tools/test.py` (one centre clip and crop). Settings are chosen with ``eval_split="val"`` and
+the result reported once with ``eval_split="test"``. Data: the bundled motion set or any labelled
+list-file data set given as config overrides.
 
-- **probe**: the frozen encoder's features per time slice (`tools/extract_features.py --pool time`,
-  `[T', D]` per video, temporal order kept) and a linear probe on them
-  (:mod:`videohpm.evaluation.probe`: weight decay chosen on the validation split, the evaluated split
-  scored once), on 1 / 5 / 25 labelled videos per class;
-- **fine-tuning** of the whole encoder (`tools/train.py` with `configs/demo/ssl/finetune.yaml`) on
-  the same 1 / 5 / 25 labelled videos per class, with the same number of optimizer steps for every
-  row and label count (the few videos are repeated to fill an epoch), then `tools/test.py` (one
-  centre clip and crop per video).
-
-"No pre-training" probes the seeded random initialisation of the same encoder and fine-tunes from
-it. The labelled videos of a count are the first of each class in the training list (the same for
-every row and seed). Settings are chosen with ``eval_split="val"`` (the test split is never read)
-and the result is reported once with ``eval_split="test"``.
-
-Data: by default the bundled motion set (:func:`videohpm.data.demo.make_motion_splits`: a pool of
-fresh clips and disjoint labelled train / val / test splits); or any labelled list-file data set
-given as config overrides (``data.train``, ``data.val``, ``data.test``, ``data.num_classes``,
-``data.data_root``; the pool defaults to ``data.train``).
-
-Runs are independent chains (one per seed and row: pre-training → features + probe → the fine-tunings
-and their tests), `jobs` at a time, each in its own process with one thread. Every stage is a
-:class:`~tools.lib.demo.StageRunner` stage: re-running skips finished stages and resumes an
-interrupted training. Writes `<out>/results.json` and `<out>/RESULTS.md` (mean ± sample std over
-seeds, the per-seed values, the test set's sampling error, the chance level, the gap of the best
-pre-trained row over no pre-training, and the wall time of each part).
+Runs are independent chains (one per seed and row), `jobs` at a time, each in its own process with
+one thread, every stage a :class:`~tools.lib.stages.StageRunner` stage. Writes `<out>/results.json`
+and `<out>/RESULTS.md` (mean ± sample std over seeds, per-seed values, the chance level, the gap of
+the best pre-trained row over no pre-training, and the wall time of each part).
 """
 from __future__ import annotations
 
@@ -47,10 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from tools.lib.demo import REPO, DemoError, DemoOptions, StageRunner, _resolved_digest, _write_atomic
+from tools.lib.label_scarce import extract_time_features, few_label_list, read_lines
+from tools.lib.machine import machine_summary
+from tools.lib.stages import REPO, DemoError, RunOptions, StageRunner, resolved_digest, write_atomic
 
 __all__ = ["SSLRow", "SSL_ROWS", "SSLOptions", "run_ssl_benchmark", "summarize", "format_results",
-           "few_label_list", "gap_report", "fidelity_report", "pretrain_seconds_per_step", "pretrain_step_seconds", "extract_time_features", "demo_label_scarce_probe"]
+           "gap_report", "fidelity_report", "pretrain_seconds_per_step", "pretrain_step_seconds"]
+
 
 CONFIG_DIR = REPO / "configs" / "demo" / "ssl"
 MARKER = ".videohpm-ssl-benchmark"
@@ -83,10 +72,10 @@ SSL_ROWS: Tuple[SSLRow, ...] = (
     SSLRow("mae_frame", "MAE, per-frame random masking", "pretrain_mae_frame"),
     SSLRow("hpm_pred_random", "HPM: L_pred with random masks", "pretrain_hpm_pred_random"),
     SSLRow("hpm", "HPM: learn to mask (easy-to-hard)", "pretrain_hpm"),
-    SSLRow("hpm_lowres2", "HPM, teacher_mode lowres:2 (issue 17)", "pretrain_hpm",
+    SSLRow("hpm_lowres2", "HPM, teacher_mode lowres:2", "pretrain_hpm",
            ("method.kwargs.teacher_mode=lowres:2",), paper=False),
     # the same at the full teacher's wall time: LOWRES2_STEP_SPEEDUP × the steps
-    SSLRow("hpm_lowres2_eqtime", "HPM, teacher_mode lowres:2, at the full teacher's wall time (issue 17)",
+    SSLRow("hpm_lowres2_eqtime", "HPM, teacher_mode lowres:2, at the full teacher's wall time",
            "pretrain_hpm", ("method.kwargs.teacher_mode=lowres:2",), paper=False, step_scale=LOWRES2_STEP_SPEEDUP),
     # HPM's closest peer: the mask learned from the reconstruction error by a token sampler
     SSLRow("adamae", "AdaMAE: learned token sampler", "pretrain_adamae", paper=False),
@@ -150,40 +139,9 @@ class SSLOptions:
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
-def _read_lines(path: str) -> List[str]:
-    return [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-
-
-def few_label_list(train_list: str, per_class: int, dest: Path, fill_to: int = 0, skip_per_class: int = 0) -> Dict[str, Any]:
-    """The first `per_class` lines of every class of a `path [num_frames] label` list (after the
-    first `skip_per_class` of that class), written to `dest` in list order, each repeated
-    ``max(1, ceil(fill_to / kept))`` times (so that an epoch of a tiny labelled set is not shorter
-    than a batch). Returns ``{"path", "videos", "lines", "repeat", "classes"}``. Raises
-    :class:`DemoError` if a class has fewer lines than that."""
-    lines = _read_lines(train_list)
-    seen: Dict[str, int] = {}
-    taken: Dict[str, int] = {}
-    kept = []
-    for ln in lines:
-        label = ln.split()[-1]
-        seen[label] = seen.get(label, 0) + 1
-        taken.setdefault(label, 0)
-        if seen[label] > skip_per_class and taken[label] < per_class:
-            taken[label] += 1
-            kept.append(ln)
-    short = sorted((k for k, n in taken.items() if n < per_class), key=lambda s: int(s) if s.isdigit() else s)
-    if short:
-        raise DemoError(f"{train_list}: class(es) {short} have fewer than {skip_per_class + per_class} labelled videos")
-    repeat = max(1, math.ceil(fill_to / len(kept))) if fill_to else 1
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(dest, "\n".join(ln for ln in kept for _ in range(repeat)) + "\n")
-    return {"path": str(dest), "videos": len(kept), "lines": len(kept) * repeat, "repeat": repeat,
-            "classes": len(taken)}
-
-
 def _label_counts(path: str) -> Dict[int, int]:
     counts: Dict[int, int] = {}
-    for ln in _read_lines(path):
+    for ln in read_lines(path):
         label = ln.split()[-1]
         if not label.lstrip("-").isdigit():
             raise DemoError(f"{path}: line {ln!r} has no integer label")
@@ -230,7 +188,7 @@ def _check_data(data: Dict[str, str], opts: SSLOptions) -> Dict[str, Any]:
         path = data[split]
         if not Path(path).is_file():
             raise DemoError(f"data.{split}: list file {path} not found")
-        counts = _label_counts(path) if split != "pool" else {0: len(_read_lines(path))}
+        counts = _label_counts(path) if split != "pool" else {0: len(read_lines(path))}
         if split != "pool":
             bad = sorted(k for k in counts if not 0 <= k < n)
             if bad:
@@ -286,45 +244,21 @@ def _pretrain_stage(runner: StageRunner, ch: _Chain, base: Path) -> Tuple[Option
     cfg = CONFIG_DIR / f"{row.pretrain}.yaml"
     extra = [*_smoke_overrides(opts), *opts.extra]
     batch = _batch(cfg, extra)
-    epochs, steps = _steps_to_epochs(opts.pretrain_steps * row.step_scale, len(_read_lines(ch.data["pool"])), batch,
+    epochs, steps = _steps_to_epochs(opts.pretrain_steps * row.step_scale, len(read_lines(ch.data["pool"])), batch,
                                      nearest=row.step_scale != 1.0)
     run_dir = base / "pretrain"
     args = ["--config", str(cfg), f"data.train={ch.data['pool']}", f"data.data_root={ch.data['data_root']}",
             f"data.num_classes={ch.data['num_classes']}", f"train.seed={ch.seed}", f"train.epochs={epochs}",
             f"optim.warmup_epochs={max(epochs * 0.1, 0.0):g}", *row.overrides, *extra,
             f"train.output_dir={run_dir}"]
-    key = {"args": args, "config": _resolved_digest(cfg, args[2:])}
+    key = {"args": args, "config": resolved_digest(cfg, args[2:])}
     name = f"seed {ch.seed} {row.name} pre-training"
-    runner.stage(name, f"{row.label}: {steps} steps on {len(_read_lines(ch.data['pool']))} unlabelled videos",
+    runner.stage(name, f"{row.label}: {steps} steps on {len(read_lines(ch.data['pool']))} unlabelled videos",
                  run_dir, key, lambda: runner.tool(name, "train", [*args, "train.resume=auto"]))
     final = run_dir / "model_final.pth"
     if not final.is_file():
         raise DemoError(f"stage {name!r}: {final} was not written")
     return final, {"steps": steps, "epochs": epochs, "s_per_step": pretrain_step_seconds(run_dir)}
-
-
-def extract_time_features(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], seed: int,
-                          list_path: str, folder: Path, data: Sequence[str]) -> str:
-    """Stage `name`: `tools/extract_features.py --pool time` of `list_path` into `folder` with the
-    encoder of `ckpt` (None: the random initialisation of `cfg`'s encoder for `train.seed=seed`);
-    `data`: more overrides (``data.data_root=…`` etc.). Returns the folder."""
-    weights = [f"checkpoint={ckpt}"] if ckpt is not None else ["--random-init", f"train.seed={seed}"]
-    args = ["--config", str(cfg), *weights, "--pool", "time", list_path, "--output-dir", str(folder), *data]
-    stamp = [ckpt.stat().st_mtime, ckpt.stat().st_size] if ckpt is not None else None
-    key = {"args": args, "checkpoint": stamp,
-           "config": _resolved_digest(cfg, [a for a in args if "=" in a and not a.startswith("checkpoint=")])}
-
-    def run() -> None:
-        if any(p.name != ".stage.json" for p in folder.iterdir()):  # an interrupted extraction: again
-            state = (folder / ".stage.json").read_text()
-            shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-            (folder / ".stage.json").write_text(state)
-        runner.tool(name, "extract_features", args)
-
-    runner.stage(name, f"frozen features per time slice of {Path(list_path).name}", folder, key, run)
-    return str(folder)
-
 
 def _feature_stage(runner: StageRunner, ch: _Chain, base: Path, ckpt: Optional[Path]) -> Dict[str, str]:
     cfg = CONFIG_DIR / f"{ch.row.pretrain or 'pretrain_hpm'}.yaml"
@@ -351,7 +285,7 @@ def _probe(ch: _Chain, folders: Dict[str, str]) -> Dict[str, Dict[str, Any]]:
     out = {}
     for k, few in ch.few.items():
         names = []
-        for ln in _read_lines(few["path"]):
+        for ln in read_lines(few["path"]):
             name = os.path.basename(ln.split()[0].strip('"'))
             if name not in names:
                 names.append(name)
@@ -379,7 +313,7 @@ def _finetune_stages(runner: StageRunner, ch: _Chain, base: Path, ckpt: Optional
                 f"model.pretrained={ckpt if ckpt is not None else 'null'}", f"train.epochs={epochs}",
                 f"optim.warmup_epochs={max(epochs * 0.1, 0.0):g}", *extra, f"train.output_dir={run_dir}"]
         stamp = [ckpt.stat().st_mtime, ckpt.stat().st_size] if ckpt is not None else None
-        key = {"args": args, "config": _resolved_digest(cfg, args[2:]), "checkpoint": stamp}
+        key = {"args": args, "config": resolved_digest(cfg, args[2:]), "checkpoint": stamp}
         name = f"seed {ch.seed} {ch.row.name} fine-tuning {k}/class"
         runner.stage(name, f"fine-tuning on {few['videos']} labelled videos, {steps} steps", run_dir, key,
                      lambda: runner.tool(name, "train", [*args, "train.resume=auto"]))
@@ -406,8 +340,7 @@ def _run_chain(ch: _Chain) -> Dict[str, Any]:
     torch.set_num_threads(1)
     base = Path(ch.out) / f"seed{ch.seed}" / ch.row.name
     base.mkdir(parents=True, exist_ok=True)
-    opts = DemoOptions(out_dir=str(base), in_process=ch.opts.in_process, threads=1)
-    runner = StageRunner(base, opts)
+    runner = StageRunner(base, RunOptions(in_process=ch.opts.in_process, threads=1))
     log = base / "chain.log"
     t0 = time.time()
     with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
@@ -430,7 +363,7 @@ def _run_chain(ch: _Chain) -> Dict[str, Any]:
     seconds["probe"] = round(probe_s, 1)
     result = {"seed": ch.seed, "row": ch.row.name, "pretrain": pre, "probe": probe, "finetune": finetune,
               "seconds": seconds, "stages": runner.timings, "wall_s": round(time.time() - t0, 1)}
-    _write_atomic(base / "result.json", json.dumps(result, indent=1))
+    write_atomic(base / "result.json", json.dumps(result, indent=1))
     return result
 
 
@@ -461,7 +394,7 @@ def summarize(results: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str
 def gap_report(summary: Dict[str, Dict[str, Dict[str, Any]]], rows: Sequence[SSLRow]) -> Dict[str, Dict[str, Any]]:
     """Per protocol: the best pre-trained row of the paper's table, its gap over no pre-training,
     the pooled seed std (root mean square of the two rows' stds) and whether the gap is ≥ 5 points
-    and above twice that std (the issue's target)."""
+    and above twice that std (the benchmark's target)."""
     if "scratch" not in summary:
         return {}
     out = {}
@@ -479,7 +412,7 @@ def gap_report(summary: Dict[str, Dict[str, Dict[str, Any]]], rows: Sequence[SSL
 
 def fidelity_report(summary: Dict[str, Dict[str, Dict[str, Any]]], full: str = "hpm",
                     cheap: Sequence[str] = ("hpm_lowres2", "hpm_lowres2_eqtime")) -> Dict[str, Dict[str, Any]]:
-    """Issue 17's result fidelity: per cheap-teacher row and protocol, its mean minus the full
+    """The cheap teachers' result fidelity: per cheap-teacher row and protocol, its mean minus the full
     teacher's, the pooled seed std of the two rows, and whether it is within the seed noise
     (|difference| ≤ 2 × pooled std, the same threshold the gap report asks a gain to exceed)."""
     if full not in summary:
@@ -575,7 +508,7 @@ def format_results(doc: Dict[str, Any]) -> str:
                     f"{g['pooled_std']:.1f}) — {'meets' if g['met'] else 'does not meet'} the ≥ 5 points, > 2 std target")
     fidelity = doc.get("fidelity") or {}
     if fidelity:
-        text += ["", "Cheap HPM teachers against the full teacher (issue 17; within the seed noise = |difference| "
+        text += ["", "Cheap HPM teachers against the full teacher (within the seed noise = |difference| "
                  "≤ 2 × pooled seed std):", ""]
         for row, protos in fidelity.items():
             label = next((r.label for r in SSL_ROWS if r.name == row), row)
@@ -731,7 +664,7 @@ def _merge_results(results: List[Dict[str, Any]], rows: Sequence[SSLRow],
 def _results_doc(opts: SSLOptions, results: List[Dict[str, Any]], rows: Sequence[SSLRow], merged_rows: Dict[str, str],
                  merged_docs: Sequence[Tuple[str, Dict[str, Any]]], check: Dict[str, Any], settings: Dict[str, Any],
                  wall_s: float) -> Dict[str, Any]:
-    """`results.json`'s content: the summary, the target's gap report, issue 17's fidelity report,
+    """`results.json`'s content: the summary, the target's gap report, the cheap teachers' fidelity report,
     the wall time per row and part, the raw per-chain results, the settings and the machine."""
     run_rows = {r.name for r in rows}
     table_rows = [r for r in SSL_ROWS if r.name in run_rows or r.name in merged_rows]
@@ -772,7 +705,7 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
           f"{opts.jobs} at a time; evaluated on the {opts.eval_split} split)", flush=True)
     data = _user_data(opts) if opts.data else _generated_data(opts, out)
     check = _check_data(data, opts)
-    _write_atomic(out / "settings.json", json.dumps(settings, indent=1))
+    write_atomic(out / "settings.json", json.dumps(settings, indent=1))
     few = _labelled_lists(opts, data, out)
     results = _run_chains([_Chain(seed, row, str(out), data, opts, few) for seed in opts.seeds for row in rows],
                           opts.jobs, out)
@@ -781,63 +714,16 @@ def run_ssl_benchmark(opts: SSLOptions) -> Dict[str, Any]:
         merged_docs = [(f"{out} (earlier runs)", {"results": earlier}), *merged_docs]
     merged_rows = _merge_results(results, rows, merged_docs)
     doc = _results_doc(opts, results, rows, merged_rows, merged_docs, check, settings, round(time.time() - t_start, 1))
-    _write_atomic(out / "results.json", json.dumps(doc, indent=1))
+    write_atomic(out / "results.json", json.dumps(doc, indent=1))
     text = format_results(doc)
-    _write_atomic(out / "RESULTS.md", "# Data-efficiency benchmark\n\n" + text)
+    write_atomic(out / "RESULTS.md", "# Data-efficiency benchmark\n\n" + text)
     print("\n" + text + f"\nresults: {out / 'results.json'}", flush=True)
     return doc
 
 
-def demo_label_scarce_probe(runner: StageRunner, out: Path, pretrain_cfg: Path, ckpt: Path, train_list: str,
-                            eval_list: str, data_root: str, num_classes: int, seed: int = 0, per_class: int = 5,
-                            val_per_class: int = 8, prefix: str = "label-scarce",
-                            lpft_cfg: Optional[Path] = None) -> Dict[str, Any]:
-    """The benchmark's label-scarce probe inside `make demo`: the frozen time probe on
-    `per_class` labelled videos per class (the first of each class in `train_list`), its λ chosen
-    on the next `val_per_class` of each class (``0``: on `eval_list` itself — only for the smoke
-    variant, whose data has one training video per class), scored once on `eval_list` — for the
-    pre-trained encoder (`ckpt`) and for no pre-training (the random initialisation of the same
-    encoder for `train.seed=seed`). The probe is the same for both rows: only the encoder differs.
-    Stages are named ``"<prefix> <row> features <split>"``. Returns ``{"per_class",
-    "val_per_class", "n_eval", "chance", "rows": {"pretrained" | "scratch": probe}}``
-    (probe: :func:`videohpm.evaluation.probe.probe_feature_folders`). With `lpft_cfg` (an LP-FT
-    config, :mod:`tools.lib.few_labels`) the features are that classifier's, each row is also
-    fine-tuned from its own probe (the epoch chosen on the same held-out videos as λ) and scored
-    on `eval_list`: ``"lpft": {row: fine-tuning result}`` is added."""
-    from videohpm.evaluation.probe import probe_feature_folders
-
-    few = few_label_list(train_list, per_class, out / "labelled.csv")
-    splits = [("labelled", few["path"])]
-    if val_per_class > 0:
-        held = few_label_list(train_list, val_per_class, out / "probe_val.csv", skip_per_class=per_class)
-        splits.append(("probe_val", held["path"]))
-    splits.append(("eval", eval_list))
-    data = [f"data.data_root={data_root}", f"data.num_classes={num_classes}"]
-    if lpft_cfg is not None:
-        from tools.lib.few_labels import run_lpft  # it imports this module: not at the top
-
-        lists = {"train": few["path"], "val": dict(splits).get("probe_val", eval_list), "test": eval_list}
-        done = {row: run_lpft(runner, f"{prefix} {row}", lpft_cfg, weights, lists, out / row, num_classes, data[:1],
-                              seed=seed)
-                for row, weights in (("pretrained", ckpt), ("scratch", None))}
-        return {"per_class": per_class, "val_per_class": val_per_class, "n_eval": done["scratch"]["probe"]["n_test"],
-                "chance": 100.0 / num_classes, "rows": {r: d["probe"] for r, d in done.items()},
-                "lpft": {r: d["finetune"] for r, d in done.items()}}
-    rows = {}
-    for row, weights in (("pretrained", ckpt), ("scratch", None)):
-        folder = {split: extract_time_features(runner, f"{prefix} {row} features {split}", pretrain_cfg, weights,
-                                               seed, path, out / row / split, data)
-                  for split, path in splits}
-        rows[row] = probe_feature_folders(folder["labelled"], folder.get("probe_val", folder["eval"]),
-                                          folder["eval"], num_classes=num_classes)
-    return {"per_class": per_class, "val_per_class": val_per_class, "n_eval": rows["scratch"]["n_test"],
-            "chance": 100.0 / num_classes, "rows": rows}
-
-
 def _machine() -> Dict[str, Any]:
+    """:func:`~tools.lib.machine.machine_summary`, or what is known when it fails (informative only)."""
     try:
-        from tools.lib.demo import machine_summary
-
         return machine_summary()
     except Exception as e:  # noqa: BLE001  (the summary is informative only)
         return {"error": str(e), "cpus": os.cpu_count(), "python": sys.version.split()[0]}

@@ -1,9 +1,15 @@
 """videohpm.data: list files, decoding, frame sampling, augmentation and datasets.
 
-Entry points: :class:`DataConfig` + :func:`build_dataset` (``split`` in pretrain / train / val /
-test) + :func:`collate`; :func:`make_demo_data` writes the bundled motion-centric demo set.
+Entry points: :class:`DataConfig` (:mod:`.schema`) + :func:`build_dataset` (:mod:`.factory`;
+``split`` in pretrain / train / val / test) + :func:`collate`; ``data.kind`` names a registered
+data format (:mod:`.formats`: :func:`data_format`, :func:`register_data_format`);
+:func:`make_demo_data` writes the bundled motion-centric demo set.
 """
-from .config import DataConfig, build_collate, build_dataset, resolve, validate
+# the formats first: they register themselves, and the video format reads the schema's `resolve`
+from .formats import (DataFormat, available_data_formats, build_eval_dataset, data_format, find_data_format,
+                      register_data_format)
+from .schema import DataConfig, resolve, validate
+from .factory import build_collate, build_dataset
 from .datasets import (
     BrokenVideoError,
     ImageFolderDataset,
@@ -19,7 +25,13 @@ from .demo import make_demo_data
 
 __all__ = [
     "DataConfig",
+    "DataFormat",
+    "available_data_formats",
+    "data_format",
+    "find_data_format",
+    "register_data_format",
     "build_dataset",
+    "build_eval_dataset",
     "build_collate",
     "collate",
     "resolve",

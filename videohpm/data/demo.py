@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .config import DataConfig
+from .schema import DataConfig
 from .lists import build_k400_lists, build_ssv2_lists, k400_video_name, write_list
 
 __all__ = ["CLASSES", "DemoState", "DemoAssets", "DemoData", "sample_state", "render_video", "make_demo_data",
@@ -263,7 +263,7 @@ class DemoData:
     fps: int = 16
 
     def data_config(self, fmt: str = "ssv2", **overrides):
-        """A :class:`~videohpm.data.config.DataConfig` for one of the sets.
+        """A :class:`~videohpm.data.schema.DataConfig` for one of the sets.
 
         ``fmt``: ``"ssv2"`` (webm, SSv2 sampling), ``"k400"`` (mp4, K400 sampling) or
         ``"image"`` (the digit ImageFolder). ``input_size`` defaults to the frame size and the
@@ -303,6 +303,11 @@ def _write_images(
                 img = img.resize((32, 32), Image.BICUBIC)
                 img.convert("RGB").save(d / f"{int(k):04d}.png")
     return dirs
+
+
+def _check_even(size: int) -> None:
+    if size % 2:
+        raise ValueError(f"size must be even (yuv420p), got {size}")
 
 
 def make_demo_data(
@@ -353,30 +358,35 @@ def make_demo_data(
     for fmt in formats:
         if fmt not in ("ssv2", "k400"):
             raise ValueError(f"formats: unknown {fmt!r}; expected 'ssv2' and/or 'k400'")
-    if size % 2:
-        raise ValueError(f"size must be even (yuv420p), got {size}")
+    _check_even(size)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     assets = DemoAssets(size)
-    names = [c for c, _ in CLASSES]
-    info = DemoData(root=str(root), classes=names, num_frames=num_frames, size=size, fps=fps)
-    vdirs = {fmt: root / fmt / "videos" for fmt in formats}
-    for d in vdirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    ssv2_items, k400_rows = _write_videos(assets, vdirs, {"train": train_per_class, "val": val_per_class},
-                                          seed, num_frames, fps)
-    if "ssv2" in formats:
-        info.lists["ssv2"] = _write_ssv2_lists(root / "ssv2", vdirs["ssv2"], ssv2_items)
-        info.video_dirs["ssv2"] = str(vdirs["ssv2"])
-    if "k400" in formats:
-        info.lists["k400"] = _write_k400_lists(root / "k400", vdirs["k400"], k400_rows, names)
-        info.video_dirs["k400"] = str(vdirs["k400"])
+    info = DemoData(root=str(root), classes=[c for c, _ in CLASSES], num_frames=num_frames, size=size, fps=fps)
+    _write_encodings(info, assets, formats, {"train": train_per_class, "val": val_per_class}, seed)
     if images:
         info.image_dirs = _write_images(assets, root / "images", images_per_class, 0.2, seed)
     meta = asdict(info)
     meta.update(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class)
     (root / "demo.json").write_text(json.dumps(meta, indent=1))
     return info
+
+
+def _write_encodings(info: DemoData, assets: DemoAssets, formats: Sequence[str], per_class: Dict[str, int],
+                     seed: int) -> None:
+    """Every clip in each of ``formats`` under ``info.root/<format>/videos`` and its lists, recorded
+    in ``info.lists`` / ``info.video_dirs``."""
+    root = Path(info.root)
+    vdirs = {fmt: root / fmt / "videos" for fmt in formats}
+    for d in vdirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    ssv2_items, k400_rows = _write_videos(assets, vdirs, per_class, seed, info.num_frames, info.fps)
+    if "ssv2" in formats:
+        info.lists["ssv2"] = _write_ssv2_lists(root / "ssv2", vdirs["ssv2"], ssv2_items)
+        info.video_dirs["ssv2"] = str(vdirs["ssv2"])
+    if "k400" in formats:
+        info.lists["k400"] = _write_k400_lists(root / "k400", vdirs["k400"], k400_rows, info.classes)
+        info.video_dirs["k400"] = str(vdirs["k400"])
 
 
 def _write_videos(
@@ -454,6 +464,17 @@ class MotionSplits:
     fps: int = 16
 
 
+def _write_motion_video(vdir: Path, split: str, i: int, assets: DemoAssets, seed: int, num_frames: int, fps: int,
+                        motion_scale: float) -> Tuple[str, int]:
+    """Render and encode video ``i`` of ``split`` (VP9); its list entry ``(name, label)``."""
+    label = i % len(CLASSES)  # balanced; the state below does not depend on it
+    rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
+    frames = render_video(sample_state(rng, assets), CLASSES[label][0], assets, num_frames, motion_scale)
+    name = f"{split}_{i:06d}.webm"
+    _encode(frames, vdir / name, "libvpx-vp9", fps)
+    return name, label
+
+
 def make_motion_splits(
     out_dir: str | os.PathLike,
     per_class: Dict[str, int],
@@ -485,8 +506,7 @@ def make_motion_splits(
     bad = {k: v for k, v in per_class.items() if int(v) < 1}
     if bad:
         raise ValueError(f"per_class: every split needs at least 1 video per class, got {bad}")
-    if size % 2:
-        raise ValueError(f"size must be even (yuv420p), got {size}")
+    _check_even(size)
     if not _vp9_encoder_works():
         raise RuntimeError("PyAV cannot open its VP9 encoder in this process (decord was imported before "
                            "PyAV; import videohpm.data first, see videohpm/data/video.py)")
@@ -502,18 +522,11 @@ def make_motion_splits(
     names = [c for c, _ in CLASSES]
     lists: Dict[str, str] = {}
     for split, n in per_class.items():
-        n_videos = int(n) * len(CLASSES)
         lists[split] = str(root / f"{split}.csv")
         if done["per_class"].get(split) == int(n) and Path(lists[split]).is_file():
             continue
-        entries = []
-        for i in range(n_videos):
-            label = i % len(CLASSES)  # balanced; the state below does not depend on it
-            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-            frames = render_video(sample_state(rng, assets), names[label], assets, num_frames, motion_scale)
-            name = f"{split}_{i:06d}.webm"
-            _encode(frames, vdir / name, "libvpx-vp9", fps)
-            entries.append((name, label))
+        entries = [_write_motion_video(vdir, split, i, assets, seed, num_frames, fps, motion_scale)
+                   for i in range(int(n) * len(CLASSES))]
         tmp = Path(lists[split] + ".tmp")
         write_list(tmp, entries)
         os.replace(tmp, lists[split])

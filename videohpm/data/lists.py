@@ -31,9 +31,12 @@ import numpy as np
 __all__ = [
     "ListFormatError",
     "VideoList",
+    "parse_line",
     "read_list",
     "write_list",
     "format_path",
+    "finish_split",
+    "copy_val_as_test",
     "build_ssv2_lists",
     "build_k400_lists",
     "k400_video_name",
@@ -101,7 +104,7 @@ def _split_quoted(text: str, where: str) -> List[str]:
     return [path] + rest[1:].split(" ")
 
 
-def _parse_line(text: str, where: str) -> Tuple[str, int, int, int]:
+def parse_line(text: str, where: str) -> Tuple[str, int, int, int]:
     """Parse one stripped, non-empty line into ``(path, label, start, total)``."""
     tokens = _split_quoted(text, where) if text.startswith('"') else text.split(" ")
     if any(t == "" for t in tokens):
@@ -174,7 +177,7 @@ def read_list(
             if not text:
                 continue
             where = f"{list_file}:{lineno}"
-            path, label, start, total = _parse_line(text, where)
+            path, label, start, total = parse_line(text, where)
             if label < 0 and require_labels:
                 raise ListFormatError(
                     f"{where}: no class label (pre-training form '<path> <start> <total>') "
@@ -277,7 +280,7 @@ def _check_missing(names: Sequence[str], video_dir: Optional[Path]) -> List[str]
     return [n for n in names if not (video_dir / n).is_file()]
 
 
-def _finish_split(
+def finish_split(
     report: ListBuildReport,
     split: str,
     entries: List[Tuple[str, int]],
@@ -295,7 +298,7 @@ def _finish_split(
     report.missing[split] = missing
 
 
-def _copy_val_as_test(report: ListBuildReport, out_dir: Path) -> None:
+def copy_val_as_test(report: ListBuildReport, out_dir: Path) -> None:
     """VideoMAE evaluates the multi-view "test" on the validation split: test.csv = val.csv."""
     dst = out_dir / "test.csv"
     shutil.copyfile(report.lists["val"], dst)
@@ -357,8 +360,8 @@ def build_ssv2_lists(
             if key not in template_to_id:
                 raise ListFormatError(f"{where}: template {item['template']!r} not in {labels_file.name}")
             entries.append((f"{item['id']}{ext}", template_to_id[key]))
-        _finish_split(report, split, entries, out, vdir, drop_missing)
-    _copy_val_as_test(report, out)
+        finish_split(report, split, entries, out, vdir, drop_missing)
+    copy_val_as_test(report, out)
     return report
 
 
@@ -430,14 +433,14 @@ def build_k400_lists(
             entries.append((name, class_to_id[label]))
         return entries
 
-    _finish_split(report, "train", entries_of(train_rows, ann / "train.csv"), out, vdir, drop_missing)
+    finish_split(report, "train", entries_of(train_rows, ann / "train.csv"), out, vdir, drop_missing)
     val_rows = _read_k400_csv(ann / "validate.csv")
-    _finish_split(report, "val", entries_of(val_rows, ann / "validate.csv"), out, vdir, drop_missing)
+    finish_split(report, "val", entries_of(val_rows, ann / "validate.csv"), out, vdir, drop_missing)
     test_path = ann / "test.csv"
     test_rows = _read_k400_csv(test_path) if test_path.is_file() else []
     if test_rows and all(r[0] for r in test_rows):
-        _finish_split(report, "test", entries_of(test_rows, test_path), out, vdir, drop_missing)
+        finish_split(report, "test", entries_of(test_rows, test_path), out, vdir, drop_missing)
     else:
-        _copy_val_as_test(report, out)
+        copy_val_as_test(report, out)
     (out / "classes.txt").write_text("".join(c + "\n" for c in classes), encoding="utf-8")
     return report

@@ -2,7 +2,7 @@
 
 VideoMAE users shrink Kinetics to a 320-pixel short side before training (decoding a 1080p clip
 to crop 224 pixels is most of the data cost). :func:`resize_list` does it with PyAV, in a pool of
-worker processes:
+worker processes (H.264, or VP9 for ``.webm``: :data:`CODECS`; ``to="mp4"``: H.264 for all):
 
 * every frame is decoded, scaled (swscale ``AREA``) so that the short side is exactly
   ``short_side`` and the long side keeps the aspect ratio (rounded to an even number, as
@@ -17,10 +17,6 @@ worker processes:
 * a video that cannot be opened or decoded, has no video stream, or decodes to fewer frames
   than its header announces is reported (``<list stem>_broken.txt``: ``<path>\\t<reason>``) and
   left out of the new list, which is otherwise the old one with the new paths.
-
-Codecs: H.264 (``libx264``) for ``.mp4`` / ``.mkv`` / ``.mov`` / ``.avi`` / ``.m4v`` / ``.flv`` /
-``.3gp`` / ``.ts`` outputs, VP9 (``libvpx-vp9``) for ``.webm``; other containers are written as
-``.mp4``. ``to="mp4"`` converts everything to H.264 ``.mp4``.
 """
 from __future__ import annotations
 
@@ -39,7 +35,8 @@ from .lists import format_path, read_list
 __all__ = ["ResizeResult", "ResizeReport", "resized_size", "output_name", "resize_video", "is_complete",
            "resize_list", "CODECS"]
 
-#: output extension -> (PyAV encoder, container format)
+#: output extension -> (PyAV encoder, container format): H.264 (``libx264``) for every container
+#: but ``.webm`` (VP9, ``libvpx-vp9``); other extensions are written as ``.mp4``.
 CODECS: Dict[str, Tuple[str, str]] = {
     ".mp4": ("libx264", "mp4"),
     ".m4v": ("libx264", "mp4"),
@@ -146,6 +143,78 @@ def _encoder_options(codec: str, crf: int, preset: str, threads: int) -> Dict[st
             "threads": str(threads)}
 
 
+@dataclass
+class _Progress:
+    """What an encode got to (reported with a broken video too)."""
+
+    frames: int = 0
+    size: Tuple[int, int] = (0, 0)
+
+
+def _temp_path(dst: str) -> str:
+    """A hidden temporary name next to ``dst`` (its folder made, stale ones of killed runs removed)."""
+    d = os.path.dirname(dst) or "."
+    os.makedirs(d, exist_ok=True)
+    base = os.path.basename(dst)
+    for stale in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.part-*")):
+        os.remove(stale)  # left by a killed run
+    return os.path.join(d, f".{base}.part-{os.getpid()}")
+
+
+def _encode_frames(ic, s, oc, o, out_tb: Fraction, size: Tuple[int, int], done: _Progress) -> None:
+    """Decode every frame of stream ``s``, scale it to ``size`` and encode it into ``o``, each at
+    its source timestamp in frame slots of ``out_tb``."""
+    w, h = size
+    tb = s.time_base
+    first = None
+    last_pts = -1
+    for f in ic.decode(s):
+        g = f.reformat(width=w, height=h, format="yuv420p", interpolation="AREA")
+        if f.pts is None or tb is None:  # no timestamps (some AVIs): constant rate
+            pts = done.frames
+        else:
+            # the source stamp in frame slots: exact for constant-rate sources (it also removes
+            # a container's millisecond rounding, webm's 62/63 ms at 16 fps); a variable-rate
+            # source is rounded to the nearest slot
+            if first is None:
+                first = f.pts
+            pts = int(round((f.pts - first) * tb / out_tb))
+        pts = max(pts, last_pts + 1)  # repeated / reordered stamps: keep order
+        g.pts, g.time_base = pts, out_tb
+        last_pts = g.pts
+        for p in o.encode(g):
+            oc.mux(p)
+        done.frames += 1
+    for p in o.encode():
+        oc.mux(p)
+
+
+def _transcode(src: str, tmp: str, ext: str, short_side: int, crf: int, preset: str, threads: int,
+               done: _Progress) -> int:
+    """Re-encode ``src`` into ``tmp``; returns the frame count the source's header announces (-1: none)."""
+    import av  # lazy: as in _probe
+
+    codec, fmt = CODECS.get(ext, CODECS[".mp4"])
+    with av.open(src) as ic:
+        if not ic.streams.video:
+            raise ValueError("no video stream")
+        s = ic.streams.video[0]
+        s.thread_type = "AUTO"
+        announced = int(s.frames) if s.frames else -1
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        if not rate:
+            raise ValueError("unknown frame rate")
+        done.size = resized_size(s.codec_context.width, s.codec_context.height, short_side)
+        out_tb = 1 / Fraction(rate)  # one tick per frame at the source's average rate
+        with av.open(tmp, "w", format=fmt) as oc:
+            o = oc.add_stream(codec, rate=rate)
+            o.width, o.height, o.pix_fmt = done.size[0], done.size[1], "yuv420p"
+            o.codec_context.time_base = out_tb
+            o.options = _encoder_options(codec, crf, preset, threads)
+            _encode_frames(ic, s, oc, o, out_tb, done.size, done)
+    return announced
+
+
 def resize_video(src: str, dst: str, short_side: int, crf: int = 23, preset: str = "medium",
                  threads: int = 0) -> ResizeResult:
     """Re-encode ``src`` into ``dst`` (written to a temporary name, then renamed into place).
@@ -155,73 +224,25 @@ def resize_video(src: str, dst: str, short_side: int, crf: int = 23, preset: str
     the short side becomes ``short_side``. Never raises for a bad source: returns a result with
     ``status="broken"`` and the reason (and leaves no file behind).
     """
-    import av  # lazy: as in _probe
-
-    ext = os.path.splitext(dst)[1].lower()
-    codec, fmt = CODECS.get(ext, CODECS[".mp4"])
-    d = os.path.dirname(dst) or "."
-    os.makedirs(d, exist_ok=True)
-    base = os.path.basename(dst)
-    for stale in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.part-*")):
-        os.remove(stale)  # left by a killed run
-    tmp = os.path.join(d, f".{base}.part-{os.getpid()}")
-    frames = 0
-    size = (0, 0)
+    tmp = _temp_path(dst)
+    done = _Progress()
     try:
         if not os.path.isfile(src):
             raise FileNotFoundError("file not found")
         if os.path.getsize(src) == 0:
             raise ValueError("empty file (0 bytes)")
-        with av.open(src) as ic:
-            if not ic.streams.video:
-                raise ValueError("no video stream")
-            s = ic.streams.video[0]
-            s.thread_type = "AUTO"
-            announced = int(s.frames) if s.frames else -1
-            rate = s.average_rate or s.guessed_rate or s.base_rate
-            if not rate:
-                raise ValueError("unknown frame rate")
-            w, h = resized_size(s.codec_context.width, s.codec_context.height, short_side)
-            size = (w, h)
-            tb = s.time_base
-            out_tb = 1 / Fraction(rate)  # one tick per frame at the source's average rate
-            with av.open(tmp, "w", format=fmt) as oc:
-                o = oc.add_stream(codec, rate=rate)
-                o.width, o.height, o.pix_fmt = w, h, "yuv420p"
-                o.codec_context.time_base = out_tb
-                o.options = _encoder_options(codec, crf, preset, threads)
-                first = None
-                last_pts = -1
-                for f in ic.decode(s):
-                    g = f.reformat(width=w, height=h, format="yuv420p", interpolation="AREA")
-                    if f.pts is None or tb is None:  # no timestamps (some AVIs): constant rate
-                        pts = frames
-                    else:
-                        # the source stamp in frame slots: exact for constant-rate sources (it
-                        # also removes a container's millisecond rounding, webm's 62/63 ms at 16
-                        # fps); a variable-rate source is rounded to the nearest slot
-                        if first is None:
-                            first = f.pts
-                        pts = int(round((f.pts - first) * tb / out_tb))
-                    pts = max(pts, last_pts + 1)  # repeated / reordered stamps: keep order
-                    g.pts, g.time_base = pts, out_tb
-                    last_pts = g.pts
-                    for p in o.encode(g):
-                        oc.mux(p)
-                    frames += 1
-                for p in o.encode():
-                    oc.mux(p)
-        if frames == 0:
+        announced = _transcode(src, tmp, os.path.splitext(dst)[1].lower(), short_side, crf, preset, threads, done)
+        if done.frames == 0:
             raise ValueError("no decodable frame")
-        if announced > 0 and frames < announced:
-            raise ValueError(f"truncated: decoded {frames} of the {announced} frames its header announces")
+        if announced > 0 and done.frames < announced:
+            raise ValueError(f"truncated: decoded {done.frames} of the {announced} frames its header announces")
         os.replace(tmp, dst)
     except Exception as e:  # noqa: BLE001 - every failure is a broken video, reported
         if os.path.exists(tmp):
             os.remove(tmp)
         reason = f"{type(e).__name__}: {e}".replace("\n", " ").replace("\t", " ")
-        return ResizeResult(src, dst, "broken", reason[:300], frames, size)
-    return ResizeResult(src, dst, "done", "", frames, size)
+        return ResizeResult(src, dst, "broken", reason[:300], done.frames, done.size)
+    return ResizeResult(src, dst, "done", "", done.frames, done.size)
 
 
 def _work(job: Tuple[str, str, int, int, str, int]) -> ResizeResult:
@@ -283,16 +304,40 @@ def resize_list(
         ValueError: bad arguments, an output that would overwrite its source or the list, or
             two listed videos mapping to one output — all before any video is touched.
     """
-    if to is not None and to.lower().lstrip(".") not in TARGETS:
-        raise ValueError(f"--to must be one of {TARGETS}, got {to!r}")
-    resized_size(2, 2, short_side)  # validates short_side
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    _check_arguments(to, short_side, workers)
     videos = read_list(list_file, data_root)
     out_dir = os.path.abspath(os.fspath(out_dir))
     out_list = os.path.abspath(os.fspath(out_list)) if out_list else os.path.join(out_dir, os.path.basename(list_file))
     if os.path.abspath(os.fspath(list_file)) == out_list:
         raise ValueError(f"the new list would overwrite {list_file}; choose another output folder or --out-list")
+    jobs, lines = _plan(videos, out_dir, to, data_root)
+    threads = 0 if workers == 1 else 1
+    todo = [(src, dst, short_side, crf, preset, threads) for src, dst in jobs.items()]
+    desc = f"resizing {os.path.basename(os.fspath(list_file))}" if progress else None
+    results = _run(todo, workers, desc)
+    broken = {r.src: r for r in results if r.status == "broken"}
+    stem = os.path.splitext(out_list)[0]
+    broken_path = f"{stem}_broken.txt"
+    os.makedirs(os.path.dirname(out_list), exist_ok=True)
+    _write_atomic(out_list, "".join(f"{format_path(new)} {rest}\n" for src, new, rest in lines if src not in broken))
+    name_of = {os.path.abspath(str(p)): str(n) for p, n in zip(videos.paths, videos.names)}
+    _write_atomic(broken_path, "".join(f"{name_of[r.src]}\t{r.reason}\n" for r in broken.values()))
+    return ResizeReport(out_list, broken_path, results)
+
+
+def _check_arguments(to: Optional[str], short_side: int, workers: int) -> None:
+    if to is not None and to.lower().lstrip(".") not in TARGETS:
+        raise ValueError(f"--to must be one of {TARGETS}, got {to!r}")
+    resized_size(2, 2, short_side)  # validates short_side
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+
+
+def _plan(videos, out_dir: str, to: Optional[str], data_root: str
+          ) -> Tuple[Dict[str, str], List[Tuple[str, str, str]]]:
+    """``(jobs, lines)``: source → output path of every video, and the new list's
+    ``(source, new name, fields after the path)``; raises before any work on an output that
+    would overwrite its source or be written twice."""
     jobs: Dict[str, str] = {}  # src -> dst
     lines: List[Tuple[str, str, str]] = []  # (src, new name, fields after the path)
     owner: Dict[str, str] = {}
@@ -308,30 +353,24 @@ def resize_list(
         label = int(videos.labels[i])
         rest = str(label) if label >= 0 else f"{int(videos.starts[i])} {int(videos.totals[i])}"
         lines.append((src, new, rest))
-    threads = 0 if workers == 1 else 1
-    todo = [(src, dst, short_side, crf, preset, threads) for src, dst in jobs.items()]
-    results: List[ResizeResult] = []
+    return jobs, lines
+
+
+def _run(todo: List[Tuple[str, str, int, int, str, int]], workers: int, desc: Optional[str]) -> List[ResizeResult]:
+    """Every job, in this process (``workers == 1``) or a pool; a tqdm bar unless ``desc`` is None."""
     if workers == 1:
         it = map(_work, todo)
         pool = None
     else:
         pool = ProcessPoolExecutor(max_workers=workers)
         it = pool.map(_work, todo)
-    if progress:
-        it = tqdm(it, total=len(todo), desc=f"resizing {os.path.basename(os.fspath(list_file))}", unit="video")
+    if desc is not None:
+        it = tqdm(it, total=len(todo), desc=desc, unit="video")
     try:
-        results = list(it)
+        return list(it)
     finally:
         if pool is not None:
             pool.shutdown()
-    broken = {r.src: r for r in results if r.status == "broken"}
-    stem = os.path.splitext(out_list)[0]
-    broken_path = f"{stem}_broken.txt"
-    os.makedirs(os.path.dirname(out_list), exist_ok=True)
-    _write_atomic(out_list, "".join(f"{format_path(new)} {rest}\n" for src, new, rest in lines if src not in broken))
-    name_of = {os.path.abspath(str(p)): str(n) for p, n in zip(videos.paths, videos.names)}
-    _write_atomic(broken_path, "".join(f"{name_of[r.src]}\t{r.reason}\n" for r in broken.values()))
-    return ResizeReport(out_list, broken_path, results)
 
 
 def _write_atomic(path: str, text: str) -> None:

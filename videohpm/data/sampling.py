@@ -3,33 +3,20 @@
 All samplers are pure functions of the video length ``L`` returning int64 numpy arrays of frame
 indices in ``[0, L)``, non-decreasing in time. Randomness comes from ``torch`` (optionally a
 ``torch.Generator``) because DataLoader seeds torch differently in every worker, whereas the
-global numpy RNG is duplicated across forked workers.
+global numpy RNG is duplicated across forked workers. VideoMAE's recipes:
+:func:`dense_indices` (pre-training, K400 fine-tuning: ``num_frames`` frames ``stride`` apart),
+:func:`segment_indices` (SSv2 fine-tuning, TSN: one frame per equal segment) and
+:func:`multiview_indices` (test: ``num_clips`` clips spread uniformly, ``[num_clips, num_frames]``;
+:func:`union_indices` makes them one decode call).
 
-Samplers (VideoMAE's recipes):
+**Short videos** are padded by *repeating the last frame*, as VideoMAE's loaders do (a 10-frame
+video sampled 16×4 gives ``0, 4, 8, 9, 9, ..., 9``); TSN segments ``[floor(i·L/S),
+floor((i+1)·L/S))`` cover every frame and keep the order (VideoMAE's ``L // S`` segments drop the
+last ``L mod S`` frames, and for ``L < S`` sample frame 0 only).
 
-* :func:`dense_indices` — pre-training and K400 fine-tuning: ``num_frames`` frames at a fixed
-  ``stride`` from a random (or given) start; 16×4 on K400, 16×2 on SSv2.
-* :func:`segment_indices` — SSv2 fine-tuning (TSN): the video is cut into ``num_segments`` equal
-  segments and one frame is taken per segment: at a random position (training), at the centre
-  (validation), or at a given relative ``offset``.
-* :func:`multiview_indices` — test: ``num_clips`` clips spread uniformly over the video
-  (window clips for K400, segment offsets for SSv2), returned as ``[num_clips, num_frames]``;
-  :func:`union_indices` turns them into one decode call.
-
-**Short videos** (fewer frames than a clip spans) are padded by *repeating the last frame*, as
-VideoMAE's pre-training loader (the frame offset stops advancing at the end) and its K400
-fine-tuning loader (padding with the last index) do: a 10-frame video sampled 16×4 gives
-``0, 4, 8, 9, 9, ..., 9``. TSN segments need no padding: with ``L < num_segments`` the
-segments ``[floor(i·L/S), floor((i+1)·L/S))`` map several segments onto the same frame
-(``0, 0, 1, 1, ...``). VideoMAE uses equal integer segments of ``L // S`` frames (the last
-``L mod S`` frames are never used) and for ``L < S`` samples frame 0 only; the segments here
-cover every frame and keep the order.
-
-pytorchvideo's clip samplers (``RandomClipSampler``, ``ConstantClipsPerVideoSampler``) work in
-seconds with the global ``random`` module and keep per-video state between calls, and its
-uniform sampler places ``k · max_start / num_clips`` (never the end of the video) where VideoMAE
-places ``k · max_start / (num_clips - 1)``; frame indices are what decord's ``get_batch`` needs,
-so the few lines below are used instead.
+pytorchvideo's clip samplers work in seconds with the global ``random`` module, keep per-video
+state and place uniform clips at ``k · max_start / num_clips`` (VideoMAE: ``/ (num_clips - 1)``);
+decord's ``get_batch`` needs frame indices, so the few lines below are used instead.
 """
 from __future__ import annotations
 

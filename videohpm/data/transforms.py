@@ -5,24 +5,18 @@ every v2 transform then draws its random parameters **once per call** and applie
 ``T`` frames, so a clip is cropped, flipped, RandAugment-ed and erased identically in every
 frame (what VideoMAE's per-group PIL transforms do by hand). Pipelines end in float
 ``[C, T, H, W]`` normalized with ImageNet mean/std; images are the same with ``T = 1``.
+Geometric ops run on uint8 before the float conversion (4× less memory traffic); RandAugment
+runs after the random resized crop (VideoMAE: at the decoded resolution; same ops, fewer pixels).
 
-Geometric ops run on uint8 before the float conversion (4× less memory traffic); with the
-fine-tuning pipeline RandAugment runs after the random resized crop (VideoMAE applies it at the
-decoded resolution first): same operations, far fewer pixels.
-
-Pipelines:
-
-* :func:`pretrain_transform` — VideoMAE pre-training: :class:`GroupMultiScaleCrop` (scales
-  1, .875, .75, .66, at most one step of aspect distortion, 13 fixed crop positions), resize to
-  ``input_size``, optional horizontal flip (off for SSv2, whose labels depend on direction).
-* :func:`train_transform` — fine-tuning: random resized crop (scale 0.08–1, ratio 3/4–4/3),
-  flip (K400), :class:`VideoRandAugment` (``rand-m7-n4-mstd0.5-inc1``), normalization, random
-  erasing (``reprob``, pixel mode: normal noise).
-* :func:`eval_transform` — validation: resize the short side, centre crop.
-* :class:`MultiViewTransform` — test: short side resized to the crop size once, then
-  ``num_crops`` crops along the long side for every temporal clip.
-* :func:`image_pretrain_transform` — image mode pre-training (MAE): RandomResizedCrop(0.2–1),
-  flip.
+Pipelines: :func:`pretrain_transform` — VideoMAE pre-training: :class:`GroupMultiScaleCrop`
+(scales 1, .875, .75, .66, at most one step of aspect distortion, 13 fixed crop positions),
+resize, optional flip (off for SSv2, whose labels depend on direction); :func:`train_transform` —
+fine-tuning: random resized crop (0.08–1, 3/4–4/3), flip (K400), :class:`VideoRandAugment`
+(``rand-m7-n4-mstd0.5-inc1``), normalization, random erasing (``reprob``, normal noise);
+:func:`eval_transform` — validation: resize the short side, centre crop;
+:class:`MultiViewTransform` — test: short side to the crop size, ``num_crops`` crops along the long
+side per clip; :func:`image_pretrain_transform` — image pre-training (MAE): RandomResizedCrop
+(0.2–1), flip.
 """
 from __future__ import annotations
 

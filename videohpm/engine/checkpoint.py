@@ -1,41 +1,39 @@
-"""Atomic, resumable training checkpoints around DeepSpeed's `save_checkpoint`.
+"""Atomic, resumable training checkpoints around DeepSpeed's `save_checkpoint`, and reading
+weights back from any checkpoint a run (or another code base) leaves.
 
-Layout under `<output_dir>/checkpoints/`:
-
-    epoch-0009/              kept milestone (every `train.save_every` epochs and the last one)
-    latest-00001234/         rolling checkpoint (newest only; older ones are removed)
-    latest                   text file naming the newest complete tag (as DeepSpeed's)
-    zero_to_fp32.py          DeepSpeed's script: full fp32 weights from any folder's ZeRO shards
-    .partial/<tag>/          being written right now — never read
-
-A checkpoint folder holds DeepSpeed's files (module, ZeRO optimizer shards of every rank),
-`trainer_state.pt` (epoch, position in the epoch, global step, schedules, teacher / EMA weights,
-non-finite counters, the resolved config), `rng_rank<r>.pt` (each rank's Python, NumPy, torch
-CPU and CUDA generator states) and, written last, `COMPLETE` (JSON with the global step).
+Layout under `<output_dir>/checkpoints/`: `epoch-0009/` (kept milestones), `latest-00001234/`
+(the rolling one), `latest` (text: the newest complete tag, as DeepSpeed's), `zero_to_fp32.py`
+(DeepSpeed's script) and `.partial/<tag>/` (being written right now — never read). A folder holds
+DeepSpeed's files, `trainer_state.pt` (epoch, position, global step, schedules, teacher / EMA
+weights, non-finite counters, the resolved config), `rng_rank<r>.pt` and, written last, `COMPLETE`.
 
 Atomicity: every rank writes into `.partial/<tag>/`; after a barrier rank 0 writes `COMPLETE`,
-fsyncs and renames the folder into place (one `rename` on one file system), then rewrites
-`latest` with `os.replace`. A job killed at any moment leaves either the previous checkpoints
-untouched plus a `.partial/` folder, or the new complete folder. `find_latest` only considers
-folders with a valid `COMPLETE` marker, so partial folders are ignored on resume. The output
-directory must be on a file system shared by all nodes (as DeepSpeed's own checkpoints require).
+fsyncs and renames the folder into place, then rewrites `latest` with `os.replace`; `find_latest`
+only considers folders with a valid `COMPLETE` marker. The output directory must be on a file
+system shared by all nodes (as DeepSpeed's own checkpoints require).
+
+`read_checkpoint` takes a file (`model_final.pth`, a VideoMAE / HF / HPM state dict), a DeepSpeed
+tag folder (`mp_rank_00_model_states.pt` or ZeRO-3 shards, with the teacher of `trainer_state.pt`),
+a run folder or a `checkpoints/` root; layouts are converted later by `models.load_pretrained`.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import random
 import re
 import shutil
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
 
 from videohpm import distributed as vdist
-from videohpm.models.checkpoint import read_checkpoint_file, weights_only_loads
+from videohpm.models.formats import read_checkpoint_file, resolve_checkpoint_path, teacher_state_dict, \
+    weights_only_loads
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -50,6 +48,10 @@ __all__ = [
     "load_checkpoint",
     "read_trainer_state",
     "deepspeed_safe_globals",
+    "CheckpointWeights",
+    "read_checkpoint",
+    "read_deepspeed_folder",
+    "strip_prefix",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,3 +274,99 @@ def load_checkpoint(engine: Any, info: CheckpointInfo, restore_rng: bool = True)
             log.warning("checkpoint %s was written by %s ranks, now %d: RNG states not restored",
                         info.path, marker.get("world_size"), vdist.get_world_size())
     return state
+
+
+@dataclass
+class CheckpointWeights:
+    """Weights read from a checkpoint. `model`: state dict (recipe- or model-level keys);
+    `teacher`: the EMA teacher / model EMA state dict, if saved; `source`: the file(s) read."""
+
+    model: Dict[str, torch.Tensor]
+    teacher: Optional[Dict[str, torch.Tensor]] = None
+    source: str = ""
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def _tensors(d: Any) -> Dict[str, torch.Tensor]:
+    return {k: v for k, v in d.items() if isinstance(v, torch.Tensor)} if isinstance(d, Mapping) else {}
+
+
+def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """`sd` without `prefix` when every key has it (recipe-level keys `model.…` → model-level),
+    else unchanged."""
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def read_deepspeed_folder(folder: str) -> CheckpointWeights:
+    """One DeepSpeed tag folder (as :func:`save_checkpoint` writes it). Every file is read by the
+    one checkpoint reader (`videohpm.models.formats.read_checkpoint_file`: weights_only, never
+    a full unpickle; a refused file raises `CheckpointRefusedError`, a ValueError that says what
+    it holds)."""
+    full = os.path.join(folder, "mp_rank_00_model_states.pt")
+    if os.path.isfile(full):
+        sd = _tensors(read_checkpoint_file(full).get("module"))
+        source = full
+    elif glob.glob(os.path.join(folder, "zero_pp_rank_*_mp_rank_00_model_states.pt")):
+        # lazy: DeepSpeed is slow to import; only ZeRO-3 shard folders need its zero_to_fp32
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        parent, tag = os.path.split(os.path.abspath(folder))
+        with weights_only_loads(deepspeed_safe_globals()):  # zero_to_fp32 would unpickle the shards
+            sd = dict(get_fp32_state_dict_from_zero_checkpoint(parent, tag=tag))
+        source = f"{folder} (ZeRO-3 shards)"
+    else:
+        raise FileNotFoundError(f"checkpoint={folder}: no mp_rank_00_model_states.pt or ZeRO shards in this folder")
+    if not sd:
+        raise ValueError(f"checkpoint={source}: no module weights inside")
+    teacher, meta = None, {}
+    if os.path.isfile(os.path.join(folder, TRAINER_STATE)):
+        state = read_trainer_state(folder)
+        teacher = _tensors(state.get("teacher")) or None
+        meta = {k: state.get(k) for k in ("epoch", "global_step") if k in state}
+    return CheckpointWeights(sd, teacher, source, meta)
+
+
+def _read_run_folder(path: str, prefer_full_recipe: bool) -> CheckpointWeights:
+    """A run folder, a `checkpoints/` root, a tag folder, or another code base's folder."""
+    final = os.path.join(path, "model_final.pth")
+    if os.path.isfile(final) and not prefer_full_recipe:
+        return read_checkpoint(final)
+    for root in (os.path.join(path, "checkpoints"), path):
+        latest = os.path.join(root, "latest")
+        if os.path.isfile(latest):
+            with open(latest) as f:
+                return read_deepspeed_folder(os.path.join(root, f.read().strip()))
+    if os.path.isfile(final):
+        return read_checkpoint(final)
+    if os.path.isfile(os.path.join(path, "mp_rank_00_model_states.pt")) or glob.glob(
+            os.path.join(path, "zero_pp_rank_*")):
+        return read_deepspeed_folder(path)
+    # a Hugging Face save_pretrained() folder, or a DeepSpeed save root / tag folder of
+    # another code base (VideoMAE's `checkpoint-N/`): the one reader resolves them
+    source = resolve_checkpoint_path(path)
+    obj = read_checkpoint_file(source)
+    if source.endswith("mp_rank_00_model_states.pt") and isinstance(obj, Mapping) and isinstance(obj.get("module"), Mapping):
+        obj = obj["module"]
+    return CheckpointWeights(dict(obj), None, source)
+
+
+def read_checkpoint(path: str, prefer_full_recipe: bool = False) -> CheckpointWeights:
+    """Read weights from any checkpoint of the module docstring.
+
+    Args:
+        prefer_full_recipe: in a run folder, read the newest DeepSpeed checkpoint (the whole
+            recipe, e.g. a linear probe's BatchNorm and head) rather than `model_final.pth`
+            (the model only).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint={path}: no such file or folder")
+    if os.path.isdir(path):
+        return _read_run_folder(path, prefer_full_recipe)
+    obj = read_checkpoint_file(path)
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and "config" in obj:
+        return CheckpointWeights(_tensors(obj["model"]), _tensors(obj.get("teacher")) or None, path,
+                                 {k: obj.get(k) for k in ("epoch", "global_step")})
+    # VideoMAE / HF / HPM / plain state dict: unwrapped later; HPM's official files keep their EMA teacher
+    return CheckpointWeights(dict(obj), teacher_state_dict(obj), path)

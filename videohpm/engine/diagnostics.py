@@ -1,30 +1,19 @@
 """Run diagnostics of the training loop: data wait, compute time, peak memory, loader starvation.
 
 Why the GPU is idle (the loader cannot keep up) or out of memory are the two questions users of
-video MAE code ask most; these numbers answer them from the run's own log.
+video MAE code ask most; these numbers answer them from the run's own log. Measured per rank, on
+the host only (no host-device sync is added to the step):
 
-What is measured, per rank, on the host only (no host-device sync is added to the step):
+* **data wait**: time blocked in `next(loader)` (`timed(loader)`): with `data.num_workers=0` all
+  of decoding and augmentation, with workers the time the prefetch queue was empty.
+* **compute**: the rest of the loop's time between two log points, read right after the log
+  point's loss all-reduce (where the host already waits for the device, so on CUDA it covers the
+  queued device work). Time inside `excluded()` (mid-epoch checkpoint writes) counts as neither.
+* **peak memory** (MiB): `torch.cuda.max_memory_allocated` on CUDA, else the main process's peak
+  resident set size; peaks since the process started.
 
-* **data wait**: wall time the loop spends blocked in `next(loader)` (`timed(loader)` wraps the
-  loader). With `data.num_workers=0` this is all of the decoding and augmentation; with workers it
-  is the time the prefetch queue was empty — the loader *starving* the step.
-* **compute**: the rest of the loop's wall time between two log points (host→device copies,
-  forward, backward, optimizer step, logging). It is read right after the log point's
-  all-reduce of the loss sums (`StepAverager.pop`), where the host already waits for the device,
-  so on CUDA it covers the device work queued in the window. Time inside `excluded()` (the
-  loop's mid-epoch checkpoint writes) is counted as neither.
-* **peak memory** (MiB): `torch.cuda.max_memory_allocated` on a CUDA device, else the process's
-  peak resident set size (`getrusage(RUSAGE_SELF).ru_maxrss`; the main process only, not the
-  loader workers). Both are peaks since the process started.
-
-Per log point (`step_values()`, collective: one extra all-reduce of a `[world, 4]` tensor at the
-log point) the record gets `data_wait_s` and `compute_s` (mean seconds per optimizer step in the
-window), `data_wait_frac` (data wait / (data wait + compute) of the window) — all three of the
-rank the loader starved most, so they add up — `peak_mem_mb` (the largest over ranks) and
-`mem_kind` (`"cuda_max_allocated"` or `"rss_peak"`). Per epoch (`epoch_values()`, collective)
-the record gets `data_wait_frac` (the fraction of the epoch's loop time the loader starved the
-step, on the most starved rank), that rank's `data_wait_total_s` and `compute_total_s`, and
-`peak_mem_mb`. `clips_per_s` is the trainer's own field.
+`step_values()` (per log point) and `epoch_values()` (per epoch) are collective (one all-reduce of
+a `[world, 4]` tensor) and report the rank the loader starved most, so its numbers add up.
 """
 from __future__ import annotations
 
@@ -124,7 +113,10 @@ class LoopDiagnostics:
 
     def step_values(self, global_step: int) -> Dict[str, Any]:
         """Diagnostics of the window since the previous call or the epoch start (collective; call
-        it right after the log point's loss all-reduce), per optimizer step."""
+        it right after the log point's loss all-reduce): `data_wait_s` and `compute_s` (mean
+        seconds per optimizer step), `data_wait_frac` (wait / (wait + compute)) of the most
+        starved rank, `peak_mem_mb` (largest over ranks) and `mem_kind`
+        (`"cuda_max_allocated"` or `"rss_peak"`)."""
         now = self.clock()
         steps, self._window_step = int(global_step) - self._window_step, int(global_step)
         wall = max(now - self._window_start - self._excluded_window, 0.0)
@@ -140,7 +132,8 @@ class LoopDiagnostics:
 
     def epoch_values(self) -> Dict[str, Any]:
         """The epoch's totals (collective): `data_wait_frac` = the fraction of the loop's time the
-        loader starved the step (the slowest rank's)."""
+        loader starved the step, with `data_wait_total_s` and `compute_total_s` of that most starved
+        rank, and `peak_mem_mb`."""
         wall = max(self.clock() - self._epoch_start - self._excluded_epoch, 0.0)
         wait = min(self._wait_epoch, wall)
         frac = wait / wall if wall > 0 else 0.0

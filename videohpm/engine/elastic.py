@@ -1,27 +1,21 @@
 """Resuming a run on a different number of ranks (an "elastic" resume).
 
 A checkpoint written by W₀ ranks with `train.batch_size` b₀ and `train.accum_steps` a₀ can be
-continued by W₁ ranks when the **global batch is kept**: b₀·W₀·a₀ = b₁·W₁·a₁ (× `data.num_sample`
-clips per video). Then nothing that depends on the global batch changes — the lr rule's peak lr,
-the steps per epoch, the lr / wd schedules (functions of the global step), DeepSpeed's
-`train_batch_size` — and the rest of the epoch is exactly the samples not yet seen: rank r of W
-ranks reads positions r, r + W, … of the epoch's permutation (`ResumableDistributedSampler`), so
-after k samples per rank the W ranks have read positions [0, k·W); the new ranks start at
-k₁ = k₀·W₀ / W₁. Each sample's augmentation is seeded by its global position, so it is the same
-too. Masks and dropout come from per-rank generators, which are re-seeded (their states belong to
-the old ranks).
+continued by W₁ ranks when the **global batch is kept**: b₀·W₀·a₀ = b₁·W₁·a₁. Then the peak lr,
+the steps per epoch, the lr / wd schedules and DeepSpeed's `train_batch_size` are unchanged, and
+the rest of the epoch is exactly the samples not yet seen: rank r of W reads positions r, r + W, …
+of the epoch's permutation (`ResumableDistributedSampler`), so the new ranks start at
+k₁ = k₀·W₀ / W₁. Augmentations are seeded by global position; mask and dropout generators are
+re-seeded (their states belong to the old ranks).
 
-Optimizer state: DeepSpeed 0.19.8 refuses to load ZeRO-1/2/3 optimizer shards into another
-data-parallel size ("Automatic adjustment of ZeRO's optimizer state partitioning ... is not
-currently supported"). Its answer is the *universal checkpoint*: `ds_to_universal` rewrites the
-shards as one file per parameter (fp32 weights, Adam moments, step), which any number of ranks can
-load with `"checkpoint": {"load_universal": true}`. `prepare_load()` runs that conversion once
-(rank 0, into `<output_dir>/checkpoints/.universal/<tag>/`, reused by later resumes) and the
-trainer builds DeepSpeed with `load_universal`. Without ZeRO (stage 0) the optimizer state is
-whole in the module file and loads as is.
+Optimizer state: DeepSpeed refuses to load ZeRO optimizer shards into another data-parallel size;
+its answer is the *universal checkpoint* (`ds_to_universal`: one file per parameter with fp32
+weights and Adam moments). `prepare_load()` converts once (rank 0, into
+`<output_dir>/checkpoints/.universal/<tag>/`, reused later) and the trainer builds DeepSpeed with
+`load_universal`. Without ZeRO the optimizer state is whole in the module file.
 
-When the global batch would change, the resume fails before any training step with a message
-that says which `train.accum_steps` keeps it (or to resume on the original rank count).
+When the global batch would change, the resume fails before any step with a message naming the
+`train.accum_steps` that keeps it (or to resume on the original rank count).
 """
 from __future__ import annotations
 
@@ -121,7 +115,7 @@ _SAFE_CONVERT = (
     "import sys\n"
     "from deepspeed.checkpoint import ds_to_universal as m\n"
     "from videohpm.engine.checkpoint import deepspeed_safe_globals\n"
-    "from videohpm.models.checkpoint import weights_only_loads\n"
+    "from videohpm.models.formats import weights_only_loads\n"
     "sys.argv = ['ds_to_universal', *sys.argv[1:]]\n"
     "with weights_only_loads(deepspeed_safe_globals()):\n"
     "    m.main(m.parse_arguments())\n"

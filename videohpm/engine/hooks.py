@@ -1,7 +1,7 @@
 """Evaluation hooks: metrics the application hands to the `Trainer` (`Trainer(cfg, eval_hooks=[...])`).
 
 The engine does not know what a hook measures (the k-NN health metric of pre-training lives in
-`videohpm.evaluation.training`); it only calls, on every rank:
+`videohpm.tasks.train`); it only calls, on every rank:
 
 1. `setup(trainer)` once, while the trainer is built — after its datasets, before anything is
    written into the run folder, so that a hook's own checks (its lists, its options) fail first;

@@ -25,7 +25,7 @@ from torch import nn
 from videohpm.config import ConfigError
 from videohpm.engine.build import MetaDevice
 from videohpm.models import create_model
-from videohpm.models.checkpoint import read_checkpoint_file
+from videohpm.models.formats import read_checkpoint_file
 
 __all__ = ["SIZE_KEYS", "encoder_sizes", "stored_model_config", "fit_model_to_pretrained"]
 
@@ -48,6 +48,14 @@ def encoder_sizes(model: nn.Module) -> Dict[str, Any]:
 def _sizes_of(name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     with MetaDevice():
         return encoder_sizes(create_model(name, **kwargs))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two sizes equal (`mlp_ratio` up to the rounding of the hidden width)."""
+    try:
+        return abs(float(a) - float(b)) <= 1e-3 * max(1.0, abs(float(b)))
+    except (TypeError, ValueError):
+        return False
 
 
 def stored_model_config(path: str) -> Optional[Dict[str, Any]]:
@@ -79,13 +87,19 @@ def fit_model_to_pretrained(cfg: DictConfig) -> Dict[str, Any]:
     if stored is None:
         return {}
     kwargs = dict(OmegaConf.to_container(cfg.model.kwargs, resolve=True))
+    unbuildable = (TypeError, ValueError, KeyError, AttributeError, IndexError)
     try:
         theirs = _sizes_of(stored["name"], stored["kwargs"])
-        ours = _sizes_of(str(cfg.model.name), kwargs)
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError):  # a model of another kind
+    except unbuildable:  # a model of another kind
         return {}
-    differ = [k for k in SIZE_KEYS if theirs[k] != ours[k]]
-    conflicts = [k for k in differ if k in kwargs]
+    # the sizes the config sets are compared as given: the name's defaults of the others may not
+    # even build with them (embed_dim=64 and ViT-B's 12 heads) until they are the checkpoint's
+    conflicts = [k for k in SIZE_KEYS if k in kwargs and not _same(kwargs[k], theirs[k])]
+    try:
+        defaults = _sizes_of(str(cfg.model.name), {k: v for k, v in kwargs.items() if k not in SIZE_KEYS})
+    except unbuildable:  # a model of another kind (or no model): `load_pretrained` names what does not fit
+        defaults = None
+    differ = [] if defaults is None else [k for k in SIZE_KEYS if k not in kwargs and not _same(defaults[k], theirs[k])]
     if conflicts:
         sizes = ", ".join(f"{k}={theirs[k]:g}" for k in SIZE_KEYS)
         fix = " ".join(f"model.kwargs.{k}={theirs[k]:g}" for k in conflicts)

@@ -9,11 +9,9 @@ step (the EMA teacher's update, which gathers ZeRO-3 parameters itself), its EMA
 `train.eval_every` epochs on a deterministic centre view.
 
 Other end-of-epoch metrics are hooks the application hands to the trainer
-(`Trainer(cfg, eval_hooks=[...])`, `videohpm.engine.hooks.EvalHook`): the k-NN health metric of
-pre-training (`train.knn_every`) is built by `videohpm.evaluation.training`.
-
-The loop is MAE's `engine_pretrain` split at its phases: `fit` → `train_one_epoch` →
-`_train_micro_batch` / `_after_optimizer_step` → `_end_epoch`.
+(`Trainer(cfg, eval_hooks=[...])`, `videohpm.engine.hooks.EvalHook`), e.g. the k-NN health metric
+of `videohpm.tasks.train`. The loop is MAE's `engine_pretrain` split at its phases: `fit` →
+`train_one_epoch` → `_train_micro_batch` / `_after_optimizer_step` → `_end_epoch`.
 
 One optimizer step = `train.accum_steps` micro-batches of `train.batch_size` videos per rank.
 `progress = (epoch + micro_step / micro_steps_per_epoch) / epochs` is passed to the recipe
@@ -37,7 +35,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from videohpm import distributed as vdist
 from videohpm.accuracy import topk_hits
-from videohpm.config import ConfigError, check_data_against_model, check_labels, repo_root, settings_error, short_warmup
+from videohpm.config import (
+    ConfigError,
+    check_data_against_model,
+    check_labels,
+    config_problems,
+    problem_key,
+    repo_root,
+    settings_error,
+    short_warmup,
+)
 from videohpm.data import build_dataset
 from videohpm.engine import checkpoint as ckpt
 from videohpm.engine import elastic
@@ -67,6 +74,13 @@ log = logging.getLogger(__name__)
 # A peak lr below this barely moves a network in a fine-tuning's or pre-training's few thousand
 # steps: most often the scaling rule (base_lr × global batch / 256) applied to a small batch.
 LR_FLOOR = 1e-5
+
+# The data section's lists: a list's own problem (missing, too short) leaves the section's other
+# values usable, so `Trainer._reported("data.")` does not count them.
+_LIST_KEYS = ("data.train", "data.val", "data.test")
+
+# Without these nothing else can be checked: the process group, the precision, the model, the recipe.
+_NEEDED_TO_START = ("train.dist_backend", "train.precision", "model.name", "method.name")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -108,30 +122,37 @@ class _EpochTally:
 class Trainer:
     """Builds everything from a validated config and runs `fit()`.
 
-    Order (so that errors come before work): process group and run plan (the model sized like
+    Order (so that errors come before work): the config's values (`config_problems`) and the
+    model / recipe built on the meta device → process group and run plan (the model sized like
     its pre-trained checkpoint, `engine.pretrained`) → model (+ pre-trained weights) → mask
-    generator → recipe → datasets (list files checked) and the evaluation hooks' setup → optimizer /
-    schedules / DeepSpeed config → the run folder is written → DeepSpeed → resume → loop. The
-    settings problems of these checks (weights, data against model and batch, labels) are
-    reported together in one `ConfigError`.
+    generator → recipe → datasets (list files checked), batch against them, the evaluation hooks'
+    setup, labels → optimizer / schedules / DeepSpeed config → one `ConfigError` with every
+    settings problem found, the config's values first → loaders → the run folder is written →
+    DeepSpeed → resume → loop. A check that needs a value already reported as bad is skipped.
 
     Args:
-        cfg: a validated config (`videohpm.config.load_config`).
+        cfg: a config from `videohpm.config.load_config` (with `check=False` its value problems
+            are reported here, with those of the weights and the data).
         eval_hooks: metrics computed at the end of some epochs (`videohpm.engine.hooks.EvalHook`;
             the application builds them, e.g. the k-NN health metric of
-            `videohpm.evaluation.training`).
+            `videohpm.tasks.train`).
     """
 
     def __init__(self, cfg: DictConfig, eval_hooks: Sequence[EvalHook] = ()) -> None:
         self.cfg = cfg
         self.eval_hooks: List[EvalHook] = list(eval_hooks)
-        self.problems: List[str] = []  # settings problems found so far, raised together
+        self.problems: List[str] = config_problems(cfg, "")  # found so far, raised together
+        self._bad_values = {problem_key(p) for p in self.problems}
+        vdist.setup_logging(None)  # rank-filtered console; train.log once every check has passed
+        self._check_can_start()
         self._start_process()
         self._build_model_and_recipe()
         self._build_data()
+        if self.steps_per_epoch and not self._reported("optim.", "train.", "deepspeed."):
+            self._collect(self._build_optimization)  # with the checks of the optimizer and the resume plan
         if self.problems:
             raise settings_error("", self.problems)
-        self._build_optimization()
+        self._build_loaders()
         prepare_run_folder(self.run, cfg)  # every check passed: config.yaml, train.log
         self._write_pretrained_report()
         self._start_engine()
@@ -145,6 +166,26 @@ class Trainer:
         return self.recipe.teacher
 
     # ------------------------------------------------------------------ building helpers
+    def _reported(self, *keys: str) -> bool:
+        """Whether the config's values named one of `keys` as bad; a key ending in "." is a whole
+        section (for `data.` without its lists, `_LIST_KEYS`)."""
+        return any(k == key or (key.endswith(".") and k.startswith(key) and k not in _LIST_KEYS)
+                   for k in self._bad_values for key in keys)
+
+    def _check_can_start(self) -> None:
+        """The model sized like its pre-trained checkpoint (`engine.pretrained`: sizes the config
+        leaves to the name's default come from it, so they are built as the checkpoint's); then
+        stop at once, with every problem known, when the process group or the model cannot be set
+        up (`_NEEDED_TO_START` bad, or a model / mask / recipe keyword refused on the meta device,
+        `check_buildable`): nothing after them could be checked."""
+        self._fits_pretrained = self._collect(fit_model_to_pretrained, self.cfg)  # before the run's digest
+        if self._reported(*_NEEDED_TO_START) or not self._collect(check_buildable, self.cfg):
+            raise settings_error("", self.problems)
+
+    def _plan_run(self) -> None:
+        self.run = plan_run(self.cfg)
+        self.run_id = self.run.run_id
+
     def _start_process(self) -> None:
         """Process group, run plan and precision. Nothing is written into the run folder before
         every check of this launch has passed (engine.runs): the run the folder holds, the
@@ -154,13 +195,13 @@ class Trainer:
         self.rank, self.world = vdist.get_rank(), vdist.get_world_size()
         self.out = os.path.abspath(train_cfg.output_dir)
         self.ckpt_root = os.path.join(self.out, "checkpoints")
-        vdist.setup_logging(None)
-        self._fits_pretrained = self._collect(fit_model_to_pretrained, self.cfg)  # before the run's digest
-        self.run = plan_run(self.cfg)
-        self.run_id = self.run.run_id
+        if not self._reported("train.output_dir", "train.resume", "train.overwrite"):
+            self._collect(self._plan_run)
         self.precision = resolve_precision(train_cfg.precision, self.device)
         if self.precision == "fp16" and self.device.type == "cpu":
-            raise ConfigError("train.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use fp32 or bf16")
+            self.problems.append("train.precision: fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); "
+                                 "use fp32 or bf16")
+            self.precision = "fp32"  # for the checks still to come
         self.amp_dtype = amp_dtype(self.precision)
         # DeepSpeed casts the student to bf16/fp16. On CUDA, autocast runs norms in fp32 and mixes
         # dtypes freely, so clips stay fp32 (an exact reconstruction target). CPU autocast leaves
@@ -175,7 +216,8 @@ class Trainer:
         cfg = self.cfg
         _seed_all(cfg.train.seed)
         self.model = build_model(cfg)
-        self._collect(check_data_against_model, cfg, self.model)
+        if not self._reported("data."):
+            self._collect(check_data_against_model, cfg, self.model)
         self.pretrained_report = None
         if cfg.model.pretrained and self._fits_pretrained:
             self._collect(self._load_pretrained, cfg.model.pretrained)
@@ -194,51 +236,75 @@ class Trainer:
         return True
 
     def _build_data(self) -> None:
-        """Training loader on the recipe's `train_split`, validation loader on its `eval_split`
-        (when it has one and `train.eval_every > 0`), the evaluation hooks' setup, label checks."""
+        """The training set on the recipe's `train_split` and the batch against it, the validation
+        set on its `eval_split` (when it has one and `train.eval_every > 0`), the evaluation hooks'
+        setup, label checks; each skipped where it needs a value already reported."""
         cfg, train_cfg = self.cfg, self.cfg.train
-        batch_size, accum = int(train_cfg.batch_size), int(train_cfg.accum_steps)
         self.train_split = self.recipe.train_split
-        self.dataset = _checked_dataset(cfg.data, self.train_split)
         self.num_sample = int(cfg.data.num_sample) if self.train_split in ("pretrain", "train") else 1
+        self.pin_memory = bool(train_cfg.pin_memory) and self.device.type == "cuda"
+        self.steps_per_epoch, self.val_set = 0, None
+        if self._reported("data.") or (not cfg.data.train and self._reported("data.train")):
+            return
+        if not self._collect(self._build_train_set):
+            return
+        val_built = self._collect(self._build_val_set)
+        batch_ok = not self._reported("train.batch_size", "train.accum_steps")
+        if batch_ok:
+            self._fit_batch()
+        if train_cfg.keep_best and val_built and self.val_set is None and not self._reported("train.keep_best"):
+            self.problems.append(f"train.keep_best: chooses on the validation split, but there is none "
+                                 f"(data.{self.recipe.eval_split or 'val'} with a recipe that validates)")
+        if batch_ok and not self._reported("data.train", "data.val"):  # the hooks read both lists
+            for hook in self.eval_hooks:
+                self._collect(hook.setup, self)
+        self._collect(self._check_labels, self.val_set)
+
+    def _build_train_set(self) -> None:
+        self.dataset = _checked_dataset(self.cfg.data, self.train_split)
+
+    def _fit_batch(self) -> None:
+        """The sampler and the steps of an epoch; a list too short for one optimizer step is a
+        problem (unless the config's own check named it already)."""
+        train_cfg = self.cfg.train
+        batch_size, accum = int(train_cfg.batch_size), int(train_cfg.accum_steps)
         self.sampler = ResumableDistributedSampler(self.dataset, self.world, self.rank, shuffle=True,
                                                    seed=train_cfg.seed, drop_last=True)
         self.micro_per_epoch = (self.sampler.num_samples // batch_size) // accum * accum
-        if self.micro_per_epoch == 0:
+        self.steps_per_epoch = self.micro_per_epoch // accum
+        if self.micro_per_epoch == 0 and not self._reported("data.train"):
             fit = max(1, self.sampler.num_samples // batch_size)
             self.problems.append(
                 f"data.train: {len(self.dataset)} samples are too few for one optimizer step with "
                 f"{self.world} rank(s) × train.batch_size={batch_size} × train.accum_steps={accum}; set "
                 + (f"train.accum_steps={fit}" if fit > 1 or batch_size <= self.sampler.num_samples else
                    f"train.batch_size={max(1, self.sampler.num_samples)} train.accum_steps=1"))
-        self.steps_per_epoch = self.micro_per_epoch // accum
-        self.pin_memory = bool(train_cfg.pin_memory) and self.device.type == "cuda"
-        self.loader = build_loader(self.dataset, batch_size, self.sampler, int(cfg.data.num_workers), drop_last=True,
-                                   pin_memory=self.pin_memory, persistent_workers=bool(cfg.data.persistent_workers))
-        self.val_loader = self._build_val_loader()
-        if train_cfg.keep_best and self.val_loader is None:
-            self.problems.append(f"train.keep_best: chooses on the validation split, but there is none "
-                                 f"(data.{self.recipe.eval_split or 'val'} with a recipe that validates)")
-        self.val_size = len(self.val_loader.dataset) if self.val_loader is not None else 0
-        for hook in self.eval_hooks:
-            self._collect(hook.setup, self)
-        self._collect(self._check_labels, self.val_loader.dataset if self.val_loader is not None else None)
 
-    def _build_val_loader(self) -> Optional[DataLoader]:
-        """Deterministic loader over the recipe's `eval_split` (no shuffle, the last batch kept;
-        `evaluate` drops the sampler's padding), or None without validation. Broken videos are
-        kept as `ok=False` samples, never swapped: `evaluate` scores only the real ones."""
+    def _build_val_set(self) -> None:
+        """The recipe's `eval_split` (None without validation). Broken videos are kept as
+        `ok=False` samples, never swapped: `evaluate` scores only the real ones."""
         cfg = self.cfg
         split = self.recipe.eval_split
         if not split or cfg.train.eval_every <= 0:
-            return None
+            return
         if not getattr(cfg.data, split, None):
             log.warning("no data.%s list: validation is skipped", split)
-            return None
-        val_set = _checked_dataset(cfg.data, split, keep_broken=True)
-        sampler = DistributedSampler(val_set, self.world, self.rank, shuffle=False, drop_last=False)
-        return build_loader(val_set, int(cfg.train.batch_size), sampler, int(cfg.data.num_workers), drop_last=False,
-                            pin_memory=self.pin_memory)
+            return
+        self.val_set = _checked_dataset(cfg.data, split, keep_broken=True)
+
+    def _build_loaders(self) -> None:
+        """Training loader (shuffled, the last partial batch dropped) and a deterministic validation
+        loader (no shuffle, the last batch kept; `evaluate` drops the sampler's padding)."""
+        cfg = self.cfg
+        batch_size, workers = int(cfg.train.batch_size), int(cfg.data.num_workers)
+        self.loader = build_loader(self.dataset, batch_size, self.sampler, workers, drop_last=True,
+                                   pin_memory=self.pin_memory, persistent_workers=bool(cfg.data.persistent_workers))
+        self.val_loader: Optional[DataLoader] = None
+        self.val_size = len(self.val_set) if self.val_set is not None else 0
+        if self.val_set is not None:
+            sampler = DistributedSampler(self.val_set, self.world, self.rank, shuffle=False, drop_last=False)
+            self.val_loader = build_loader(self.val_set, batch_size, sampler, workers, drop_last=False,
+                                           pin_memory=self.pin_memory)
 
     def _build_optimization(self) -> None:
         """Global batch → peak lr, the lr / weight-decay schedules, the optimizer over the
@@ -367,7 +433,7 @@ class Trainer:
         classes = self.recipe.num_classes
         if self.train_split == "pretrain" or not classes:
             return
-        key = "method.kwargs.num_classes" if self.cfg.method.name == "linear_probe" else "model.kwargs.num_classes"
+        key = "method.kwargs.num_classes" if self.recipe.head_outside_model else "model.kwargs.num_classes"
         n_data = self.cfg.data.num_classes
         if n_data is not None and int(n_data) > int(classes):
             raise ConfigError(f"data.num_classes: {n_data}, but the model has {classes} outputs ({key}={classes})")
@@ -795,13 +861,9 @@ def _labels_of(dataset: Any) -> Any:
 
 
 def train(cfg: DictConfig, eval_hooks: Sequence[EvalHook] = ()) -> Dict[str, Any]:
-    """Run a training job described by a validated config (see `videohpm.config.load_config`),
-    with the given end-of-epoch evaluation hooks (tools/train.py: `videohpm.evaluation.training.train`).
-
-    First builds model, mask generator and recipe on the meta device so that a bad name or keyword
-    fails before the process group, the data or DeepSpeed are touched.
-    """
-    check_buildable(cfg)
+    """Run a training job described by a config (see `videohpm.config.load_config`; its value
+    problems, when not checked there, come with the trainer's own in one `ConfigError`), with the
+    given end-of-epoch evaluation hooks (tools/train.py: `videohpm.tasks.train.train`)."""
     trainer = Trainer(cfg, eval_hooks)
     try:
         return trainer.fit()

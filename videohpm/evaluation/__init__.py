@@ -1,4 +1,4 @@
-"""Evaluation: multi-view testing with FLOPs, k-NN on frozen features, visualization.
+"""Evaluation library: multi-view testing with FLOPs, k-NN on frozen features, visualization.
 
 - :mod:`.multiview` — clips × crops testing, gathered and de-duplicated across ranks,
   `predictions.csv`, `metrics.json`, VideoMAE V1's per-rank `{rank}.txt` (HPM journal Tables 13–14).
@@ -8,13 +8,11 @@
 - :mod:`.visualize` — input / loss / predicted loss / mask / reconstruction (HPM journal Fig. 2)
   as PNG grid and GIF/MP4; training curves from the engine's `log.jsonl`.
 
-- :mod:`.runner` — the work behind `tools/test.py` / `tools/visualize.py` (checkpoint reading,
-  config → classifier, output files); imported on demand, it pulls in the engine.
-- :mod:`.predict` — `tools/predict.py`: top-k class names of unlabelled videos (files, folders,
-  lists) with the multi-view test's protocol; broken videos reported, never guessed.
-- :mod:`.features` — `tools/extract_features.py`: frozen encoder features (`mean` / `time` /
-  `tokens`) as `.npy` shards + `index.csv`, and `load_features` to read them back.
+- :mod:`.features` — what frozen features are pooled per video, and `load_features` to read an
+  extraction folder back; :mod:`.probe` — logistic probes on such features.
+- :mod:`.score_agreement` — top-k overlap and Spearman's ρ of two token rankings, row by row.
 
+What the tools run (test, predict, features, export, ...) lives in :mod:`videohpm.tasks`.
 Linear probing is a training recipe: :mod:`videohpm.methods.linear_probe`.
 """
 from .flops import CostSummary, count_flops, count_parameters, format_table, format_views

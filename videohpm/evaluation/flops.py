@@ -20,7 +20,7 @@ from typing import Any, Iterator, List, Optional, Sequence
 import torch
 from torch import nn
 
-from videohpm.models import cpu_kernels
+from videohpm.kernels import cpu as cpu_kernels
 
 __all__ = ["sdpa_flop_jit", "count_flops", "count_parameters", "CostSummary", "format_views", "format_table"]
 
@@ -46,7 +46,7 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 def _traceable_linears() -> Iterator[None]:
     """Route our CPU linears through `F.linear` while tracing.
 
-    `videohpm.models.cpu_kernels` sends fp32 CPU linears and long attention to oneDNN custom
+    `videohpm.kernels` sends fp32 CPU linears and long attention to oneDNN custom
     ops, which fvcore does not count; `aten::linear` / SDPA are traced and counted. The previous
     backend is restored afterwards.
     """

@@ -15,9 +15,8 @@ the test split is scored once with that λ — the test set is never used to cho
 The fitted W, b, μ, σ can be written as a probe head file (:mod:`videohpm.models.probe_head`):
 a time-pooling classifier started from it predicts exactly as the probe (LP-FT's first stage).
 
-:func:`linear_probe` takes arrays; :func:`probe_feature_folders` takes the folders
-`tools/extract_features.py` wrote (broken videos are reported there and have no row: they are
-counted as such, never swapped).
+:func:`linear_probe` takes arrays; :func:`probe_feature_folders` the folders of
+`tools/extract_features.py` (broken videos have no row there: counted as such, never swapped).
 """
 from __future__ import annotations
 

@@ -204,6 +204,53 @@ def _to_np_frames(video: torch.Tensor) -> np.ndarray:
     return video.permute(1, 2, 3, 0).float().cpu().numpy()
 
 
+def _draw_mask(model: nn.Module, teacher: nn.Module, x: torch.Tensor, mask_generator: Any, progress: float,
+               g: torch.Generator, sampler: Optional[Any]
+               ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor]:
+    """`(pred_loss [N] or None, probs [N] or None, mask [1, N])`: the teacher's predicted loss, the
+    sampler's probabilities, and the mask the strategy draws from them (the scores it needs)."""
+    grid = tuple(model.grid(x))
+    pred_loss = None
+    if getattr(teacher, "loss_predictor", None) is not None:
+        latent = teacher.encode(x)
+        pred_loss = teacher.decode(latent, None, head="loss", grid=grid)[0, :, 0].float()  # [N]
+    probs = None if sampler is None else sampler(x)[0].float()  # [N]
+    needs_scores = bool(getattr(mask_generator, "needs_scores", False))
+    scores = probs if probs is not None else pred_loss
+    if needs_scores and scores is None:
+        raise ValueError("the mask strategy needs predicted losses but the model has no loss predictor "
+                         "(model.loss_predictor=true) and no token sampler was given")
+    mask = mask_generator((1, *grid), scores=scores[None] if needs_scores else None, progress=progress,
+                          device=x.device, generator=g)
+    return pred_loss, probs, mask
+
+
+def _visualization(model: nn.Module, x: torch.Tensor, recon: torch.Tensor, maps: Dict[str, Optional[torch.Tensor]],
+                   alpha: Optional[float], progress: float) -> Visualization:
+    """The `Visualization` of one clip from its per-token `maps` (`loss`, `pred_loss`,
+    `sampling_prob`, `mask`: `[N]`, None where absent), spread onto the frames."""
+    grid = tuple(model.grid(x))
+    t, p = int(model.tubelet_size), int(model.patch_size)
+    frames = unnormalize(x.float(), getattr(model, "input_mean", None), getattr(model, "input_std", None))[0]
+
+    def spread(v: torch.Tensor) -> np.ndarray:
+        return token_map_to_frames(v.float(), grid, t, p).cpu().numpy()
+
+    def tokens(v: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+        return None if v is None else v.cpu().numpy()
+
+    pred_loss, probs, mask = maps["pred_loss"], maps["sampling_prob"], maps["mask"]
+    return Visualization(
+        frames=_to_np_frames(frames), loss=spread(maps["loss"]),
+        pred_loss=None if pred_loss is None else spread(pred_loss),
+        mask=spread(mask.float()) > 0.5, recon=_to_np_frames(recon),
+        token_loss=tokens(maps["loss"]), token_pred_loss=tokens(pred_loss), token_mask=tokens(mask),
+        grid=grid,  # type: ignore[arg-type]
+        tubelet=t, patch=p, alpha=alpha, progress=progress,
+        sampling_prob=None if probs is None else spread(probs), token_sampling_prob=tokens(probs),
+    )
+
+
 @torch.no_grad()
 def compute_visualization(
     model: nn.Module,
@@ -246,46 +293,14 @@ def compute_visualization(
         x = x.to(dev, torch.float32)
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         grid = tuple(model.grid(x))
-        t, p = int(model.tubelet_size), int(model.patch_size)
         ratio = float(loss_mask_ratio if loss_mask_ratio is not None else getattr(mask_generator, "mask_ratio", 0.9))
         token_loss = average_loss_map(model, x, num_loss_masks, ratio, generator=g)[0]  # [N]
-        pred_loss = None
-        if getattr(teacher, "loss_predictor", None) is not None:
-            latent = teacher.encode(x)
-            pred_loss = teacher.decode(latent, None, head="loss", grid=grid)[0, :, 0].float()  # [N]
-        probs = None if sampler is None else sampler(x)[0].float()  # [N]
-        needs_scores = bool(getattr(mask_generator, "needs_scores", False))
-        scores = probs if probs is not None else pred_loss
-        if needs_scores and scores is None:
-            raise ValueError("the mask strategy needs predicted losses but the model has no loss predictor "
-                             "(model.loss_predictor=true) and no token sampler was given")
-        mask = mask_generator((1, *grid), scores=scores[None] if needs_scores else None, progress=progress,
-                              device=dev, generator=g)
+        pred_loss, probs, mask = _draw_mask(model, teacher, x, mask_generator, progress, g, sampler)
         pred = model.decode(model.encode(x, mask), mask, head="pixel", grid=grid)
         recon = reconstruct(model, x, mask, pred)[0]
         alpha = float(mask_generator.alpha(progress)) if hasattr(mask_generator, "alpha") else None
-        frames = unnormalize(x.float(), getattr(model, "input_mean", None), getattr(model, "input_std", None))[0]
-
-        def spread(v: torch.Tensor) -> np.ndarray:
-            return token_map_to_frames(v.float(), grid, t, p).cpu().numpy()
-
-        return Visualization(
-            frames=_to_np_frames(frames),
-            loss=spread(token_loss),
-            pred_loss=None if pred_loss is None else spread(pred_loss),
-            mask=spread(mask[0].float()) > 0.5,
-            recon=_to_np_frames(recon),
-            token_loss=token_loss.cpu().numpy(),
-            token_pred_loss=None if pred_loss is None else pred_loss.cpu().numpy(),
-            token_mask=mask[0].cpu().numpy(),
-            grid=grid,  # type: ignore[arg-type]
-            tubelet=t,
-            patch=p,
-            alpha=alpha,
-            progress=float(progress),
-            sampling_prob=None if probs is None else spread(probs),
-            token_sampling_prob=None if probs is None else probs.cpu().numpy(),
-        )
+        maps = {"loss": token_loss, "pred_loss": pred_loss, "sampling_prob": probs, "mask": mask[0]}
+        return _visualization(model, x, recon, maps, alpha=alpha, progress=float(progress))
     finally:
         model.train(was)
 

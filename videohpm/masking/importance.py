@@ -67,39 +67,55 @@ def cls_attention_importance(
         if cls_logits is not None:
             if attn is not None or q is not None or k is not None or direction != "cls_to_patch":
                 raise ValueError("cls_logits excludes attn, q/k and direction='patch_to_cls'")
-            logs = [cls_logits] if isinstance(cls_logits, torch.Tensor) else list(cls_logits)
-            if not logs or any(t.dim() != 3 or t.shape != logs[0].shape for t in logs):
-                raise ValueError("cls_logits must be [B, heads, N] (or a non-empty list of them)")
-            return torch.stack([t.float() for t in logs]).mean(dim=(0, 2)).softmax(dim=-1)
+            return _importance_from_logits(cls_logits)
         if q is not None or k is not None:
             if q is None or k is None or attn is not None:
                 raise ValueError("pass either attn, or both q and k")
             if direction != "cls_to_patch":
                 raise ValueError("direction='patch_to_cls' needs attention probabilities (attn)")
-            if q.dim() != 4 or q.shape != k.shape:
-                raise ValueError(
-                    f"q and k must both be [B, heads, 1 + N, d_h], got {tuple(q.shape)} and "
-                    f"{tuple(k.shape)}"
-                )
-            sc = q.shape[-1] ** -0.5 if scale is None else float(scale)
-            q0 = q[:, :, :1].float()  # [B, h, 1, d]
-            logits = (q0 @ k[:, :, 1:].float().transpose(-1, -2)).squeeze(2) * sc  # [B, h, N]
-            return logits.mean(dim=1).softmax(dim=-1)
+            return _importance_from_qk(q, k, scale)
         if attn is None:
             raise ValueError("pass either attn, or both q and k")
-        maps = [attn] if isinstance(attn, torch.Tensor) else list(attn)
-        if not maps:
-            raise ValueError("attn is an empty list")
-        for i, a in enumerate(maps):
-            if a.dim() != 4 or a.shape[-1] != a.shape[-2] or a.shape != maps[0].shape:
-                raise ValueError(
-                    f"attn[{i}] must be [B, heads, 1 + N, 1 + N] like attn[0], got {tuple(a.shape)}"
-                )
-        if direction == "cls_to_patch":
-            logit = torch.stack([a[:, :, 0, 1:].float().clamp_min(_TINY).log() for a in maps])
-            return logit.mean(dim=(0, 2)).softmax(dim=-1)  # mean over layers & heads
-        total = torch.stack([a[:, :, 1:, 0].float().mean(dim=1) for a in maps]).sum(dim=0)
-        return total.softmax(dim=-1)
+        return _importance_from_attn(attn, direction)
+
+
+def _importance_from_logits(cls_logits: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Eq. 4 from [CLS]-row logits ``[B, heads, N]`` (or a list over layers): mean, then softmax."""
+    logs = [cls_logits] if isinstance(cls_logits, torch.Tensor) else list(cls_logits)
+    if not logs or any(t.dim() != 3 or t.shape != logs[0].shape for t in logs):
+        raise ValueError("cls_logits must be [B, heads, N] (or a non-empty list of them)")
+    return torch.stack([t.float() for t in logs]).mean(dim=(0, 2)).softmax(dim=-1)
+
+
+def _importance_from_qk(q: torch.Tensor, k: torch.Tensor, scale: Optional[float]) -> torch.Tensor:
+    """Eq. 4 from one layer's queries and keys: only the [CLS] row of ``q K^T`` is formed."""
+    if q.dim() != 4 or q.shape != k.shape:
+        raise ValueError(
+            f"q and k must both be [B, heads, 1 + N, d_h], got {tuple(q.shape)} and "
+            f"{tuple(k.shape)}"
+        )
+    sc = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    q0 = q[:, :, :1].float()  # [B, h, 1, d]
+    logits = (q0 @ k[:, :, 1:].float().transpose(-1, -2)).squeeze(2) * sc  # [B, h, N]
+    return logits.mean(dim=1).softmax(dim=-1)
+
+
+def _importance_from_attn(attn: Union[torch.Tensor, Sequence[torch.Tensor]], direction: str) -> torch.Tensor:
+    """Eq. 4 (``cls_to_patch``: log-probabilities averaged) or the official code's column-0 variant
+    (``patch_to_cls``) from attention probabilities ``[B, heads, 1 + N, 1 + N]`` (or a list)."""
+    maps = [attn] if isinstance(attn, torch.Tensor) else list(attn)
+    if not maps:
+        raise ValueError("attn is an empty list")
+    for i, a in enumerate(maps):
+        if a.dim() != 4 or a.shape[-1] != a.shape[-2] or a.shape != maps[0].shape:
+            raise ValueError(
+                f"attn[{i}] must be [B, heads, 1 + N, 1 + N] like attn[0], got {tuple(a.shape)}"
+            )
+    if direction == "cls_to_patch":
+        logit = torch.stack([a[:, :, 0, 1:].float().clamp_min(_TINY).log() for a in maps])
+        return logit.mean(dim=(0, 2)).softmax(dim=-1)  # mean over layers & heads
+    total = torch.stack([a[:, :, 1:, 0].float().mean(dim=1) for a in maps]).sum(dim=0)
+    return total.softmax(dim=-1)
 
 
 @register_mask_generator("importance")

@@ -43,6 +43,17 @@ def available_recipes() -> list:
     return sorted(_RECIPES)
 
 
+def recipe_class(name: str) -> type:
+    """The `Recipe` subclass registered as `name`, for its class attributes (`classifier`,
+    `head_outside_model`, `learned_sampler`) before anything is built."""
+    if name not in _RECIPES:
+        raise ValueError(f"method.name: unknown recipe {name!r}; available: {available_recipes()}")
+    factory = _RECIPES[name]
+    if not (isinstance(factory, type) and issubclass(factory, Recipe)):
+        raise TypeError(f"recipe {name!r} is registered as {factory!r}, not a Recipe subclass")
+    return factory
+
+
 def build_recipe(name: str, model: nn.Module, mask_generator: Any = None, *, mto: Any = None,
                  **kwargs: Any) -> Recipe:
     """Build the recipe `name` around `model`; unknown names and keyword arguments raise.
@@ -82,4 +93,4 @@ def _build(name: str, model: nn.Module, mask_generator: Any, **kwargs: Any) -> R
     return factory(model, **kwargs)
 
 
-__all__ = ["Recipe", "EmaTeacher", "MAE", "HPM", "CCMIM", "AdaMAE", "enable_mto", "build_recipe", "register_recipe", "available_recipes"]
+__all__ = ["Recipe", "EmaTeacher", "MAE", "HPM", "CCMIM", "AdaMAE", "enable_mto", "build_recipe", "register_recipe", "available_recipes", "recipe_class"]

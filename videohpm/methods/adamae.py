@@ -120,6 +120,8 @@ class AdaMAE(TargetMixin, Recipe):
             is not offered: the reward needs the error of every masked token).
     """
 
+    learned_sampler = True
+
     def __init__(self, model: nn.Module, mask_generator: Any, *, sampling_weight: float = 1e-4,
                  sampler_depth: int = 1, sampler_heads: int = 8, sampler_mlp_ratio: float = 4.0,
                  sampler_drop: float = 0.1, target: str = "pixel",

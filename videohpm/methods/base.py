@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, ContextManager, Dict, Iterator, Mapping, Optional
+from typing import Any, ClassVar, ContextManager, Dict, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
@@ -148,11 +148,26 @@ class Recipe(nn.Module):
         eval_split: the split validated every `train.eval_every` epochs with `predict`, or None
             (no validation).
         num_classes: classifier outputs (checked against the lists' labels), or None.
+        classifier: the recipe trains a classifier that `tools/test.py` evaluates.
+        head_outside_model: the classifier's layers (a linear probe's BatchNorm + head) live in
+            the recipe, outside `model`: read from the DeepSpeed checkpoints, evaluated through
+            `logits`, sized by `method.kwargs.num_classes`, absent from the export formats.
+        learned_sampler: a learned token sampler (a recipe submodule, `sampler`) draws the mask
+            through `token_probs`; its weights are in the DeepSpeed checkpoints only.
     """
 
     train_split: str = "pretrain"
     eval_split: Optional[str] = None
     num_classes: Optional[int] = None
+    classifier: ClassVar[bool] = False
+    head_outside_model: ClassVar[bool] = False
+    learned_sampler: ClassVar[bool] = False
+
+    @classmethod
+    def weights_outside_model(cls) -> bool:
+        """Trained weights live outside `model` (so not in `model_final.pth`): read the DeepSpeed
+        checkpoint of the run."""
+        return cls.head_outside_model or cls.learned_sampler
 
     def __init__(self) -> None:
         super().__init__()

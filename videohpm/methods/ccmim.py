@@ -14,21 +14,10 @@ One step:
    ``L_rec + λ·L_align`` (asymmetric form with a SimSiam predictor), with ``h = g([CLS])`` from
    the projector g; L_rec is Eq. 3/9 on the decoder output of the visible pass.
 
-Model hooks required — :class:`~videohpm.models.autoencoder.MaskedAutoencoder` built with
-``cls_token=True`` (``create_model(..., cls_token=True)``, config ``model.kwargs.cls_token: true``)
-provides them; VideoMAE has no [CLS] token, so it is off by default:
-
-- ``model.encode(x, mask, cls=True) -> [B, 1 + n, D]``: the tokens *not* hidden by ``mask``
-  with a learned [CLS] token prepended (its own position embedding), after the final norm;
-- ``model.encode(x, None, cls=True, return_cls_logits=True) -> (tokens, logits)`` where
-  ``logits`` is a list over encoder blocks of ``[B, heads, N]`` [CLS]-row attention logits
-  ``q_0 · k_j / √d_h`` (cheap: one ``[1 × N]`` product per head, SDPA needs no full map);
-- ``model.embed_dim`` (width of the [CLS] token);
-- ``model.has_cls_token`` (optional; False makes construction fail early with the config key).
-
-The decoder gets the patch tokens only: the recipe drops the [CLS] token (``vis[:, 1:]``), so
-``model.decode`` keeps the base contract. For video, the ``importance`` mask generator's
-``per_frame: true`` selects independently within each time slice (config ``mask.kwargs``).
+The model hooks it needs are listed on `CCMIM`. The decoder gets the patch tokens only: the
+recipe drops the [CLS] token (``vis[:, 1:]``), so ``model.decode`` keeps the base contract. For
+video, the ``importance`` mask generator's ``per_frame: true`` selects independently within each
+time slice (config ``mask.kwargs``).
 """
 from __future__ import annotations
 
@@ -78,8 +67,20 @@ def predictor_head(dim: int = 256, hidden_dim: int = 512) -> nn.Sequential:
 class CCMIM(Recipe):
     """ccMIM recipe (ccMIM paper Eq. 4–10).
 
+    Model hooks required — :class:`~videohpm.models.autoencoder.MaskedAutoencoder` built with
+    ``cls_token=True`` (``create_model(..., cls_token=True)``, config ``model.kwargs.cls_token: true``)
+    provides them; VideoMAE has no [CLS] token, so it is off by default:
+
+    - ``model.encode(x, mask, cls=True) -> [B, 1 + n, D]``: the tokens *not* hidden by ``mask``
+      with a learned [CLS] token prepended (its own position embedding), after the final norm;
+    - ``model.encode(x, None, cls=True, return_cls_logits=True) -> (tokens, logits)`` where
+      ``logits`` is a list over encoder blocks of ``[B, heads, N]`` [CLS]-row attention logits
+      ``q_0 · k_j / √d_h`` (cheap: one ``[1 × N]`` product per head, SDPA needs no full map);
+    - ``model.embed_dim`` (width of the [CLS] token);
+    - ``model.has_cls_token`` (optional; False makes construction fail early with the config key).
+
     Args:
-        model: a masked autoencoder with the [CLS] hooks listed in the module docstring.
+        model: a masked autoencoder with the [CLS] hooks listed above.
         mask_generator: ``importance`` (the method) or a random strategy (ablation).
         contrast: ``"nce"`` (Eq. 7, default as in the paper's main runs) or ``"align"`` (Eq. 8).
         weight: λ of Eq. 10 (0.2, the best value of the paper's λ sweep, §4.3).

@@ -54,6 +54,7 @@ class Classification(Recipe):
 
     train_split = "train"
     eval_split = "val"
+    classifier = True
 
     def __init__(
         self,

@@ -14,51 +14,8 @@ One training step, as the paper writes it:
 4. After the optimizer step the teacher follows the student, `θ_t ← m·θ_t + (1 − m)·θ_s`
    (Eq. 1; encoder, reconstructor and loss predictor alike).
 
-Ablation switches (HPM journal Tables 1, 10–12):
-- `loss_pred="none", learn_to_mask=False` is plain MAE with the given random strategy;
-- `loss_pred="relative"|"absolute", learn_to_mask=False`: the auxiliary objective only, masks
-  from a random strategy (no teacher forward is run at all);
-- `learn_to_mask=True` (default): masks from the teacher's predictions with `mask=hpm`.
-
-Targets (HPM journal Table 1; `videohpm.methods.mae` module doc): `target="pixel"` (default),
-`"ema_features"` — the EMA teacher's encoder features over all N tokens, read from the teacher
-forward that step 1 runs anyway (one teacher encoder pass per step; when α_t = 0 only the
-encoder runs, not d_ψt; the teacher then exists even with `learn_to_mask=False`) — or
-`"teacher_features"` (frozen pre-trained teacher from a local file). With a feature target,
-L_rec and the loss predictor's ground truth are the per-token ℓ2-normalized feature MSE.
-
-Decoder masking (`decoder_mask=True`, VideoMAE V2 running cell): d_φ reconstructs only K of the
-masked tokens (`videohpm.masking.running_cell`), and L_rec is on those K tokens. L_pred is then
-computed on the same K tokens, the only ones with a reconstruction loss: d_ψ gets *the same
-decoder input* as d_φ — the visible latents plus mask tokens at the K decoded positions — so its
-cost drops by the same factor and every prediction has a ground truth. The teacher is unchanged:
-it still scores all N tokens (mask=None), since the mask must be chosen among all of them.
-
-Teacher modes (`teacher_mode`, beyond the paper; `full` is the paper and the default). Step 1's
-teacher pass costs more than a whole plain MAE step (docs/BENCHMARKS.md, "HPM teacher modes").
-Each mode is one code path through the same EMA teacher (θ_t, φ_t, ψ_t of Eq. 1) under
-`torch.inference_mode()`, gives scores `L̂^t ∈ R^N` for *all* N tokens of the student's grid,
-draws nothing on the host, and feeds Eq. 8 unchanged (the `α_t·γ·n` highest of `L̂^t` per time
-slice are masked). With `H'×W'` tokens per time slice, `n_s = H'·W'`:
-
-- `full`: `L̂^t = d_ψt(f_θt(x))` (HPM journal version §3.1 and §3.4, the input of Eq. 8): the
-  encoder over all N tokens.
-- `subset:r` (0 < r < 1): a teacher mask `M^t ∈ {0, 1}^N` hides all but `k_r = round(r·n_s)`
-  (at least 1) tokens of every time slice, drawn uniformly on the device (the same count in every
-  slice and sample, so `f_θt` runs on `T'·k_r` tokens without a sync); then
-  `L̂^t = d_ψt(f_θt(x ⊙ M^t))` — the student's input of Eq. 3–5 with `M^t` for `M`: hidden
-  positions enter d_ψt as the mask token plus their position, exactly as in the student's Eq. 4–5
-  prediction, and d_ψt outputs a score at all N positions (the kept ones from their latents).
-  Encoder cost ≈ r × `full` (less for attention); d_ψt still runs over all N tokens.
-- `lowres:s` (s > 1): the clip is resized per frame (bilinear, antialiased) to
-  `(h·p) × (w·p)` pixels with `h = max(1, round(H'/s))`, `w = max(1, round(W'/s))`, time kept;
-  the teacher runs on that `T'×h×w` grid (its position tables interpolated, as for any other
-  input size): `L̂^t = U(d_ψt(f_θt(D_s(x))))`, where `U` upsamples each time slice's `h×w`
-  score map bilinearly (`align_corners=False`) onto the `H'×W'` grid. Encoder and d_ψt cost
-  ≈ 1/s² × `full` (1/s⁴ for attention).
-
-The cheap modes give scores only: `target="ema_features"` (which needs the teacher's features
-at all N tokens at full resolution) requires `full`.
+The ablation switches, targets and decoder masking are described on `HPM`; the cheaper teachers
+(`teacher_mode`, beyond the paper) on `TeacherMode`.
 """
 from __future__ import annotations
 
@@ -72,7 +29,6 @@ from torch import nn
 
 from videohpm.methods.base import EmaTeacher, Recipe, clip_of, num_visible
 from videohpm.methods.targets import TargetMixin, take_tokens
-from videohpm.models import cpu_kernels
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
 from videohpm.precision import PRECISION_DTYPES, emulated_bf16_warning, runnable_dtype
 from videohpm.schedules import cosine_between
@@ -89,8 +45,35 @@ _MODE_KEY = "method.kwargs.teacher_mode"
 
 
 class TeacherMode:
-    """A parsed `method.kwargs.teacher_mode` (module doc): `kind` in `TEACHER_MODE_KINDS` and its
-    `value` (r of `subset:r`, s of `lowres:s`; None for `full`)."""
+    """A parsed `method.kwargs.teacher_mode`: `kind` in `TEACHER_MODE_KINDS` and its `value` (r of
+    `subset:r`, s of `lowres:s`; None for `full`).
+
+    Teacher modes (`teacher_mode`, beyond the paper; `full` is the paper and the default). Step 1's
+    teacher pass costs more than a whole plain MAE step (docs/BENCHMARKS.md, "HPM teacher modes").
+    Each mode is one code path through the same EMA teacher (θ_t, φ_t, ψ_t of Eq. 1) under
+    `torch.inference_mode()`, gives scores `L̂^t ∈ R^N` for *all* N tokens of the student's grid,
+    draws nothing on the host, and feeds Eq. 8 unchanged (the `α_t·γ·n` highest of `L̂^t` per time
+    slice are masked). With `H'×W'` tokens per time slice, `n_s = H'·W'`:
+
+    - `full`: `L̂^t = d_ψt(f_θt(x))` (HPM journal version §3.1 and §3.4, the input of Eq. 8): the
+      encoder over all N tokens.
+    - `subset:r` (0 < r < 1): a teacher mask `M^t ∈ {0, 1}^N` hides all but `k_r = round(r·n_s)`
+      (at least 1) tokens of every time slice, drawn uniformly on the device (the same count in every
+      slice and sample, so `f_θt` runs on `T'·k_r` tokens without a sync); then
+      `L̂^t = d_ψt(f_θt(x ⊙ M^t))` — the student's input of Eq. 3–5 with `M^t` for `M`: hidden
+      positions enter d_ψt as the mask token plus their position, exactly as in the student's Eq. 4–5
+      prediction, and d_ψt outputs a score at all N positions (the kept ones from their latents).
+      Encoder cost ≈ r × `full` (less for attention); d_ψt still runs over all N tokens.
+    - `lowres:s` (s > 1): the clip is resized per frame (bilinear, antialiased) to
+      `(h·p) × (w·p)` pixels with `h = max(1, round(H'/s))`, `w = max(1, round(W'/s))`, time kept;
+      the teacher runs on that `T'×h×w` grid (its position tables interpolated, as for any other
+      input size): `L̂^t = U(d_ψt(f_θt(D_s(x))))`, where `U` upsamples each time slice's `h×w`
+      score map bilinearly (`align_corners=False`) onto the `H'×W'` grid. Encoder and d_ψt cost
+      ≈ 1/s² × `full` (1/s⁴ for attention).
+
+    The cheap modes give scores only: `target="ema_features"` (which needs the teacher's features
+    at all N tokens at full resolution) requires `full`.
+    """
 
     __slots__ = ("kind", "value")
 
@@ -164,7 +147,27 @@ _warn_bf16_emulated = emulated_bf16_warning(log, "teacher_precision", "the HPM t
 
 
 class HPM(TargetMixin, Recipe):
-    """HPM recipe (HPM journal Eq. 1–8).
+    """HPM recipe (HPM journal Eq. 1–8; the step in the module doc).
+
+    Ablation switches (HPM journal Tables 1, 10–12):
+    - `loss_pred="none", learn_to_mask=False` is plain MAE with the given random strategy;
+    - `loss_pred="relative"|"absolute", learn_to_mask=False`: the auxiliary objective only, masks
+      from a random strategy (no teacher forward is run at all);
+    - `learn_to_mask=True` (default): masks from the teacher's predictions with `mask=hpm`.
+
+    Targets (HPM journal Table 1; `videohpm.methods.mae` module doc): `target="pixel"` (default),
+    `"ema_features"` — the EMA teacher's encoder features over all N tokens, read from the teacher
+    forward that step 1 runs anyway (one teacher encoder pass per step; when α_t = 0 only the
+    encoder runs, not d_ψt; the teacher then exists even with `learn_to_mask=False`) — or
+    `"teacher_features"` (frozen pre-trained teacher from a local file). With a feature target,
+    L_rec and the loss predictor's ground truth are the per-token ℓ2-normalized feature MSE.
+
+    Decoder masking (`decoder_mask=True`, VideoMAE V2 running cell): d_φ reconstructs only K of the
+    masked tokens (`videohpm.masking.running_cell`), and L_rec is on those K tokens. L_pred is then
+    computed on the same K tokens, the only ones with a reconstruction loss: d_ψ gets *the same
+    decoder input* as d_φ — the visible latents plus mask tokens at the K decoded positions — so its
+    cost drops by the same factor and every prediction has a ground truth. The teacher is unchanged:
+    it still scores all N tokens (mask=None), since the mask must be chosen among all of them.
 
     Args:
         model: the student `MaskedAutoencoder`, built with `loss_predictor=True` unless
@@ -178,18 +181,18 @@ class HPM(TargetMixin, Recipe):
         momentum_end: if set, m follows a cosine schedule from `momentum` to `momentum_end` over
             training (BYOL-style); None keeps m constant as the paper does.
         pred_weight: weight of L_pred in Eq. 2 (1 in the paper).
-        target: "pixel" | "ema_features" | "teacher_features" (Table 1; module doc).
+        target: "pixel" | "ema_features" | "teacher_features" (Table 1; above).
         feature_teacher: `{model, path, kwargs}` for "teacher_features".
-        decoder_mask, decoder_mask_ratio: VideoMAE V2 running-cell decoder masking (module doc).
+        decoder_mask, decoder_mask_ratio: VideoMAE V2 running-cell decoder masking (above).
         teacher_precision: compute precision of the teacher's forward (its weights stay fp32):
             "auto" (default: the student's precision, i.e. `train.precision`), or "fp32", "bf16",
             "fp16" (autocast). The teacher only ranks patches (and, for `ema_features`, gives
             targets) without gradients, as it does under the papers' mixed-precision training.
-            On a CPU with native bf16 GEMMs (AVX512-BF16 / AMX, `cpu_kernels.cpu_bf16_is_fast`)
-            "bf16" with an fp32 student cuts the HPM step by ~15 % (the teacher's pass over all N
-            tokens is about half of it; docs/BENCHMARKS.md). Not the default there, so that an
+            On a CPU with native bf16 GEMMs (AVX512-BF16 / AMX, `videohpm.hardware.cpu_bf16_is_fast`)
+            "bf16" with an fp32 student shortens the HPM step (the teacher's pass over all N
+            tokens is a large part of it; docs/BENCHMARKS.md). Not the default there, so that an
             fp32 run gives the same masks on every machine.
-        teacher_mode: how the teacher computes `L̂^t` (module doc, "Teacher modes"): "full"
+        teacher_mode: how the teacher computes `L̂^t` (`TeacherMode`): "full"
             (default, the paper), "subset:r" (its encoder sees a random fraction r of the tokens)
             or "lowres:s" (it sees the clip downsampled s× in space).
         absolute_target: the target of `loss_pred="absolute"`: "raw" (default; Eq. 4 as
@@ -260,33 +263,35 @@ class HPM(TargetMixin, Recipe):
             self.ema = EmaTeacher(model)
 
     # ------------------------------------------------------------------ teacher
-    def _teacher_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """`L̂^t = d_ψt(f_θt(x))` over all N tokens: `[B, N]` (§3.4)."""
-        return self._teacher_forward(x, scores=True)[1]
+    def teacher_scores(self, x: torch.Tensor, mode: Any = None) -> torch.Tensor:
+        """`L̂^t = d_ψt(f_θt(x))` over all N tokens: `[B, N]` (§3.4), computed in teacher mode
+        `mode` (a `teacher_mode` spec or `TeacherMode`; None: the recipe's own, which stays as it
+        is either way)."""
+        return self._teacher_forward(x, scores=True, mode=mode)[1]
 
-    def _teacher_forward(self, x: torch.Tensor, scores: bool = True
+    def _teacher_forward(self, x: torch.Tensor, scores: bool = True, mode: Any = None
                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """One teacher pass over all N tokens: features `f_θt(x)`: `[B, N, D]` (the
         `ema_features` target; None for other targets) and, if `scores`, `L̂^t = d_ψt(f_θt(x))`:
-        `[B, N]` (§3.4); in a cheap `teacher_mode` only the scores (module doc)."""
+        `[B, N]` (§3.4); in a cheap `teacher_mode` only the scores (`TeacherMode`)."""
+        mode = self.teacher_mode if mode is None else parse_teacher_mode(mode)
         teacher = self.ema.follow(x.device)
         dtype = self.teacher_dtype(x.device)
         with torch.inference_mode(), torch.autocast(
             device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32
         ):
-            if self.teacher_mode.kind == "full":
+            if mode.kind == "full":
                 latent = teacher.encode(x.float())
                 pred = teacher.decode(latent, None, head="loss", grid=teacher.grid(x)).squeeze(-1) if scores else None
             else:  # scores only (ema_features needs `full`, checked in __init__)
-                latent, pred = None, self._cheap_teacher_scores(teacher, x.float())
+                latent, pred = None, self._cheap_teacher_scores(teacher, x.float(), mode)
         # Out of inference mode so that masks / targets built from them may be saved for backward.
         feats = teacher.patch_latents(latent).float().clone() if self.target == "ema_features" else None
         return feats, (None if pred is None else pred.float().clone())
 
-    def _cheap_teacher_scores(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """`L̂^t: [B, N]` of the `subset:r` / `lowres:s` teacher modes (module doc), on the
+    def _cheap_teacher_scores(self, teacher: nn.Module, x: torch.Tensor, mode: TeacherMode) -> torch.Tensor:
+        """`L̂^t: [B, N]` of the `subset:r` / `lowres:s` teacher modes (`TeacherMode`), on the
         student's token grid; no host sync (every count is a Python int of the shapes)."""
-        mode = self.teacher_mode
         b = x.shape[0]
         t, h, w = teacher.grid(x)
         if mode.kind == "subset":
@@ -310,17 +315,17 @@ class HPM(TargetMixin, Recipe):
     def teacher_dtype(self, device: Optional[torch.device] = None) -> torch.dtype:
         """The autocast dtype of the teacher's forward (`teacher_precision`) on `device`.
 
-        bf16 on a CPU without native bf16 (`cpu_kernels.cpu_bf16_is_fast()` is False: no
+        bf16 on a CPU without native bf16 (`videohpm.hardware.cpu_bf16_is_fast()` is False: no
         AVX512-BF16 / AMX, or capped by `ONEDNN_MAX_CPU_ISA` / `ATEN_CPU_CAPABILITY`) would only
-        be emulated — 2–3.5× slower than fp32 for the ViT-S teacher on an AVX2 Zen 3 core, and
-        oneDNN has no bf16 kernel there at all — so the teacher runs in fp32 instead (the faster
-        path, and exact), said once per process."""
+        be emulated — slower than fp32 (docs/BENCHMARKS.md), and oneDNN has no bf16 kernel there
+        at all — so the teacher runs in fp32 instead (the faster path, and exact), said once per
+        process."""
         if self.teacher_precision != "auto":
             dtype = TEACHER_PRECISIONS[self.teacher_precision]
         else:
             student = next(self.model.parameters()).dtype
             dtype = student if student in (torch.float16, torch.bfloat16) else torch.float32
-        return runnable_dtype(dtype, device, cpu_kernels.cpu_bf16_is_fast, _warn_bf16_emulated)
+        return runnable_dtype(dtype, device, _warn_bf16_emulated)
 
     def current_momentum(self) -> float:
         if self.momentum_end is None:

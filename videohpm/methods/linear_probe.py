@@ -43,6 +43,8 @@ class LinearProbe(Recipe):
 
     train_split = "train"
     eval_split = "val"
+    classifier = True
+    head_outside_model = True
 
     def __init__(
         self,

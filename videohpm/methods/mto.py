@@ -8,23 +8,16 @@ are read with forward hooks, so neither the model nor the recipe needs a special
     enable_mto(recipe, weight=1.0)          # what a recipe option ``mto: true`` should call
     out = recipe(batch, progress)           # out["loss"] now includes weight·L_MTO
 
-Mechanics (all PyTorch hooks, removable with the returned handle):
+Mechanics (PyTorch hooks, removable with the returned handle): forward pre-/post-hooks on the
+recipe switch recording on and off and add the MTO term to the output dict (``loss`` plus detached
+``loss_mto``, ``mto_spa``, ``mto_e``, ``mto_r``, ``mto_h0``, ``mto_hL``); a `DecoderTap` on each
+watched decoder (d_φ by default, d_ψ optionally) records layer 0 (the decoder input after the
+position table) and the output of every block.
 
-- a forward pre-hook on the recipe switches recording on, a forward hook on the recipe switches
-  it off, computes the MTO losses from what was recorded and adds them to the output dict
-  (``loss`` plus detached ``loss_mto``, ``mto_spa``, ``mto_e``, ``mto_r``, ``mto_h0``, ``mto_hL``);
-- on each watched decoder (``model.decoder`` = d_φ by default; ``model.loss_predictor`` = d_ψ
-  optionally) a pre-hook reads the call (``latent [B, n_vis, D]`` and whether masked indices were
-  given), a pre-hook on ``blocks[0]`` records layer 0 (decoder input after the position table) and
-  a forward hook on every block records layers 1..L.
-
-Recording is only on during the recipe's forward, so activation-checkpoint recomputation in
-backward records nothing. The decoder input layout is VideoMAE's ``[visible | masked]``, so the
-token mask for Eq. 2–3 is ``arange(N) >= n_vis`` (the same for every sample).
-
-Model hook this relies on: a decoder module whose ``forward(latent, ids_masked, ids_keep, ...)``
-runs ``blocks`` (an ``nn.ModuleList``) on ``[visible | masked]`` tokens — true of
-``videohpm.models.autoencoder.MaskedDecoder``.
+Recording is on only during the recipe's forward (activation-checkpoint recomputation records
+nothing). It relies on a decoder whose ``forward(latent, ids_masked, ids_keep, ...)`` runs
+``blocks`` (an ``nn.ModuleList``) on VideoMAE's ``[visible | masked]`` layout — true of
+``videohpm.models.autoencoder.MaskedDecoder`` — so the token mask of Eq. 2–3 is ``arange(N) >= n_vis``.
 """
 from __future__ import annotations
 
@@ -122,6 +115,31 @@ class MTOHandle:
         self.recipe.__dict__.pop("_mto_handle", None)
 
 
+def _add_mto_term(out: Any, taps: List[DecoderTap], weight: float, cfg: Dict[str, Any]) -> Any:
+    """Close the taps' recording and add ``weight`` × the MTO term, averaged over every masked
+    decoder call, to the recipe's output ``out`` (with its parts logged); ``out`` unchanged when
+    no call was recorded or it carries no ``"loss"``."""
+    for t in taps:
+        t.active = False
+    results = []
+    for t in taps:
+        for call in t.masked_calls():
+            results.append(mto_losses(call["layers"], token_mask_for(call), **cfg))
+        t.calls = []  # drop references to the activations
+    if not results or not isinstance(out, dict) or "loss" not in out:
+        return out
+    n = float(len(results))
+    total = sum(r["loss"] for r in results) / n
+    out = dict(out)
+    out["loss"] = out["loss"] + weight * total
+    out["loss_mto"] = total.detach()
+    for key, part in (("mto_spa", "loss_spa"), ("mto_e", "loss_e"), ("mto_r", "loss_r")):
+        out[key] = (sum(r[part] for r in results) / n).detach()
+    out["mto_h0"] = sum(r["heterogeneity"][0] for r in results) / n
+    out["mto_hL"] = sum(r["heterogeneity"][-1] for r in results) / n
+    return out
+
+
 def enable_mto(
     recipe: nn.Module,
     *,
@@ -168,25 +186,7 @@ def enable_mto(
             t.active = True
 
     def finish(module: nn.Module, args: tuple, out: Any) -> Any:
-        for t in taps:
-            t.active = False
-        results = []
-        for t in taps:
-            for call in t.masked_calls():
-                results.append(mto_losses(call["layers"], token_mask_for(call), **cfg))
-            t.calls = []  # drop references to the activations
-        if not results or not isinstance(out, dict) or "loss" not in out:
-            return out
-        n = float(len(results))
-        total = sum(r["loss"] for r in results) / n
-        out = dict(out)
-        out["loss"] = out["loss"] + weight * total
-        out["loss_mto"] = total.detach()
-        for key, part in (("mto_spa", "loss_spa"), ("mto_e", "loss_e"), ("mto_r", "loss_r")):
-            out[key] = (sum(r[part] for r in results) / n).detach()
-        out["mto_h0"] = sum(r["heterogeneity"][0] for r in results) / n
-        out["mto_hL"] = sum(r["heterogeneity"][-1] for r in results) / n
-        return out
+        return _add_mto_term(out, taps, weight, cfg)
 
     hooks = [recipe.register_forward_pre_hook(start), recipe.register_forward_hook(finish)]
     handle = MTOHandle(recipe, taps, hooks)

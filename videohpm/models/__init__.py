@@ -1,11 +1,10 @@
 """VideoMAE-style ViT models: masked autoencoder (d_φ + d_ψ), classifier, registry, checkpoints."""
 from .autoencoder import MaskedAutoencoder, MaskedDecoder
-from .checkpoint import LoadReport, export_state_dict, hf_config_from_model, load_pretrained
+from .checkpoint import LoadReport, load_pretrained
 from .classifier import VideoClassifier
-from .cpu_kernels import set_cpu_kernels
 from .patches import IMAGENET_MEAN, IMAGENET_STD, mask_split, patchify, pixel_target, unpatchify
 from .registry import create_model, list_models, register_model
-from .export import timm_model_args, write_export
+from .formats import export_state_dict, hf_config_from_model, timm_model_args, write_export
 from .vit import PatchEmbed3D, VisionTransformerEncoder, interpolate_pos_embed, sincos_table_1d, sincos_table_2d
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "export_state_dict",
     "hf_config_from_model",
     "LoadReport",
-    "set_cpu_kernels",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]

@@ -172,7 +172,7 @@ class MaskedAutoencoder(nn.Module):
     patch standardised over all its p·p·C values, see :meth:`target`). MAE's own layout
     (``mae_pretrain_vit_base.pth``: [CLS], 2-D sin-cos tables, a biased ``decoder_embed``) is
     ``cls_token=True, sincos_table="2d", decoder_embed_bias=True``; its checkpoints then load
-    key for key (:mod:`videohpm.models.export`). ``init_values`` > 0: VideoMAE's layer scale
+    key for key (:mod:`videohpm.models.formats`). ``init_values`` > 0: VideoMAE's layer scale
     (``gamma_1``/``gamma_2``) in every encoder and decoder block.
 
     The official HPM image model (HPM's ``models_mae_learn_loss.MaskedAutoencoderViT``; the

@@ -1,60 +1,25 @@
-"""Load, convert and export weights: ours, VideoMAE V1/V2, Hugging Face ``transformers`` VideoMAE.
+"""Load pre-trained weights into a model: :func:`load_pretrained` takes a path or a state dict in
+any layout :mod:`videohpm.models.formats` reads, converts it to our key names, checks every key
+and shape against the model and says what it did in a :class:`LoadReport`.
 
-Formats (state-dict key layouts):
-
-- ``"videohpm"`` (ours): ``encoder.{patch_embed,blocks,norm}``, ``decoder.{embed,mask_token,
-  blocks,norm,head}``, ``loss_predictor.*`` (d_ψ), classifier ``fc_norm``/``head``.
-- ``"videomae"`` (V1/V2, also HPM's video code): pre-training ``encoder.*``,
-  ``encoder_to_decoder.weight``, ``mask_token``, ``decoder.*``; fine-tuning ``patch_embed``,
-  ``blocks``, ``norm``, ``fc_norm``, ``head`` without prefix. Attention keys (``attn.qkv.weight``,
-  ``attn.q_bias``, ``attn.v_bias``) are the same as ours.
-- ``"hf"``: ``VideoMAEForPreTraining`` / ``VideoMAEForVideoClassification`` / ``VideoMAEModel``
-  (``videomae.`` prefix, separate query/key/value linears, ``classifier``).
-- ``"timm"`` (timm ViT, MAE) and ``"hpm"`` (HPM's official image model, whole: encoder, pixel
-  decoder and the ``decoder_*_losspred`` loss predictor; :mod:`videohpm.models.mae_layout`).
-
-Checkpoint wrappers are unwrapped (``model`` / ``module`` / ``state_dict`` entries) and the
-``module.`` (DDP/DeepSpeed) and ``_orig_mod.`` (``torch.compile``) prefixes stripped. Fixed sin-cos
-tables are never stored (they are functions of the sizes); a *learned* ``pos_embed`` is
-interpolated to the target grid when the sizes differ.
+Fixed sin-cos tables are never stored (they are functions of the sizes); a *learned* ``pos_embed``
+is interpolated to the target grid when the sizes differ. A new classifier head (fine-tuning) and
+the loss predictor / decoders of a pre-training model may be absent from the checkpoint.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import math
 import os
-import pickle
-import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .export import export_state_dict, hf_config_from_model, is_timm_layout, timm_to_ours
-from .hf_keys import VIDEOMAE_DECODER_RULES, hf_to_ours, rename_key
-from .mae_layout import is_hpm_layout, mae_to_ours
+from .formats import read_checkpoint_file, select_weights, to_canonical, unwrap_state_dict
 from .vit import Grid, interpolate_pos_embed
 
-__all__ = [
-    "LoadReport",
-    "SAFE_GLOBALS",
-    "CheckpointRefusedError",
-    "PretrainedMismatchError",
-    "read_checkpoint_file",
-    "resolve_checkpoint_path",
-    "weights_only_loads",
-    "unwrap_state_dict",
-    "select_weights",
-    "teacher_state_dict",
-    "TEACHER_KEYS",
-    "detect_format",
-    "to_canonical",
-    "export_state_dict",
-    "load_pretrained",
-    "hf_config_from_model",
-]
+__all__ = ["LoadReport", "PretrainedMismatchError", "load_pretrained"]
 
 StateDict = dict[str, torch.Tensor]
 
@@ -115,20 +80,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading and unwrapping
-# ----------------------------------------------------------------------------------------------
-_WRAPPER_KEYS = ("model", "module", "state_dict", "model_state", "model_state_dict")
-_STRIP_PREFIXES = ("module.", "_orig_mod.")
-
-
-# The only globals a checkpoint file may pickle besides tensors and plain containers (dict, list,
-# tuple, set, str, numbers, None, OrderedDict, torch.Size ...): the `args` entry of the official
-# VideoMAE / VideoMAE V2 `utils.save_model` files, an `argparse.Namespace` of the run's options.
-SAFE_GLOBALS: tuple = (argparse.Namespace,)
-_DEEPSPEED_MODEL_STATES = "mp_rank_00_model_states.pt"
-
-
 class PretrainedMismatchError(ValueError, RuntimeError):
     """Pre-trained weights do not fit the model (:func:`load_pretrained`); ``report`` is the
     :class:`LoadReport` and the message lists the keys."""
@@ -136,240 +87,6 @@ class PretrainedMismatchError(ValueError, RuntimeError):
     def __init__(self, message: str, report: "LoadReport") -> None:
         super().__init__(message)
         self.report = report
-
-
-class CheckpointRefusedError(ValueError):
-    """A checkpoint file holds something other than tensors, plain containers and
-    ``argparse.Namespace`` (or is no checkpoint at all); the message says what and what to do."""
-
-
-def resolve_checkpoint_path(path: Union[str, os.PathLike]) -> str:
-    """The file that holds the weights of ``path``: the path itself for a file; in a folder, a
-    Hugging Face ``save_pretrained()`` file (``model.safetensors`` / ``pytorch_model.bin``), a
-    DeepSpeed tag folder's ``mp_rank_00_model_states.pt`` (VideoMAE's ``checkpoint-N/``), or the
-    tag named by the folder's ``latest`` file (DeepSpeed's save root).
-
-    Raises:
-        FileNotFoundError: nothing of the above.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not os.path.isdir(path):
-        return path
-    for name in ("model.safetensors", "pytorch_model.bin", _DEEPSPEED_MODEL_STATES):
-        if os.path.isfile(os.path.join(path, name)):
-            return os.path.join(path, name)
-    latest = os.path.join(path, "latest")
-    if os.path.isfile(latest):
-        with open(latest) as f:
-            tag = f.read().strip()
-        tagged = os.path.join(path, tag)
-        if tag and os.path.isfile(os.path.join(tagged, _DEEPSPEED_MODEL_STATES)):
-            return os.path.join(tagged, _DEEPSPEED_MODEL_STATES)
-        raise FileNotFoundError(f"{path}: its 'latest' file names {tag!r}, but {tagged} holds no "
-                                f"{_DEEPSPEED_MODEL_STATES}")
-    raise FileNotFoundError(f"{path}: a folder without weights (no model.safetensors, pytorch_model.bin, "
-                            f"{_DEEPSPEED_MODEL_STATES} or DeepSpeed 'latest' file)")
-
-
-def _refusal(path: str, err: Exception) -> CheckpointRefusedError:
-    m = re.search(r"GLOBAL ([\w.]+)", str(err))
-    if m is None:
-        why = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
-        reason = why.group(1) if why else (str(err).splitlines() or [type(err).__name__])[0]
-        if "Unsupported operand" in reason or "load key" in reason:  # not a pickle at all
-            reason = f"not a torch.save file: {reason}"
-        return CheckpointRefusedError(
-            f"{path}: not a readable PyTorch checkpoint ({reason[:200]}). Pass a .pth/.pt file written by "
-            "torch.save, a .safetensors file, or a checkpoint folder.")
-    what = m.group(1)
-    return CheckpointRefusedError(
-        f"{path}: refused — the file pickles the Python object {what!r}. Checkpoints are read with "
-        "torch.load(weights_only=True) only (tensors, plain containers and argparse.Namespace), because "
-        "unpickling any other object can run arbitrary code on this machine. If you made this file and "
-        "trust it, save its weights alone and pass that file instead: python -c \"import torch; "
-        f"ck = torch.load({path!r}, weights_only=False); torch.save(ck.get('model', ck), 'weights.pth')\"")
-
-
-_TORCH_LOAD = torch.load  # the real one, also while `weights_only_loads` replaces torch.load
-
-
-def read_checkpoint_file(path: Union[str, os.PathLike], extra_safe_globals: Sequence[Any] = (),
-                         map_location: Any = "cpu") -> Any:
-    """Read a checkpoint safely: the one reader of every tool and the engine.
-
-    ``.safetensors`` files through ``safetensors``; anything else with
-    ``torch.load(weights_only=True)`` and :data:`SAFE_GLOBALS` allowed (the official VideoMAE /
-    VideoMAE V2 files: ``{"model", "optimizer", "epoch", "scaler", "args": Namespace}``) — never
-    a full unpickle. Folders are resolved by :func:`resolve_checkpoint_path` (Hugging Face and
-    DeepSpeed folders).
-
-    Args:
-        extra_safe_globals: more classes to allow (the engine passes DeepSpeed's optimizer-state
-            classes when it resumes its own checkpoints).
-        map_location: as ``torch.load``'s (CPU by default).
-    Raises:
-        FileNotFoundError: no such file, or a folder without weights.
-        CheckpointRefusedError: the file needs another global (named in the message) or is no
-            checkpoint.
-    """
-    path = resolve_checkpoint_path(path)
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file  # lazy: only .safetensors files need it
-
-        try:
-            return load_file(path, device="cpu")
-        except Exception as err:  # safetensors raises its own SafetensorError for a damaged file
-            raise CheckpointRefusedError(f"{path}: not a readable .safetensors file ({err})") from None
-    try:
-        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_safe_globals]):
-            return _TORCH_LOAD(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as err:
-        if isinstance(err, (FileNotFoundError, IsADirectoryError)):
-            raise
-        raise _refusal(path, err) from None
-
-
-
-@contextlib.contextmanager
-def weights_only_loads(extra_safe_globals: Sequence[Any] = ()) -> Iterator[None]:
-    """Inside, every ``torch.load(path, ...)`` is :func:`read_checkpoint_file` (``weights_only=True``,
-    :data:`SAFE_GLOBALS` + ``extra_safe_globals``), whatever its caller asks for: for the
-    third-party readers that unpickle on their own — DeepSpeed's checkpoint engine
-    (``engine.load_checkpoint``) and ``zero_to_fp32``. Not thread-safe (it swaps ``torch.load``)."""
-    def load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(f, (str, os.PathLike)):
-            return read_checkpoint_file(f, extra_safe_globals, map_location=map_location)
-        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_safe_globals]):
-            return _TORCH_LOAD(f, map_location=map_location, weights_only=True)
-
-    saved = torch.load
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = saved
-
-#: Where checkpoints keep an EMA teacher next to the student: HPM's official files
-#: (``ema_state_dict``), ours (``model_final.pth``: ``teacher``), timm / DeiT (``model_ema``).
-TEACHER_KEYS = ("ema_state_dict", "teacher", "model_ema")
-
-
-def select_weights(obj: Any, teacher: bool = False) -> Any:
-    """The part of a checkpoint to load: all of it (the student, found by
-    :func:`unwrap_state_dict`), or with ``teacher`` the EMA teacher's state dict (:data:`TEACHER_KEYS`).
-
-    Raises:
-        ValueError: ``teacher`` and the checkpoint holds none (naming what it holds).
-    """
-    if not teacher:
-        return obj
-    if isinstance(obj, Mapping):
-        for key in TEACHER_KEYS:
-            if isinstance(obj.get(key), Mapping) and obj[key]:
-                return obj[key]
-    top = list(obj.keys())[:10] if isinstance(obj, Mapping) else type(obj).__name__
-    raise ValueError(f"the checkpoint holds no EMA teacher (looked for {', '.join(TEACHER_KEYS)}; it has {top})")
-
-
-def teacher_state_dict(obj: Any) -> Optional[StateDict]:
-    """The EMA teacher a checkpoint holds next to its student (:data:`TEACHER_KEYS`), in our key
-    names (any layout :func:`to_canonical` reads), or None when it holds none."""
-    if not isinstance(obj, Mapping) or not any(isinstance(obj.get(k), Mapping) and obj[k] for k in TEACHER_KEYS):
-        return None
-    return to_canonical(unwrap_state_dict(select_weights(obj, teacher=True)))[0]
-
-
-def unwrap_state_dict(obj: Mapping[str, Any]) -> StateDict:
-    """Find the tensor dict inside a checkpoint and strip ``module.`` / ``_orig_mod.`` prefixes."""
-    sd: Any = obj
-    for _ in range(3):  # e.g. {"module": {"model": {...}}} — unwrap a few levels
-        if not isinstance(sd, Mapping):
-            break
-        if any(isinstance(v, torch.Tensor) for v in sd.values()):
-            break
-        inner = next((sd[k] for k in _WRAPPER_KEYS if isinstance(sd.get(k), Mapping)), None)
-        if inner is None:
-            break
-        sd = inner
-    if not isinstance(sd, Mapping) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
-        top = list(obj.keys())[:10] if isinstance(obj, Mapping) else type(obj).__name__
-        raise ValueError(f"no state dict of tensors found in checkpoint (top-level keys: {top})")
-    out: StateDict = {}
-    # a recipe-level state dict (a DeepSpeed checkpoint of the engine: the recipe wraps `model`)
-    recipe_level = all(k.startswith(("model.", "module.model.")) for k, v in sd.items() if isinstance(v, torch.Tensor))
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        if recipe_level:
-            k = k[len("module."):] if k.startswith("module.") else k
-            k = k[len("model."):]
-        for prefix in _STRIP_PREFIXES:
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-            k = k.replace("." + prefix, ".")
-        out[k] = v
-    return out
-
-
-def detect_format(sd: Mapping[str, torch.Tensor]) -> str:
-    """``"hf"``, ``"videomae"``, ``"timm"`` (timm ViT / MAE) or ``"videohpm"`` from the key names
-    (raises if none fits)."""
-    keys = list(sd.keys())
-    if any(".attention.attention.query." in k or k.startswith(("videomae.", "embeddings.patch_embeddings"))
-           for k in keys):
-        return "hf"
-    if is_hpm_layout(sd):
-        return "hpm"  # HPM's official image model (MAE's names + decoder_*_losspred)
-    if any(k.startswith(("decoder.embed.", "decoder.mask_token", "loss_predictor.")) for k in keys):
-        return "videohpm"
-    if any(k.startswith(("encoder.blocks.", "encoder.patch_embed.")) for k in keys):
-        # V1/V2 pre-training (encoder_to_decoder, mask_token) or an encoder-only dump of ours —
-        # the encoder keys are the same in both.
-        return "videomae" if any(k in ("encoder_to_decoder.weight", "mask_token") for k in keys) else "videohpm"
-    if is_timm_layout(sd):
-        return "timm"  # timm ViT / official MAE (fused qkv bias, 2-D patch conv, MAE's decoder_* names)
-    if any(k.startswith(("blocks.", "patch_embed.")) for k in keys):
-        return "videomae"  # V1/V2 fine-tuned ViT
-    raise ValueError(f"unrecognised checkpoint layout (first keys: {keys[:8]})")
-
-
-# ----------------------------------------------------------------------------------------------
-# Conversions to our key names
-# ----------------------------------------------------------------------------------------------
-def _videomae_to_ours(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    out: StateDict = {}
-    for k, v in sd.items():
-        new = rename_key(k, VIDEOMAE_DECODER_RULES)
-        if new is not None:
-            k = new
-        elif k.startswith(("patch_embed.", "blocks.", "norm.", "pos_embed")):  # fine-tuned ViT
-            k = "encoder." + k
-        out[k] = v
-    return out
-
-
-def to_canonical(sd: Mapping[str, torch.Tensor], source_format: Optional[str] = None) -> tuple[StateDict, str]:
-    """Convert an (unwrapped) state dict to our key names. Returns ``(state_dict, format)``."""
-    fmt = source_format or detect_format(sd)
-    if fmt == "hf":
-        return hf_to_ours(sd), fmt
-    if fmt == "videomae":
-        return _videomae_to_ours(sd), fmt
-    if fmt == "timm":
-        return timm_to_ours(sd), fmt
-    if fmt == "hpm":
-        return mae_to_ours(sd), fmt
-    if fmt == "videohpm":
-        return dict(sd), fmt
-    raise ValueError(f"unknown source_format {fmt!r}; expected 'videohpm', 'videomae', 'timm', 'hpm' or 'hf'")
-
-
-# ----------------------------------------------------------------------------------------------
-# Export: export_state_dict / hf_config_from_model live in videohpm.models.export (imported above,
-# still importable from here).
-# ----------------------------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------------------------

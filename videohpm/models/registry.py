@@ -4,9 +4,7 @@ One short function per model, registered with :func:`register_model`. Overrides 
 against the model class's constructor: a misspelt keyword (``decoder_dept=7``) raises
 ``TypeError`` naming it instead of being swallowed; an unknown model name raises ``ValueError``.
 
-Sizes (encoder width / depth / heads) and VideoMAE decoder defaults (width / heads; depth 4 for
-video as VideoMAE's scripts use):
-
+Sizes (encoder width / depth / heads) and VideoMAE decoder defaults (width / heads; depth 4):
 =======  ==================  =================
 size     encoder             video decoder
 =======  ==================  =================
@@ -17,9 +15,8 @@ large    1024 / 24 / 16      512 / 8 heads
 huge     1280 / 32 / 16      640 / 8 heads
 =======  ==================  =================
 
-(*) VideoMAE has no tiny pre-training model; we keep its 64-d attention heads with 2 heads.
-Image models (``pretrain_mae_*``) use HPM's/MAE's decoder: 8 blocks × 512-d, 16 heads, and
-image mode ``num_frames=1, tubelet_size=1``.
+(*) VideoMAE has no tiny pre-training model; we keep its 64-d attention heads with 2 heads. Image
+models (``pretrain_mae_*``: ``num_frames=1, tubelet_size=1``) use MAE's 8 × 512-d, 16-head decoder.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Reconstruction targets beyond pixels: feature distillation (HPM journal §4.1.1, Table 1).
 
-The HPM journal version compares four targets for the same recipe: raw/normalized RGB pixels (MAE), and the
-features of an EMA teacher, of DINO and of CLIP. "For knowledge distillation cases, we first
-apply ℓ2 normalization to the features output from the teacher and the student, and then
-minimize their MSE distances" — :func:`normalized_feature_loss`. HPM's loss predictor then
+The HPM journal version compares four targets for the same recipe: raw/normalized RGB pixels
+(MAE), and the features of an EMA teacher, of DINO and of CLIP. "For knowledge distillation
+cases, we first apply ℓ2 normalization to the features output from the teacher and the student,
+and then minimize their MSE distances" — :func:`normalized_feature_loss`. HPM's loss predictor then
 learns to rank *this* per-token loss (it is L_rec of Eq. 3 with the feature target, so Eq. 4–7
 apply unchanged).
 
@@ -18,15 +18,6 @@ Targets (``method.kwargs.target``):
 The student's pixel decoder d_φ predicts the target: a model built with
 ``target_dim = D_teacher`` (``model.kwargs.target_dim``) has a ``D_teacher``-wide head; the
 recipes check that it matches and say which value to set.
-
-How a per-token target is formed for a teacher whose token grid differs from the student's
-(:func:`resample_tokens`): the teacher's tokens are laid out on their grid ``[D, T_t, H_t, W_t]``
-and resampled to the student's ``(T', H', W')``: by area averaging when every student cell
-covers a whole number of teacher cells (e.g. a 2-frame tubelet over 2 per-frame teacher maps,
-or a 14×14 teacher map onto 7×7), otherwise by trilinear interpolation. A 2-D image teacher
-(timm ViT: DINO, CLIP, ...) on video is run on every frame separately (frames folded into the
-batch); its per-frame maps form ``T_t = T`` slices, so the target of a tubelet is the average of
-its ``t`` frames' features at that spatial cell.
 """
 from __future__ import annotations
 
@@ -40,7 +31,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from .checkpoint import load_pretrained, read_checkpoint_file, unwrap_state_dict
+from .checkpoint import load_pretrained
+from .formats import read_checkpoint_file, unwrap_state_dict
 from .patches import IMAGENET_MEAN, IMAGENET_STD
 from .registry import create_model, list_models
 from .vit import token_grid
@@ -80,6 +72,15 @@ def normalized_feature_loss(pred: torch.Tensor, target: torch.Tensor, eps: float
 
 def resample_tokens(tokens: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int]) -> torch.Tensor:
     """Resample per-token features from one token grid to another.
+
+    How a per-token target is formed for a teacher whose token grid differs from the student's
+    (:func:`resample_tokens`): the teacher's tokens are laid out on their grid ``[D, T_t, H_t, W_t]``
+    and resampled to the student's ``(T', H', W')``: by area averaging when every student cell
+    covers a whole number of teacher cells (e.g. a 2-frame tubelet over 2 per-frame teacher maps,
+    or a 14×14 teacher map onto 7×7), otherwise by trilinear interpolation. A 2-D image teacher
+    (timm ViT: DINO, CLIP, ...) on video is run on every frame separately (frames folded into the
+    batch); its per-frame maps form ``T_t = T`` slices, so the target of a tubelet is the average of
+    its ``t`` frames' features at that spatial cell.
 
     Args:
         tokens: ``[B, N_src, D]`` time-major on ``src_grid = (T_s, H_s, W_s)``.

@@ -6,7 +6,7 @@ tubelet of 1. Tokens are flattened time-major over the grid ``(T/t, H/p, W/p)``:
 
 Parameter names follow VideoMAE V1/V2 (``patch_embed.proj``, ``blocks.i.attn.qkv``,
 ``attn.q_bias``/``attn.v_bias``, ``mlp.fc1``/``mlp.fc2``, ``norm1``/``norm2``) so that their
-checkpoints map onto ours one to one (see :mod:`videohpm.models.checkpoint`).
+checkpoints map onto ours one to one (see :mod:`videohpm.models.formats`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .cpu_kernels import attention, linear
+from videohpm.kernels import attention, linear
 
 Grid = tuple[int, int, int]
 
@@ -41,7 +41,7 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
-# Linear layers (fp32 CPU GEMMs on oneDNN, see cpu_kernels.py)
+# Linear layers (fp32 CPU GEMMs on oneDNN, see videohpm/kernels/cpu.py)
 # ----------------------------------------------------------------------------------------------
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and init) whose forward uses :func:`linear`."""
@@ -255,7 +255,7 @@ class PatchEmbed3D(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv linear, on ``scaled_dot_product_attention``
-    (or, for fp32 CPU tensors with many tokens, the oneDNN kernels of :mod:`.cpu_kernels`).
+    (or, for fp32 CPU tensors with many tokens, the oneDNN kernels of :mod:`videohpm.kernels.cpu`).
 
     ``qkv_bias=True`` follows VideoMAE: learnable ``q_bias`` and ``v_bias``, the key bias is fixed
     at zero (it cancels in the softmax anyway), so V1/V2/HF checkpoints load unchanged.
@@ -436,12 +436,7 @@ class VisionTransformerEncoder(nn.Module):
         self.init_values = float(init_values) if init_values else None
 
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
-        table = make_sincos_table(sincos_table, self.default_grid, embed_dim)  # checks the kind in any case
-        if use_learnable_pos_emb:
-            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
-            trunc_normal_(self.pos_embed, std=0.02)
-        else:
-            self.register_buffer("pos_embed", table, persistent=sincos_table != "1d")
+        self._add_pos_embed(use_learnable_pos_emb)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         self.blocks = nn.ModuleList(
@@ -450,11 +445,23 @@ class VisionTransformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
         self.apply(init_vit_weights)
-        # Optional learned [CLS] token (ccMIM §4 "Backbone"); VideoMAE has none, so it
-        # is off by default and then adds no state-dict key. Its position embedding is the zero
-        # vector, as in MAE's table (a learned one would only duplicate the learned token).
-        if cls_token:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self._add_cls_token(cls_token)
+
+    def _add_pos_embed(self, learnable: bool) -> None:
+        """The fixed sin-cos table as a buffer (persistent for MAE's 2-D table), or a learned one."""
+        table = make_sincos_table(self.sincos_table, self.default_grid, self.embed_dim)  # checks the kind in any case
+        if learnable:
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, self.embed_dim))
+            trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.register_buffer("pos_embed", table, persistent=self.sincos_table != "1d")
+
+    def _add_cls_token(self, enabled: bool) -> None:
+        """Optional learned [CLS] token (ccMIM §4 "Backbone"); VideoMAE has none, so it is off by
+        default and then adds no state-dict key. Its position embedding is the zero vector, as in
+        MAE's table (a learned one would only duplicate the learned token)."""
+        if enabled:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
             trunc_normal_(self.cls_token, std=0.02)
         else:
             self.cls_token = None

@@ -1,14 +1,12 @@
 """Masked Token Optimization (MTO) regularizers, MTO paper §3.1 and §4 (Eq. 2–5, Algorithm 1).
 
-Applied to the decoder of an MAE-style model (the tokens that mix mask tokens with visible
-latents): ``tokens[l]: [B, N, D]`` for ``l = 0..L``, where layer 0 is the decoder *input*
-(encoded visible tokens + mask tokens, after position embedding) and layer l the output of
-decoder block l. ``mask: [B, N]`` (True = masked token) is aligned with the token order of
+Applied to the decoder of an MAE-style model: ``tokens[l]: [B, N, D]`` for ``l = 0..L``, layer 0
+the decoder *input* (visible latents + mask tokens, after position embedding), layer l the output
+of decoder block l. ``mask: [B, N]`` (True = masked token) is aligned with the token order of
 those tensors — for a VideoMAE decoder, whose input is ``[visible; masked]``, that is
 ``arange(N) >= N_vis``, not the clip mask.
 
-Per image (sample) b:
-
+Per sample:
 - Eq. 2, heterogeneity  ``H = −(1/|δ_M|) Σ_i Σ_j A_ij log A_ij``,  ``A = ψ(X_M X_V^T)``
   (ψ = row softmax over visible tokens): the mean entropy of each masked token's affinity
   distribution over the visible tokens.
@@ -18,16 +16,8 @@ Per image (sample) b:
 - Eq. 5, ``L_r = Σ_{l=1}^{L} log(1 + exp(H^{l−1} − H^l))``.
 - Algorithm 1: ``L_total = L_spa + L_e + L_r`` (weights settable here).
 
-Losses are averaged over the batch; everything is computed in fp32.
-
-Text vs. equations (we follow the equations): §4 says Eq. 5 should make heterogeneity
-*decrease* with depth ("progressively lower heterogeneity", "gradual reduction"), but
-``softplus(H^{l−1} − H^l)`` is minimized by ``H^l > H^{l−1}``, i.e. it rewards an *increase*
-of H from layer to layer. Eq. 5 is implemented as written. Eq. 3 names no layer; §4 motivates
-it on "the initial embedding stage", so by default it is applied to layer 0 only
-(``spa_layers="first"``; ``"all"`` averages it over every layer). The affinities use raw dot
-products as in Eq. 2–3 (``scale=1``); ``scale`` multiplies the logits when wanted (e.g.
-``D^-1/2`` as attention), since wide, unnormalized tokens make ψ nearly one-hot.
+Losses are averaged over the batch, in fp32; where text and equations differ, the equations win
+(`mto_losses`).
 """
 from __future__ import annotations
 
@@ -96,6 +86,15 @@ def mto_losses(
     spa_layers: str = "first",
 ) -> Dict[str, torch.Tensor]:
     """MTO objective of Algorithm 1 from per-layer decoder tokens.
+
+    Text vs. equations (we follow the equations): §4 says Eq. 5 should make heterogeneity
+    *decrease* with depth ("progressively lower heterogeneity", "gradual reduction"), but
+    ``softplus(H^{l−1} − H^l)`` is minimized by ``H^l > H^{l−1}``, i.e. it rewards an *increase*
+    of H from layer to layer. Eq. 5 is implemented as written. Eq. 3 names no layer; §4 motivates
+    it on "the initial embedding stage", so by default it is applied to layer 0 only
+    (``spa_layers="first"``; ``"all"`` averages it over every layer). The affinities use raw dot
+    products as in Eq. 2–3 (``scale=1``); ``scale`` multiplies the logits when wanted (e.g.
+    ``D^-1/2`` as attention), since wide, unnormalized tokens make ψ nearly one-hot.
 
     Args:
         tokens: ``[tokens_0, ..., tokens_L]``, each ``[B, N, D]``; ``tokens_0`` = decoder input.

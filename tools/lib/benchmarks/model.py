@@ -3,36 +3,19 @@
     python tools/benchmark.py model [--json] [--batch-size 2] [--num-frames 16] [--img-size 224]
                                     [--mask-ratio 0.9] [--threads 2] [--warmup 2] [--iters 5] ...
 
-One *training step* = mask generation + forward + backward + AdamW step (+ the EMA update for
-HPM), on identical architectures, sizes and target (ViT-S/16, decoder 4×192, tubelet 2,
-normalized-pixel target, 90 % masking by default):
-
-* ``hf``: ``transformers.VideoMAEForPreTraining`` with ``attn_implementation="sdpa"``,
-  initialised with our weights, tube masks from our tube generator, clips already in HF's
-  ``[B, T, C, H, W]`` layout;
-* ``plain``: our ``MaskedAutoencoder`` in the ``mae`` recipe with tube masking;
-* ``hpm``: the ``hpm`` recipe, paper-faithful: the EMA teacher predicts the loss of *all* N tokens
-  every step (``d_ψt(f_θt(x))``), easy-to-hard masks (α at progress 0.5), student with d_φ and
-  d_ψ, relative loss (Eq. 5), EMA (Eq. 1);
-* ``plain_decmask`` / ``hpm_decmask``: the same recipes with VideoMAE V2 decoder masking
-  (``decoder_mask=True``, running cell, ``--decoder-mask-ratio``): d_φ (and HPM's d_ψ) decode
-  the visible tokens plus only ``int(M·(1 − ρ_d))`` of the M masked ones;
-* ``hpm:<mode>`` / ``hpm_decmask:<mode>`` (e.g. ``hpm:lowres:2``, ``hpm:subset:0.25``): ``hpm`` /
-  ``hpm_decmask`` with ``method.kwargs.teacher_mode=<mode>`` (a cheaper teacher,
-  ``videohpm.methods.hpm``), reported as ``hpm_<mode>`` with ``:`` → ``_`` (``hpm_lowres_2``),
-  with ``hpm_<mode>_vs_plain_time`` and the same step breakdown as ``hpm``;
-* ``adamae``: the ``adamae`` recipe (AdaMAE's token sampler over all N tokens, visible tokens drawn
-  from it at ``--mask-ratio``, ``L_R + λ·L_S``), with ``adamae_vs_plain_time`` /
-  ``adamae_vs_hpm_time`` and its sampler's share of the step.
+One *training step* = mask generation + forward + backward + AdamW step (+ HPM's EMA update), on
+identical architectures, sizes and target (ViT-S/16, decoder 4×192, tubelet 2, normalized pixels,
+90 % masking): ``hf`` (``transformers.VideoMAEForPreTraining``, SDPA, our weights and tube masks),
+``plain`` (the ``mae`` recipe), ``hpm`` (paper-faithful: the EMA teacher predicts the loss of all N
+tokens every step, easy-to-hard masks at progress 0.5, relative loss Eq. 5, EMA Eq. 1), their
+``*_decmask`` (VideoMAE V2 decoder masking), ``*_compiled`` and kernel variants, ``hpm:<mode>``
+(a cheaper teacher, reported as ``hpm_<mode>`` with ``:`` → ``_``) and ``adamae`` (AdaMAE's
+sampler); ``--help`` lists them all. Every ratio of the report is one row of `ratio_table`.
 
 The variants run round-robin (one step each, in turn) so that a machine shared with other jobs
-slows them alike; warm-up steps are excluded and the median of the timed steps is reported.
-HPM's step is broken down into teacher encoder, teacher loss predictor, masking, student
-(forward, backward, optimizer) and EMA.
-
-The ``hf`` peer needs ``transformers``, a dev extra (``pip install -e '.[dev]'``): this module is
-an application (``tools/lib``), not part of the installed package, so the library itself never
-needs it. ``--variants`` without ``hf`` runs without it.
+slows them alike; warm-up steps are excluded and the median of the timed steps is reported, HPM's
+and AdaMAE's broken down into their phases. The ``hf`` peer needs ``transformers`` (a dev extra):
+this module is an application (``tools/lib``), so the installed library never needs it.
 """
 from __future__ import annotations
 
@@ -42,12 +25,12 @@ import platform
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 from videohpm.models import create_model, export_state_dict, hf_config_from_model
-from videohpm.models import cpu_kernels
+from videohpm.kernels import cpu as cpu_kernels
 
 
 VARIANTS = ("hf", "plain_aten", "plain_onednn", "plain", "plain_decmask", "plain_compiled", "hpm", "hpm_decmask",
@@ -90,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
                         "hpm:<mode>, hpm_decmask:<mode> (method.kwargs.teacher_mode=<mode>, e.g. hpm:subset:0.25), "
                         "adamae (AdaMAE's learned token sampler)")
     p.add_argument("--cpu-kernels", choices=cpu_kernels.SETTINGS, default="auto",
-                   help="our fp32 CPU linear/attention kernels (videohpm.models.cpu_kernels.set_cpu_kernels; "
+                   help="our fp32 CPU linear/attention kernels (videohpm.kernels.set_cpu_kernels; "
                         "default auto: the faster of oneDNN and ATen, timed per shape, as in training)")
     p.add_argument("--progress", type=float, default=0.5, help="training progress for HPM's α_t")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.5,
@@ -262,68 +245,80 @@ def gemm_peak_gflops(device: torch.device, dtype: torch.dtype, n: int, iters: in
     return 2 * n**3 * iters / best / 1e9
 
 
-def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
-    from videohpm.masking import make_mask_generator
-    from videohpm.methods import build_recipe
-
+def _variant_names(args: argparse.Namespace) -> tuple:
+    """``--variants`` → (the names, {``hpm:<mode>`` entry: (reported name, base, mode)}), checked."""
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     modes = {n: _mode_variant(n) for n in names if _mode_variant(n) is not None}  # hpm:<teacher mode>
     unknown = sorted(set(names) - set(VARIANTS) - set(modes))
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
-    size = dict(img_size=args.img_size, num_frames=args.num_frames)
-    g = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.batch_size, 3, args.num_frames, args.img_size, args.img_size, generator=g).to(device)
-    batch = {"video": x}
-    variants: List[_Variant] = []
+    return names, modes
 
-    torch.manual_seed(args.seed)
-    plain_model = create_model(args.model, **size).to(device)
-    tube = make_mask_generator("tube", mask_ratio=args.mask_ratio)
 
-    if "hf" in names:
-        from transformers import VideoMAEForPreTraining
+def _decmask(args: argparse.Namespace, name: str) -> Dict[str, Any]:
+    """The recipe keywords of a ``*_decmask`` variant (VideoMAE V2 decoder masking), else none."""
+    return dict(decoder_mask=True, decoder_mask_ratio=args.decoder_mask_ratio) if name.endswith("_decmask") else {}
 
-        hf = VideoMAEForPreTraining(hf_config_from_model(plain_model, attn_implementation="sdpa"))
-        hf.load_state_dict(export_state_dict(plain_model, "hf"), strict=True)
-        hf = hf.to(device).train()
-        x_hf = x.permute(0, 2, 1, 3, 4).contiguous()  # HF's [B, T, C, H, W], prepared by its loader
-        grid = (args.batch_size, *plain_model.grid(x))
 
-        def hf_forward() -> torch.Tensor:
-            mask = tube(grid, device=device)
-            return hf(pixel_values=x_hf, bool_masked_pos=mask).loss
+def _build_hf(args: argparse.Namespace, device: torch.device, plain_model: torch.nn.Module, x: torch.Tensor,
+              tube: Any) -> _Variant:
+    from transformers import VideoMAEForPreTraining
 
-        variants.append(_Variant("hf", hf_forward, list(hf.parameters()), device, kernels=args.cpu_kernels))
+    hf = VideoMAEForPreTraining(hf_config_from_model(plain_model, attn_implementation="sdpa"))
+    hf.load_state_dict(export_state_dict(plain_model, "hf"), strict=True)
+    hf = hf.to(device).train()
+    x_hf = x.permute(0, 2, 1, 3, 4).contiguous()  # HF's [B, T, C, H, W], prepared by its loader
+    grid = (args.batch_size, *plain_model.grid(x))
+
+    def hf_forward() -> torch.Tensor:
+        mask = tube(grid, device=device)
+        return hf(pixel_values=x_hf, bool_masked_pos=mask).loss
+
+    return _Variant("hf", hf_forward, list(hf.parameters()), device, kernels=args.cpu_kernels)
+
+
+def _build_plain(args: argparse.Namespace, device: torch.device, names: List[str], plain_model: torch.nn.Module,
+                 batch: Dict[str, torch.Tensor], tube: Any) -> List[_Variant]:
+    """The ``mae`` recipe variants, each a copy of ``plain_model``'s weights."""
+    from videohpm.methods import build_recipe
 
     plain_like = {"plain": (args.cpu_kernels, False), "plain_aten": ("aten", False), "plain_onednn": ("onednn", False),
                   "plain_compiled": (args.cpu_kernels, True), "plain_decmask": (args.cpu_kernels, False)}
-
-    def decmask(name: str) -> Dict[str, Any]:
-        return dict(decoder_mask=True, decoder_mask_ratio=args.decoder_mask_ratio) if name.endswith("_decmask") else {}
-
+    variants = []
     for name, (backend, compiled) in plain_like.items():
         if name not in names:
             continue
-        model = create_model(args.model, torch_compile=compiled, **size).to(device)
+        model = create_model(args.model, torch_compile=compiled, img_size=args.img_size,
+                             num_frames=args.num_frames).to(device)
         model.load_state_dict(plain_model.state_dict())
-        recipe = build_recipe("mae", model, tube, **decmask(name)).train()
+        recipe = build_recipe("mae", model, tube, **_decmask(args, name)).train()
         variants.append(_Variant(name, lambda r=recipe: r(batch, 0.0)["loss"], list(recipe.parameters()), device,
                                  kernels=backend))
+    return variants
+
+
+def _build_hpm(args: argparse.Namespace, device: torch.device, names: List[str], modes: Dict[str, tuple],
+               batch: Dict[str, torch.Tensor]) -> List[_Variant]:
+    """The ``hpm`` recipe variants (full teacher, bf16 teacher, compiled, decoder masking, teacher
+    modes), their teacher and masking timed as phases of the step."""
+    from videohpm.masking import make_mask_generator
+    from videohpm.methods import build_recipe
 
     # (--variants entry, reported name, compiled, bf16 teacher, teacher_mode)
     hpm_like = [("hpm", "hpm", False, False, "full"), ("hpm_teacher_bf16", "hpm_teacher_bf16", False, True, "full"),
                 ("hpm_compiled", "hpm_compiled", True, False, "full"), ("hpm_decmask", "hpm_decmask", False, False, "full")]
     hpm_like += [(key, reported, False, False, mode) for key, (reported, _, mode) in modes.items()]
+    variants = []
     for key, name, compiled, teacher_bf16, mode in hpm_like:
         if key not in names:
             continue
         torch.manual_seed(args.seed)
-        model = create_model(args.model, loss_predictor=True, torch_compile=compiled, **size).to(device)
+        model = create_model(args.model, loss_predictor=True, torch_compile=compiled, img_size=args.img_size,
+                             num_frames=args.num_frames).to(device)
         recipe = build_recipe("hpm", model, make_mask_generator("hpm", mask_ratio=args.mask_ratio),
                               loss_pred="relative",
                               teacher_precision="bf16" if teacher_bf16 or args.precision == "bf16" else "fp32",
-                              teacher_mode=mode, **decmask(modes[key][1] if key in modes else name)).train()
+                              teacher_mode=mode, **_decmask(args, modes[key][1] if key in modes else name)).train()
         v = _Variant(name, lambda r=recipe: r(batch, args.progress)["loss"], list(recipe.parameters()), device,
                      on_step_end=recipe.on_step_end, kernels=args.cpu_kernels)
         if key in modes:
@@ -333,16 +328,44 @@ def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
         teacher.decode = v.timer.wrap(teacher.decode, "teacher_loss_predictor")
         recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
         variants.append(v)
+    return variants
+
+
+def _build_adamae(args: argparse.Namespace, device: torch.device, plain_model: torch.nn.Module,
+                  batch: Dict[str, torch.Tensor]) -> _Variant:
+    """The ``adamae`` recipe on ``plain_model``'s weights, its sampler and masking timed as phases."""
+    from videohpm.masking import make_mask_generator
+    from videohpm.methods import build_recipe
+
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, img_size=args.img_size, num_frames=args.num_frames).to(device)
+    model.load_state_dict(plain_model.state_dict())
+    recipe = build_recipe("adamae", model, make_mask_generator("adamae", mask_ratio=args.mask_ratio)).to(device)
+    v = _Variant("adamae", lambda r=recipe: r(batch, 0.0)["loss"], list(recipe.parameters()), device,
+                 kernels=args.cpu_kernels)
+    recipe.sampler.forward = v.timer.wrap(recipe.sampler.forward, "sampler")
+    recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
+    return v
+
+
+def _build(args: argparse.Namespace, device: torch.device) -> List[_Variant]:
+    """Every variant of ``--variants`` on one shared random clip, in the report's order."""
+    from videohpm.masking import make_mask_generator
+
+    names, modes = _variant_names(args)
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.batch_size, 3, args.num_frames, args.img_size, args.img_size, generator=g).to(device)
+    batch = {"video": x}
+    torch.manual_seed(args.seed)
+    plain_model = create_model(args.model, img_size=args.img_size, num_frames=args.num_frames).to(device)
+    tube = make_mask_generator("tube", mask_ratio=args.mask_ratio)
+    variants: List[_Variant] = []
+    if "hf" in names:
+        variants.append(_build_hf(args, device, plain_model, x, tube))
+    variants += _build_plain(args, device, names, plain_model, batch, tube)
+    variants += _build_hpm(args, device, names, modes, batch)
     if "adamae" in names:
-        torch.manual_seed(args.seed)
-        model = create_model(args.model, **size).to(device)
-        model.load_state_dict(plain_model.state_dict())
-        recipe = build_recipe("adamae", model, make_mask_generator("adamae", mask_ratio=args.mask_ratio)).to(device)
-        v = _Variant("adamae", lambda r=recipe: r(batch, 0.0)["loss"], list(recipe.parameters()), device,
-                     kernels=args.cpu_kernels)
-        recipe.sampler.forward = v.timer.wrap(recipe.sampler.forward, "sampler")
-        recipe.mask_generator = _TimedMaskGenerator(recipe.mask_generator, v.timer)
-        variants.append(v)
+        variants.append(_build_adamae(args, device, plain_model, batch))
     order = {name: i for i, name in enumerate((*VARIANTS, *(m[0] for m in modes.values())))}
     return sorted(variants, key=lambda v: order[v.name])
 
@@ -365,6 +388,82 @@ def _add_mfu_and_memory(res: Dict[str, Any], args: argparse.Namespace, variants:
     res["gemm_peak_gflops"] = peak  # the MFU denominator, measured in this run
     for v in variants:
         res[f"{v.name}_mfu"] = gflop[v.name] / res[f"{v.name}_step_s"] / peak
+
+
+#: The report's fixed ratios: (result key, numerator key, denominator key), each set when both keys
+#: are in the result. ``X_vs_Y_time`` = X's step / Y's (how much slower X is); ``X_vs_hf`` = HF's
+#: step / X's (how much faster than HF); ``_min``: the fastest step of each; ``_cpu``: process CPU time.
+RATIOS: Tuple[Tuple[str, str, str], ...] = (
+    ("plain_compiled_vs_hf", "hf_step_s", "plain_compiled_step_s"),
+    ("hpm_compiled_vs_hf", "hf_step_s", "hpm_compiled_step_s"),
+    ("hpm_teacher_bf16_vs_plain_time", "hpm_teacher_bf16_step_s", "plain_step_s"),
+    ("hpm_vs_plain_time_compiled", "hpm_compiled_step_s", "plain_compiled_step_s"),
+    ("plain_vs_hf", "hf_step_s", "plain_step_s"),
+    ("plain_vs_hf_min", "hf_step_min_s", "plain_step_min_s"),
+    ("plain_vs_hf_cpu", "hf_cpu_s", "plain_cpu_s"),
+    ("plain_aten_vs_hf", "hf_step_s", "plain_aten_step_s"),
+    ("plain_onednn_vs_hf", "hf_step_s", "plain_onednn_step_s"),
+    ("plain_decmask_vs_plain_time", "plain_decmask_step_s", "plain_step_s"),  # decoder masking's saving
+    ("hpm_decmask_vs_hpm_time", "hpm_decmask_step_s", "hpm_step_s"),
+    ("hpm_vs_plain_time", "hpm_step_s", "plain_step_s"),
+    ("hpm_vs_plain_time_min", "hpm_step_min_s", "plain_step_min_s"),
+    ("hpm_vs_plain_time_cpu", "hpm_cpu_s", "plain_cpu_s"),
+    ("hpm_vs_plain_flops", "hpm_step_gflop", "plain_step_gflop"),
+)
+
+
+def ratio_table(teacher_modes: List[str]) -> List[Tuple[str, str, str]]:
+    """Every ratio of a run whose ``hpm:<mode>`` variants are reported as ``teacher_modes``: each
+    mode against plain, its full-teacher base (and plain_decmask for a decoder-masked one), then
+    `RATIOS`, then AdaMAE against plain, HPM and each mode."""
+    rows: List[Tuple[str, str, str]] = []
+    for name in teacher_modes:
+        base = "hpm_decmask" if name.startswith("hpm_decmask_") else "hpm"
+        rows += [(f"{name}_vs_plain_time", f"{name}_step_s", "plain_step_s"),
+                 (f"{name}_vs_plain_time_cpu", f"{name}_cpu_s", "plain_cpu_s"),
+                 (f"{name}_vs_{base}_time", f"{name}_step_s", f"{base}_step_s")]
+        if base == "hpm_decmask":
+            rows.append((f"{name}_vs_plain_decmask_time", f"{name}_step_s", "plain_decmask_step_s"))
+    rows += RATIOS
+    rows += [(f"adamae_vs_{base}_time", "adamae_step_s", f"{base}_step_s") for base in ("plain", "hpm", *teacher_modes)]
+    return rows
+
+
+def _step_stats(res: Dict[str, Any], variants: List[_Variant], batch_size: int, gflop: Dict[str, float]) -> None:
+    """Each variant's median, fastest and CPU step time, throughput, FLOPs and compile cost."""
+    for v in variants:
+        med = v.median()
+        res[f"{v.name}_step_s"] = med
+        res[f"{v.name}_step_s_all"] = [round(s, 4) for s in v.steps]
+        res[f"{v.name}_clips_per_s"] = batch_size / med
+        res[f"{v.name}_step_min_s"] = min(v.steps)
+        res[f"{v.name}_cpu_s"] = statistics.median(v.cpu)
+        if v.name in gflop:
+            res[f"{v.name}_step_gflop"] = gflop[v.name]
+            res[f"{v.name}_gflop_per_s"] = gflop[v.name] / med
+        if v.name.endswith("_compiled"):  # one-time cost: first step minus a steady-state step
+            res[f"{v.name}_compile_s"] = v.first_step - med
+
+
+def _breakdowns(res: Dict[str, Any], variants: List[_Variant]) -> None:
+    """The median step of AdaMAE and of every HPM variant, split into its timed phases."""
+    if "adamae_step_s" in res:
+        ph = next(v for v in variants if v.name == "adamae").median_phases()
+        res["adamae_breakdown_s"] = {"sampler": ph.get("sampler", 0.0), "masking": ph.get("masking", 0.0),
+                                     "rest_forward": ph.get("forward", 0.0) - ph.get("sampler", 0.0) - ph.get("masking", 0.0),
+                                     "backward": ph.get("backward", 0.0), "optimizer": ph.get("optimizer", 0.0)}
+    for hpm in (v for v in variants if v.name.startswith("hpm")):
+        ph = hpm.median_phases()
+        inner = ph.get("teacher_encoder", 0.0) + ph.get("teacher_loss_predictor", 0.0) + ph.get("masking", 0.0)
+        res[f"{hpm.name}_breakdown_s"] = {
+            "teacher_encoder": ph.get("teacher_encoder", 0.0),
+            "teacher_loss_predictor": ph.get("teacher_loss_predictor", 0.0),
+            "masking": ph.get("masking", 0.0),
+            "student_forward": ph.get("forward", 0.0) - inner,
+            "student_backward": ph.get("backward", 0.0),
+            "optimizer": ph.get("optimizer", 0.0),
+            "ema": ph.get("ema", 0.0),
+        }
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -395,82 +494,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "cpu_capability": capability,
         "kernels": kernels,
     }
-    b = args.batch_size
-    for v in variants:
-        med = v.median()
-        res[f"{v.name}_step_s"] = med
-        res[f"{v.name}_step_s_all"] = [round(s, 4) for s in v.steps]
-        res[f"{v.name}_clips_per_s"] = b / med
-        res[f"{v.name}_step_min_s"] = min(v.steps)
-        res[f"{v.name}_cpu_s"] = statistics.median(v.cpu)
-        if v.name in gflop:
-            res[f"{v.name}_step_gflop"] = gflop[v.name]
-            res[f"{v.name}_gflop_per_s"] = gflop[v.name] / med
-        if v.name.endswith("_compiled"):  # one-time cost: first step minus a steady-state step
-            res[f"{v.name}_compile_s"] = v.first_step - med
+    _step_stats(res, variants, args.batch_size, gflop)
     _add_mfu_and_memory(res, args, variants, gflop)
-    for name in ("plain_compiled", "hpm_compiled"):
-        if f"{name}_step_s" in res and "hf_step_s" in res:
-            res[f"{name}_vs_hf"] = res["hf_step_s"] / res[f"{name}_step_s"]
     modes = {v.name: str(v.teacher_mode) for v in variants if getattr(v, "teacher_mode", None) is not None}
     if modes:
         res["teacher_modes"] = modes  # reported name -> method.kwargs.teacher_mode
-    for name in modes:
-        if "plain_step_s" in res:
-            res[f"{name}_vs_plain_time"] = res[f"{name}_step_s"] / res["plain_step_s"]
-            res[f"{name}_vs_plain_time_cpu"] = res[f"{name}_cpu_s"] / res["plain_cpu_s"]
-        base = "hpm_decmask" if name.startswith("hpm_decmask_") else "hpm"
-        if f"{base}_step_s" in res:
-            res[f"{name}_vs_{base}_time"] = res[f"{name}_step_s"] / res[f"{base}_step_s"]
-        if name.startswith("hpm_decmask_") and "plain_decmask_step_s" in res:
-            res[f"{name}_vs_plain_decmask_time"] = res[f"{name}_step_s"] / res["plain_decmask_step_s"]
-    if "hpm_teacher_bf16_step_s" in res and "plain_step_s" in res:
-        res["hpm_teacher_bf16_vs_plain_time"] = res["hpm_teacher_bf16_step_s"] / res["plain_step_s"]
-    if "hpm_compiled_step_s" in res and "plain_compiled_step_s" in res:
-        res["hpm_vs_plain_time_compiled"] = res["hpm_compiled_step_s"] / res["plain_compiled_step_s"]
-    if "hf_step_s" in res and "plain_step_s" in res:
-        res["plain_vs_hf"] = res["hf_step_s"] / res["plain_step_s"]
-        res["plain_vs_hf_min"] = res["hf_step_min_s"] / res["plain_step_min_s"]
-        res["plain_vs_hf_cpu"] = res["hf_cpu_s"] / res["plain_cpu_s"]
-    for name in ("plain_aten", "plain_onednn"):
-        if "hf_step_s" in res and f"{name}_step_s" in res:
-            res[f"{name}_vs_hf"] = res["hf_step_s"] / res[f"{name}_step_s"]
-    for base in ("plain", "hpm"):  # decoder masking's saving, per recipe
-        if f"{base}_decmask_step_s" in res and f"{base}_step_s" in res:
-            res[f"{base}_decmask_vs_{base}_time"] = res[f"{base}_decmask_step_s"] / res[f"{base}_step_s"]
-    if "hpm_step_s" in res and "plain_step_s" in res:
-        res["hpm_vs_plain_time"] = res["hpm_step_s"] / res["plain_step_s"]
-        res["hpm_vs_plain_time_min"] = res["hpm_step_min_s"] / res["plain_step_min_s"]
-        res["hpm_vs_plain_time_cpu"] = res["hpm_cpu_s"] / res["plain_cpu_s"]
-    if "hpm_step_gflop" in res and "plain_step_gflop" in res:
-        res["hpm_vs_plain_flops"] = res["hpm_step_gflop"] / res["plain_step_gflop"]
-    _adamae_ratios(res, variants)
-    for hpm in (v for v in variants if v.name.startswith("hpm")):
-        ph = hpm.median_phases()
-        inner = ph.get("teacher_encoder", 0.0) + ph.get("teacher_loss_predictor", 0.0) + ph.get("masking", 0.0)
-        res[f"{hpm.name}_breakdown_s"] = {
-            "teacher_encoder": ph.get("teacher_encoder", 0.0),
-            "teacher_loss_predictor": ph.get("teacher_loss_predictor", 0.0),
-            "masking": ph.get("masking", 0.0),
-            "student_forward": ph.get("forward", 0.0) - inner,
-            "student_backward": ph.get("backward", 0.0),
-            "optimizer": ph.get("optimizer", 0.0),
-            "ema": ph.get("ema", 0.0),
-        }
+    for key, numerator, denominator in ratio_table(list(modes)):
+        if numerator in res and denominator in res:
+            res[key] = res[numerator] / res[denominator]
+    _breakdowns(res, variants)
     return res
-
-
-def _adamae_ratios(res: Dict[str, Any], variants: List[_Variant]) -> None:
-    """AdaMAE's step against plain MAE and the HPM variants of the run, and its sampler's share."""
-    if "adamae_step_s" not in res:
-        return
-    for base in ("plain", "hpm", *res.get("teacher_modes", {})):
-        if f"{base}_step_s" in res:
-            res[f"adamae_vs_{base}_time"] = res["adamae_step_s"] / res[f"{base}_step_s"]
-    ph = next(v for v in variants if v.name == "adamae").median_phases()
-    res["adamae_breakdown_s"] = {"sampler": ph.get("sampler", 0.0), "masking": ph.get("masking", 0.0),
-                                 "rest_forward": ph.get("forward", 0.0) - ph.get("sampler", 0.0) - ph.get("masking", 0.0),
-                                 "backward": ph.get("backward", 0.0), "optimizer": ph.get("optimizer", 0.0)}
 
 
 def _mfu_and_memory_lines(res: Dict[str, Any]) -> List[str]:
