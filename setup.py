@@ -26,7 +26,7 @@ setup(
         "tqdm",
         "tensorboard",
         "matplotlib",
-        "safetensors",  # .safetensors checkpoints and Hugging Face folders (models/checkpoint.py)
+        "safetensors",  # .safetensors checkpoints and Hugging Face folders (models/formats/reading.py)
         "scikit-learn",  # the demo data set is made from its bundled digits and photos
     ],
     extras_require={

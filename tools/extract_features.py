@@ -37,9 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the model's pre-training or fine-tuning YAML (default: config.yaml of the checkpoint's run)")
     p.add_argument("--output-dir", required=True, help="folder for the shards and index.csv")
     p.add_argument("--pool", default="mean", choices=("mean", "time", "tokens"), help="what to keep per video")
-    p.add_argument("--teacher", action="store_true", help="the EMA teacher saved with the checkpoint (HPM)")
-    p.add_argument("--random-init", action="store_true", help="no checkpoint: the randomly initialised encoder")
-    cli.add_options(p, "--data-root", "--batch-size")
+    cli.add_options(p, "--teacher", "--random-init", "--data-root", "--batch-size")
     p.add_argument("--shard-rows", type=int, default=0, help="videos per .npy shard (default: up to 256 MiB each)")
     cli.add_overwrite(p)
     cli.add_options(p, "--local_rank", "args")
@@ -50,8 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.launcher_env(args, slurm=False)
-    if args.random_init and args.config is None:
-        raise cli.ToolError("error: --random-init needs --config")
+    cli.require_config_for_random_init(args)
     cfg, checkpoint, inputs = cli.video_tool_config(args, require_checkpoint=not args.random_init)
     cli.refuse_random_init_checkpoint(args, checkpoint)
     cli.require_inputs(inputs)

@@ -39,9 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                    "(default: config.yaml of the checkpoint's run folder)")
     p.add_argument("--output-dir", default=None, help="where to write knn.json (default <train.output_dir>/knn)")
     cli.add_options(p, "--batch-size")
-    p.add_argument("--teacher", action="store_true", help="the EMA teacher saved with the checkpoint (HPM)")
-    p.add_argument("--random-init", action="store_true",
-                   help="no checkpoint: the randomly initialised encoder (seeded by train.seed), the baseline")
+    cli.add_options(p, "--teacher", "--random-init")
     cli.add_overwrite(p)
     cli.add_options(p, "--local_rank", "overrides")
     return p.parse_intermixed_args(argv)
@@ -51,8 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.launcher_env(args, slurm=False)
-    if args.random_init and args.config is None:
-        raise cli.ToolError("error: --random-init needs --config (there is no checkpoint to take it from)")
+    cli.require_config_for_random_init(args)
     from videohpm import distributed as vdist  # imports torch: after parsing, --help stays fast
     from videohpm.tasks.run_config import tool_config
     from videohpm.tasks.knn import run_knn

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from videohpm.models import MaskedAutoencoder, VideoClassifier, export_state_dict, load_pretrained
-from videohpm.models.checkpoint import PretrainedMismatchError
+from videohpm.models.loading import PretrainedMismatchError
 from videohpm.models.formats import CheckpointRefusedError, read_checkpoint_file, resolve_checkpoint_path
 
 from .helpers import TINY_VIDEO, clip

@@ -124,7 +124,7 @@ def test_errors_and_registry():
 
 def test_ccmim_checkpoint_cls_token_is_ignored_by_a_classifier_without_cls():
     from videohpm.models import create_model
-    from videohpm.models.checkpoint import load_pretrained
+    from videohpm.models.loading import load_pretrained
 
     kw = dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=1, num_heads=2)
     pre = create_model("pretrain_videomae_tiny_patch16_224", cls_token=True, decoder_embed_dim=16,

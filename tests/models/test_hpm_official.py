@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from videohpm.methods.hpm import HPM
 from videohpm.models import create_model, load_pretrained, write_export
-from videohpm.models.checkpoint import PretrainedMismatchError
+from videohpm.models.loading import PretrainedMismatchError
 from videohpm.models.formats import read_checkpoint_file
 from videohpm.models.formats.mae_layout import ours_to_mae
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction

@@ -35,6 +35,9 @@ OPTIONS = {
     ("--batch-size",): dict(type=int, default=None, help="videos per rank per batch (default train.batch_size)"),
     ("--data-root",): dict(default=None, help="prefix of relative paths in list files (default data.data_root)"),
     ("--views-per-forward",): dict(type=int, default=None, help="cap on views in one forward (memory)"),
+    ("--teacher",): dict(action="store_true", help="the EMA teacher saved with the checkpoint (HPM)"),
+    ("--random-init",): dict(action="store_true",
+                             help="no checkpoint: the randomly initialised encoder (seeded by train.seed), the baseline"),
 }
 
 
@@ -132,6 +135,12 @@ def video_tool_config(args: argparse.Namespace, require_checkpoint: bool = True)
     with config_errors():
         cfg, checkpoint = tool_config(args.config, overrides, require_checkpoint=require_checkpoint)
     return cfg, checkpoint, inputs
+
+
+def require_config_for_random_init(args: argparse.Namespace) -> None:
+    """`--random-init` builds the encoder from `--config` alone: refuse it without one."""
+    if args.random_init and args.config is None:
+        raise ToolError("error: --random-init needs --config (there is no checkpoint to take it from)")
 
 
 def refuse_random_init_checkpoint(args: argparse.Namespace, checkpoint: Optional[str]) -> None:

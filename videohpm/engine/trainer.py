@@ -63,7 +63,7 @@ from videohpm.engine.pretrained import fit_model_to_pretrained
 from videohpm.engine.runs import flatten_config, plan_run, prepare_run_folder
 from videohpm.engine.optim import apply_schedules, build_optimizer, build_param_groups, scaled_lr
 from videohpm.methods.base import Recipe
-from videohpm.models.checkpoint import PretrainedMismatchError, load_pretrained
+from videohpm.models.loading import PretrainedMismatchError, load_pretrained
 from videohpm.precision import amp_dtype, resolve_precision
 from videohpm.schedules import CosineSchedule
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from videohpm.masking.adamae import AdaMAEMaskGenerator
 from videohpm.methods.base import EmaTeacher, Recipe, clip_of, num_visible
-from videohpm.methods.targets import TargetMixin, take_tokens
+from videohpm.methods.target_mixin import TargetMixin, take_tokens
 from videohpm.models.vit import Block, Linear, interpolate_pos_embed
 
 __all__ = ["AdaMAE", "TokenSampler", "sampling_loss", "masked_ids"]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videohpm.methods.base import EmaTeacher, Recipe, clip_of, num_visible
-from videohpm.methods.targets import TargetMixin, take_tokens
+from videohpm.methods.target_mixin import TargetMixin, take_tokens
 from videohpm.objectives.loss_prediction import absolute_loss_prediction, relative_loss_prediction
 from videohpm.precision import PRECISION_DTYPES, emulated_bf16_warning, runnable_dtype
 from videohpm.schedules import cosine_between

@@ -5,7 +5,7 @@ the mask comes from a fixed strategy (random, tube, per-frame random) and the on
 the reconstruction loss of Eq. 3 on the masked patches.
 
 Options shared with the HPM recipe (`target`, `feature_teacher`, `decoder_mask`): see
-:mod:`videohpm.methods.targets`. With ``target="ema_features"`` MAE keeps an EMA teacher
+:mod:`videohpm.methods.target_mixin`. With ``target="ema_features"`` MAE keeps an EMA teacher
 (`EmaTeacher`, BootMAE-like) that follows the student with ``momentum`` (Eq. 1).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from videohpm.methods.base import EmaTeacher, Recipe, clip_of, num_visible
-from videohpm.methods.targets import TargetMixin, take_tokens
+from videohpm.methods.target_mixin import TargetMixin, take_tokens
 
 
 class MAE(TargetMixin, Recipe):

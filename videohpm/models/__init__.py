@@ -1,6 +1,6 @@
 """VideoMAE-style ViT models: masked autoencoder (d_φ + d_ψ), classifier, registry, checkpoints."""
 from .autoencoder import MaskedAutoencoder, MaskedDecoder
-from .checkpoint import LoadReport, load_pretrained
+from .loading import LoadReport, load_pretrained
 from .classifier import VideoClassifier
 from .patches import IMAGENET_MEAN, IMAGENET_STD, mask_split, patchify, pixel_target, unpatchify
 from .registry import create_model, list_models, register_model

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from .checkpoint import load_pretrained
+from .loading import load_pretrained
 from .formats import read_checkpoint_file, unwrap_state_dict
 from .patches import IMAGENET_MEAN, IMAGENET_STD
 from .registry import create_model, list_models

@@ -5,7 +5,7 @@ export (:mod:`.writing`). The key tables live in :mod:`.hf_keys` (HF, VideoMAE's
 and :mod:`.mae_layout` (MAE / HPM), each read in both directions.
 
 Loading converted weights into a model (shape checks, pos-embed interpolation, the report):
-`videohpm.models.checkpoint.load_pretrained`. Reading a run's DeepSpeed folders:
+`videohpm.models.loading.load_pretrained`. Reading a run's DeepSpeed folders:
 `videohpm.engine.checkpoint.read_checkpoint`.
 """
 from .layouts import (TEACHER_KEYS, detect_format, is_timm_layout, select_weights, teacher_state_dict, timm_to_ours,
