@@ -30,8 +30,9 @@ from videohpm.masking.adamae import AdaMAEMaskGenerator
 from videohpm.methods.base import EmaTeacher, Recipe, clip_of, num_visible
 from videohpm.methods.target_mixin import TargetMixin, take_tokens
 from videohpm.models.vit import Block, Linear, interpolate_pos_embed
+from videohpm.objectives.reconstruction import select_masked
 
-__all__ = ["AdaMAE", "TokenSampler", "sampling_loss", "masked_ids"]
+__all__ = ["AdaMAE", "TokenSampler", "sampling_loss"]
 
 
 class TokenSampler(nn.Module):
@@ -78,13 +79,6 @@ class TokenSampler(nn.Module):
         return self(tokens, grid).softmax(dim=-1)
 
 
-def masked_ids(mask: torch.Tensor, num_masked: int) -> torch.Tensor:
-    """Ascending indices ``[B, M]`` of the masked tokens (``M = num_masked`` per sample, known:
-    no device→host sync), the order of every per-masked-token tensor."""
-    order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
-    return order[:, mask.shape[1] - num_masked:]
-
-
 def sampling_loss(log_probs: torch.Tensor, mask: torch.Tensor, rec_per_token: torch.Tensor) -> torch.Tensor:
     """AdaMAE's sampling objective ``L_S = −mean_{b, j∈M_b}[log p_bj · sg(L_R,bj)]`` (scalar).
 
@@ -103,7 +97,7 @@ def sampling_loss(log_probs: torch.Tensor, mask: torch.Tensor, rec_per_token: to
     if log_probs.shape != mask.shape or rec_per_token.dim() != 2 or rec_per_token.shape[0] != mask.shape[0]:
         raise ValueError(f"sampling_loss: log_probs {tuple(log_probs.shape)} and mask {tuple(mask.shape)} must "
                          f"be [B, N] and rec_per_token [B, M], got {tuple(rec_per_token.shape)}")
-    lp = torch.gather(log_probs, 1, masked_ids(mask, rec_per_token.shape[1]))  # [B, M]
+    lp = select_masked(log_probs, mask, key="log_probs", count=rec_per_token.shape[1])  # [B, M], no sync
     return -(lp * rec_per_token.detach().to(lp.dtype)).mean()
 
 
