@@ -2,16 +2,16 @@
 """`make benchmark-ssl`: the data-efficiency benchmark — does pre-training pay off when labels are
 scarce? Every row of HPM journal Table 12 (no pre-training, MAE tube, MAE per-frame random, HPM L_pred
 with random masks, HPM learn-to-mask; plus HPM's cheap lowres:2 teacher at the same steps and at the
-full teacher's wall time, and AdaMAE's learned token sampler) is pre-trained with the same step budget
-on an unlabelled pool, then probed (frozen, time kept) and fine-tuned on 1 / 5 / 25 labels per class, 3 seeds.
+full teacher's wall time, and AdaMAE's sampler) is pre-trained with the same step budget on an unlabelled
+pool, then probed (frozen, time kept) and fine-tuned (LP-FT) on 5 / 25 labels per class, 3 seeds.
 
     python tools/ssl_benchmark.py                              # the full run → outputs/ssl_benchmark
     python tools/ssl_benchmark.py --eval-split val --out o/v   # choose settings: never reads the test split
     python tools/ssl_benchmark.py --seeds 0 --rows scratch hpm --labels-per-class 5
     python tools/ssl_benchmark.py --smoke --out /tmp/s         # test-sized, about a minute
     # more rows next to a finished run (same settings and seeds, checked; rows joined by name):
-    python tools/ssl_benchmark.py --rows hpm_lowres2 hpm_lowres2_eqtime --merge docs/evidence/ssl_benchmark_results.json
-    python tools/ssl_benchmark.py --rows adamae --jobs 3 --merge docs/evidence/ssl_benchmark_results.json
+    python tools/ssl_benchmark.py --rows hpm_lowres2 hpm_lowres2_eqtime --merge docs/evidence/ssl_benchmark_lpft_results.json
+    python tools/ssl_benchmark.py --rows adamae --jobs 3 --merge docs/evidence/ssl_benchmark_lpft_results.json
     # your own labelled list-file data set (the pool defaults to data.train):
     python tools/ssl_benchmark.py data.train=lists/train.csv data.val=lists/val.csv \\
         data.test=lists/test.csv data.num_classes=10 data.data_root=/videos --pool lists/unlabelled.csv
@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=d.out_dir, help="output folder")
     p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
-    p.add_argument("--rows", nargs="+", choices=[r.name for r in SSL_ROWS], default=None, help="subset of the rows")
+    p.add_argument("--rows", nargs="+", choices=[r.name for r in SSL_ROWS], default=None, help="rows to run (default: the five of HPM journal Table 12; the others by name)")
     p.add_argument("--labels-per-class", type=int, nargs="+", default=list(d.labels_per_class))
     p.add_argument("--eval-split", choices=("val", "test"), default=d.eval_split,
                    help="split the protocols are scored on (val while choosing settings)")

@@ -215,7 +215,7 @@ def test_config_override_is_checked_before_any_work(tmp_path):
     from videohpm.config import ConfigError, load_config
     from videohpm.engine.build import check_buildable
 
-    over = ["train.epochs=4", f"train.output_dir={tmp_path / 'run'}"]
+    over = ["train.epochs=4", "optim.warmup_epochs=0.4", f"train.output_dir={tmp_path / 'run'}"]
     path = str(Path(__file__).resolve().parents[2] / "configs/demo/pretrain_video_hpm.yaml")
     cfg = load_config(path, over + ["method.kwargs.teacher_mode=lowres:2"])
     check_buildable(cfg)

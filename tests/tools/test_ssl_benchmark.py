@@ -9,7 +9,8 @@ import pytest
 import videohpm.data  # noqa: F401  (PyAV before decord)
 from tools.lib.label_scarce import demo_label_scarce_probe, few_label_list
 from tools.lib.ssl_benchmark import (CONFIG_DIR, SSL_ROWS, SSLOptions, _machine_note, _steps_to_epochs, fidelity_report,
-                                     format_results, gap_report, run_ssl_benchmark, summarize)
+                                     format_results, gap_report, run_ssl_benchmark, summarize,
+                                     target_points)
 from tools.lib.stages import DemoError
 
 
@@ -41,11 +42,18 @@ def test_smoke_run_every_stage_and_the_table(smoke_run):
     assert by_row["scratch"]["pretrain"] == {} and by_row["hpm"]["pretrain"]["steps"] >= 2
     assert (out / "seed0" / "hpm" / "pretrain" / "model_final.pth").is_file()
     assert not (out / "seed0" / "scratch" / "pretrain").exists()  # no pre-training for that row
-    for k in (1, 2):  # every label count fine-tuned and tested, for both rows
+    for k in (1, 2):  # every label count LP-FT fine-tuned and tested, for both rows
         for row in ("scratch", "hpm"):
-            m = json.loads((out / "seed0" / row / f"test_{k}pc" / "metrics.json").read_text())
+            lpft = out / "seed0" / row / f"lpft_{k}pc"
+            m = json.loads((lpft / "test" / "metrics.json").read_text())
             assert m["num_videos"] == res["n_eval"] == 16
             assert by_row[row]["probe"][str(k)]["n_train"] == 8 * k
+            # the head started from a probe fitted on the k labelled videos once each (not the repeats)
+            probe = json.loads((lpft / "probe" / "probe.json").read_text())
+            assert probe["n_train"] == 8 * k and Path(probe["head_path"]).is_file()
+            ft = by_row[row]["finetune"][str(k)]
+            # the kept model is validated no worse than the probe-initialised start (step 0)
+            assert ft["kept_val_top1"] >= ft["start_val_top1"] and "0" in ft["val_top1_by_epoch"]
     # the labelled lists: first k per class, repeated to fill an epoch, same for every row
     lines = (out / "labelled" / "train_1_per_class.csv").read_text().split()
     assert len(set(lines[0::2])) == 8
@@ -105,6 +113,8 @@ def test_few_label_list_and_summary(tmp_path):
     gaps = gap_report(summary, [r for r in SSL_ROWS if r.name in ("scratch", "hpm")])
     assert gaps["probe_5"]["best"] == "hpm" and gaps["probe_5"]["gap"] == pytest.approx(21.0) and gaps["probe_5"]["met"]
     assert gaps["finetune_5"]["gap"] == pytest.approx(1.0) and not gaps["finetune_5"]["met"]
+    assert gaps["probe_5"]["target"] == gaps["finetune_5"]["target"] == 5.0
+    assert (target_points("finetune_25"), target_points("probe_25"), target_points("finetune_1")) == (10.0, 5.0, 5.0)
     doc = {"summary": summary, "labels_per_class": [5], "n_eval": 100, "num_classes": 8, "eval_split": "test",
            "seeds": [0, 1], "pretrain_steps": 10, "n_pool": 50, "finetune_steps": 5, "gaps": gaps, "jobs": 1,
            "wall_s": 60.0, "seconds": {}}

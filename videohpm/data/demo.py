@@ -38,7 +38,7 @@ from .schema import DataConfig
 from .lists import build_k400_lists, build_ssv2_lists, k400_video_name, write_list
 
 __all__ = ["CLASSES", "DemoState", "DemoAssets", "DemoData", "sample_state", "render_video", "make_demo_data",
-           "MotionSplits", "make_motion_splits"]
+           "MotionSplits", "make_motion_splits", "encode_video"]
 
 # (class name = K400 label, SSv2 template). Sorted by name, so the K400 builder (sorted class
 # names) and the SSv2 labels file (written in this order) give the same ids.
@@ -215,7 +215,7 @@ def _vp9_encoder_works() -> bool:
     return True
 
 
-def _encode(frames: np.ndarray, path: Path, codec: str, fps: int) -> None:
+def encode_video(frames: np.ndarray, path: Path, codec: str, fps: int) -> None:
     """Write ``[T, H, W, 3]`` uint8 frames with PyAV (single-threaded, bit-exact → deterministic bytes)."""
     import av  # lazy: as in _vp9_encoder_works
 
@@ -404,12 +404,12 @@ def _write_videos(
             frames = render_video(sample_state(rng, assets), cls_name, assets, num_frames)
             vid = f"{_SPLIT_IDS[split] + 1}{i:05d}"
             if "ssv2" in vdirs:
-                _encode(frames, vdirs["ssv2"] / f"{vid}.webm", "libvpx-vp9", fps)
+                encode_video(frames, vdirs["ssv2"] / f"{vid}.webm", "libvpx-vp9", fps)
                 ssv2_items[split].append({"id": vid, "label": template.replace("[something]", "a digit"),
                                           "template": template, "placeholders": ["a digit"]})
             if "k400" in vdirs:
                 ytid = f"demo{vid}"
-                _encode(frames, vdirs["k400"] / k400_video_name(ytid, 0, seconds), "libx264", fps)
+                encode_video(frames, vdirs["k400"] / k400_video_name(ytid, 0, seconds), "libx264", fps)
                 k400_rows[split].append((cls_name, ytid, 0, seconds, split))
     return ssv2_items, k400_rows
 
@@ -471,7 +471,7 @@ def _write_motion_video(vdir: Path, split: str, i: int, assets: DemoAssets, seed
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
     frames = render_video(sample_state(rng, assets), CLASSES[label][0], assets, num_frames, motion_scale)
     name = f"{split}_{i:06d}.webm"
-    _encode(frames, vdir / name, "libvpx-vp9", fps)
+    encode_video(frames, vdir / name, "libvpx-vp9", fps)
     return name, label
 
 
