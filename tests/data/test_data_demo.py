@@ -93,6 +93,20 @@ def test_demo_lists_and_videos(demo, assets, fmt, ext):
         assert np.abs(frames.astype(int) - ref.astype(int)).mean() < 8  # lossy codec
     if fmt == "k400":
         assert vl.names[0] == "demo100000_000000_000002.mp4"
+    # test is a held-out split of fresh draws (split id 3), not a copy of val
+    val, test = (read_list(demo.lists[fmt][s], demo.video_dirs[fmt]) for s in ("val", "test"))
+    assert not set(val.names) & set(test.names)
+    assert test.labels.tolist() == list(range(8)) and all(Path(p).is_file() for p in test.paths)
+    with VideoReader(test.paths[3], fallback=None) as vr:
+        frames = vr.get_batch(range(32))
+    ref = render_video(sample_state(np.random.default_rng([0, 3, 3]), assets), NAMES[3], assets, 32)
+    assert np.abs(frames.astype(int) - ref.astype(int)).mean() < 8
+
+
+def test_demo_test_split_falls_back_to_val(tmp_path):
+    d = make_demo_data(tmp_path / "d", seed=0, train_per_class=1, val_per_class=1, test_per_class=0,
+                       formats=("k400",), images=False)
+    assert Path(d.lists["k400"]["test"]).read_text() == Path(d.lists["k400"]["val"]).read_text()
 
 
 def test_demo_images(demo):

@@ -30,7 +30,8 @@ VIDEO_CLASSES = 8
 IMAGE_CLASSES = 10
 # The demo set: SSv2-layout webm only (the K400 mp4 copy adds nothing here), digit images,
 # more videos than the data maker's default (24 / 8 per class) so that accuracies are less noisy.
-DEMO_DATA: Dict[str, Any] = dict(formats=("ssv2",), images=True, train_per_class=48, val_per_class=16)
+DEMO_DATA: Dict[str, Any] = dict(formats=("ssv2",), images=True, train_per_class=48, val_per_class=16,
+                                 test_per_class=16)
 CHANCE = {"video": 100.0 / VIDEO_CLASSES, "image": 100.0 / IMAGE_CLASSES}  # top-1 of a uniform guess, %
 
 

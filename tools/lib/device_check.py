@@ -198,7 +198,7 @@ def make_clips(c: Check) -> Dict[str, str]:
     size, per_class, frames = (32, 1, 16) if c.tiny else (256, 4, 32)
     root = c.work / "clips"
     code = ("import sys; from videohpm.data.demo import make_demo_data\n"
-            f"d = make_demo_data({str(root)!r}, train_per_class={per_class}, val_per_class=1, num_frames={frames},"
+            f"d = make_demo_data({str(root)!r}, train_per_class={per_class}, val_per_class=1, test_per_class=0, num_frames={frames},"
             f" size={size}, formats=('k400',), images=False)\n"
             "print(d.lists['k400']['train']); print(d.video_dirs['k400'])\n")
     r = c.sh([c.python, "-c", code], 180, "clips")

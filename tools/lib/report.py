@@ -64,7 +64,7 @@ def _report_intro(summary: Dict[str, Any]) -> List[str]:
         "",
         format_results_table(results),
         "",
-        "Chance is the top-1 of a uniform guess over the classes (balanced validation sets). "
+        "Chance is the top-1 of a uniform guess over the classes (balanced test sets). "
         "Best single-view validation top-1 during fine-tuning: "
         + ", ".join(f"{kind} {_fmt(row['best_val_acc1'], 1)}%" for kind, row in results.items()) + ".",
         "",

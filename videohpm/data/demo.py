@@ -315,6 +315,7 @@ def make_demo_data(
     seed: int = 0,
     train_per_class: int = 24,
     val_per_class: int = 8,
+    test_per_class: int = 8,
     num_frames: int = 32,
     size: int = 64,
     fps: int = 16,
@@ -329,7 +330,7 @@ def make_demo_data(
 
         out_dir/ssv2/videos/<id>.webm            VP9, SSv2 naming
         out_dir/ssv2/annotations/something-something-v2-{labels,train,validation}.json
-        out_dir/ssv2/{train,val,test}.csv        VideoMAE lists (test = val, as VideoMAE)
+        out_dir/ssv2/{train,val,test}.csv        VideoMAE lists; test: held-out fresh draws
         out_dir/k400/videos/<ytid>_000000_000002.mp4   H.264, K400 naming
         out_dir/k400/annotations/{train,validate}.csv  official CSV format
         out_dir/k400/{train,val,test}.csv, classes.txt
@@ -337,22 +338,21 @@ def make_demo_data(
         out_dir/demo.json                         what was written
 
     Args:
-        out_dir: output folder (created).
-        seed: everything is a function of it.
-        train_per_class, val_per_class: videos per class and split (8 classes).
+        out_dir, seed: output folder (created); everything is a function of the seed.
+        train_per_class, val_per_class, test_per_class: videos per class and split (8 classes);
+            test is held out (``0``: ``test.csv`` = ``val.csv``, VideoMAE's SSv2 convention).
         num_frames, size, fps: clip geometry (default 32 frames of 64×64 at 16 fps).
-        formats: which encodings to write.
-        images: write the digit ImageFolder too.
+        formats, images: which encodings to write; whether to write the digit ImageFolder too.
         images_per_class: cap on digit images per class (``None``: all ~180).
-        tiny: test-sized variant (1 train + 1 val video per class, 8 images per class).
+        tiny: test-sized variant (1 train + 1 val + 1 test video per class, 8 images per class).
     """
     if tiny:
-        train_per_class, val_per_class, images_per_class = 1, 1, 8
+        train_per_class, val_per_class, test_per_class, images_per_class = 1, 1, 1, 8
+    per_class = dict(train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=test_per_class)
     if "ssv2" in formats and not _vp9_encoder_works():
         # decord got loaded before PyAV in this process: write the set from a fresh one.
-        kwargs = dict(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class,
-                      num_frames=num_frames, size=size, fps=fps, formats=tuple(formats), images=images,
-                      images_per_class=images_per_class)
+        kwargs = dict(seed=seed, **per_class, num_frames=num_frames, size=size, fps=fps, formats=tuple(formats),
+                      images=images, images_per_class=images_per_class)
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
             return ex.submit(make_demo_data, os.fspath(out_dir), **kwargs).result()
     for fmt in formats:
@@ -363,11 +363,11 @@ def make_demo_data(
     root.mkdir(parents=True, exist_ok=True)
     assets = DemoAssets(size)
     info = DemoData(root=str(root), classes=[c for c, _ in CLASSES], num_frames=num_frames, size=size, fps=fps)
-    _write_encodings(info, assets, formats, {"train": train_per_class, "val": val_per_class}, seed)
+    _write_encodings(info, assets, formats, {k.split("_")[0]: n for k, n in per_class.items()}, seed)
     if images:
         info.image_dirs = _write_images(assets, root / "images", images_per_class, 0.2, seed)
     meta = asdict(info)
-    meta.update(seed=seed, train_per_class=train_per_class, val_per_class=val_per_class)
+    meta.update(seed=seed, **per_class)
     (root / "demo.json").write_text(json.dumps(meta, indent=1))
     return info
 
@@ -380,23 +380,28 @@ def _write_encodings(info: DemoData, assets: DemoAssets, formats: Sequence[str],
     vdirs = {fmt: root / fmt / "videos" for fmt in formats}
     for d in vdirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    ssv2_items, k400_rows = _write_videos(assets, vdirs, per_class, seed, info.num_frames, info.fps)
+    ssv2_items, k400_rows, entries = _write_videos(assets, vdirs, per_class, seed, info.num_frames, info.fps)
     if "ssv2" in formats:
         info.lists["ssv2"] = _write_ssv2_lists(root / "ssv2", vdirs["ssv2"], ssv2_items)
         info.video_dirs["ssv2"] = str(vdirs["ssv2"])
     if "k400" in formats:
         info.lists["k400"] = _write_k400_lists(root / "k400", vdirs["k400"], k400_rows, info.classes)
         info.video_dirs["k400"] = str(vdirs["k400"])
+    for fmt in formats:
+        if entries[fmt]["test"]:  # the held-out split replaces the lists' copy of val
+            write_list(info.lists[fmt]["test"], entries[fmt]["test"])
 
 
 def _write_videos(
     assets: DemoAssets, vdirs: Dict[str, Path], per_class: Dict[str, int], seed: int, num_frames: int, fps: int
-) -> Tuple[Dict[str, list], Dict[str, list]]:
+) -> Tuple[Dict[str, list], Dict[str, list], Dict[str, Dict[str, list]]]:
     """Render and encode every clip (one encoding per folder of ``vdirs``, keyed by format);
-    returns the SSv2 annotation items and the K400 CSV rows of each split."""
+    returns the SSv2 annotation items and the K400 CSV rows of each split, and per format and split
+    the ``(file name, label id)`` list entries."""
     seconds = max(1, round(num_frames / fps))
-    ssv2_items: Dict[str, list] = {"train": [], "val": []}
-    k400_rows: Dict[str, list] = {"train": [], "val": []}
+    ssv2_items: Dict[str, list] = {split: [] for split in per_class}
+    k400_rows: Dict[str, list] = {split: [] for split in per_class}
+    entries: Dict[str, Dict[str, list]] = {fmt: {split: [] for split in per_class} for fmt in vdirs}
     for split, n in per_class.items():
         for i in range(n * len(CLASSES)):
             cls_name, template = CLASSES[i % len(CLASSES)]  # balanced classes
@@ -405,13 +410,15 @@ def _write_videos(
             vid = f"{_SPLIT_IDS[split] + 1}{i:05d}"
             if "ssv2" in vdirs:
                 encode_video(frames, vdirs["ssv2"] / f"{vid}.webm", "libvpx-vp9", fps)
+                entries["ssv2"][split].append((f"{vid}.webm", i % len(CLASSES)))
                 ssv2_items[split].append({"id": vid, "label": template.replace("[something]", "a digit"),
                                           "template": template, "placeholders": ["a digit"]})
             if "k400" in vdirs:
                 ytid = f"demo{vid}"
                 encode_video(frames, vdirs["k400"] / k400_video_name(ytid, 0, seconds), "libx264", fps)
+                entries["k400"][split].append((k400_video_name(ytid, 0, seconds), i % len(CLASSES)))
                 k400_rows[split].append((cls_name, ytid, 0, seconds, split))
-    return ssv2_items, k400_rows
+    return ssv2_items, k400_rows, entries
 
 
 def _write_ssv2_lists(out: Path, video_dir: Path, items: Dict[str, list]) -> Dict[str, str]:
