@@ -88,7 +88,7 @@ def test_multiview_decodes_each_video_once(demo, monkeypatch):
 
 
 def test_single_view_test_equals_validation_clip(demo):
-    cfg = demo.data_config("ssv2", test_num_clips=1, test_num_crops=1)
+    cfg = demo.data_config("ssv2", test=demo.lists["ssv2"]["val"], test_num_clips=1, test_num_crops=1)
     view = build_dataset(cfg, "test")[5]["views"][0]
     clip = build_dataset(cfg, "val")[5]["video"]
     assert torch.allclose(view, clip, atol=1e-6)

@@ -89,12 +89,12 @@ def test_predict_gives_tools_test_probabilities(demo, tmp_path, capsys):
     ref = {r["video_id"]: r for r in _read_csv(test_out / "predictions.csv")}
     capsys.readouterr()
     out = tmp_path / "pred"
-    # the whole folder (17 videos, broken one included), in one call; its run config.yaml is used
+    # the whole folder (train, val and test videos, broken one included), in one call; its run config.yaml is used
     assert _tool("predict").main([f"checkpoint={demo['run']}", demo["videos"], "--output-dir", str(out),
                                   "--topk", "5", "--batch-size", "4"]) == 0
     stdout = capsys.readouterr().out
     pred = json.load(open(out / "predictions.json"))
-    assert pred["num_videos"] == 2 * demo["n"] + 1 and pred["num_broken"] == 1 and pred["views"] == "2×3"
+    assert pred["num_videos"] == 3 * demo["n"] + 1 and pred["num_broken"] == 1 and pred["views"] == "2×3"
     assert pred["class_names"] == demo["classes"] and pred["class_names_source"] == "config data.class_names"
     by_name = {os.path.basename(p["video"]): p for p in pred["predictions"]}
     hits = 0
@@ -115,7 +115,7 @@ def test_predict_gives_tools_test_probabilities(demo, tmp_path, capsys):
     assert 100.0 * hits / demo["n"] == pytest.approx(metrics["top1"])
     assert len(set(t["top"][0]["id"] for t in pred["predictions"] if t["top"])) > 1  # not one constant answer
     rows = _read_csv(out / "predictions.csv")
-    assert len(rows) == 2 * demo["n"] + 1 and sum(r["status"] == "broken" for r in rows) == 1
+    assert len(rows) == 3 * demo["n"] + 1 and sum(r["status"] == "broken" for r in rows) == 1
     broken = next(r for r in rows if r["status"] == "broken")
     assert broken["top1_id"] == "" and broken["top1_prob"] == "" and broken["error"]
     # a second call into the same folder is refused; with --overwrite it replaces the answers;
