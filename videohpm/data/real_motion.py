@@ -69,7 +69,7 @@ _WRITTEN = ("videos", "pool.csv", "train.csv", "val.csv", "test.csv", "classes.t
 
 @dataclass
 class Footage:
-    """One source video, decoded: ``frames`` ``[N, H, W, 3]`` uint8 (short side ≤ 6 · size)."""
+    """One source video, decoded: ``frames`` ``[N, H, W, 3]`` uint8 (short side ≤ 8 · size: ``_WORK_SHORT_SIDE``)."""
 
     name: str
     path: str
