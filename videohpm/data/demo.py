@@ -396,12 +396,13 @@ def _write_videos(
     assets: DemoAssets, vdirs: Dict[str, Path], per_class: Dict[str, int], seed: int, num_frames: int, fps: int
 ) -> Tuple[Dict[str, list], Dict[str, list], Dict[str, Dict[str, list]]]:
     """Render and encode every clip (one encoding per folder of ``vdirs``, keyed by format);
-    returns the SSv2 annotation items and the K400 CSV rows of each split, and per format and split
-    the ``(file name, label id)`` list entries."""
+    returns the SSv2 annotation items and the K400 CSV rows of train and val (the splits the
+    official annotation files cover), and per format the held-out test split's ``(file name,
+    label id)`` list entries."""
     seconds = max(1, round(num_frames / fps))
-    ssv2_items: Dict[str, list] = {split: [] for split in per_class}
-    k400_rows: Dict[str, list] = {split: [] for split in per_class}
-    entries: Dict[str, Dict[str, list]] = {fmt: {split: [] for split in per_class} for fmt in vdirs}
+    ssv2_items: Dict[str, list] = {"train": [], "val": []}
+    k400_rows: Dict[str, list] = {"train": [], "val": []}
+    entries: Dict[str, Dict[str, list]] = {fmt: {"test": []} for fmt in vdirs}
     for split, n in per_class.items():
         for i in range(n * len(CLASSES)):
             cls_name, template = CLASSES[i % len(CLASSES)]  # balanced classes
@@ -410,14 +411,18 @@ def _write_videos(
             vid = f"{_SPLIT_IDS[split] + 1}{i:05d}"
             if "ssv2" in vdirs:
                 encode_video(frames, vdirs["ssv2"] / f"{vid}.webm", "libvpx-vp9", fps)
-                entries["ssv2"][split].append((f"{vid}.webm", i % len(CLASSES)))
-                ssv2_items[split].append({"id": vid, "label": template.replace("[something]", "a digit"),
-                                          "template": template, "placeholders": ["a digit"]})
+                if split == "test":
+                    entries["ssv2"][split].append((f"{vid}.webm", i % len(CLASSES)))
+                else:
+                    ssv2_items[split].append({"id": vid, "label": template.replace("[something]", "a digit"),
+                                              "template": template, "placeholders": ["a digit"]})
             if "k400" in vdirs:
                 ytid = f"demo{vid}"
                 encode_video(frames, vdirs["k400"] / k400_video_name(ytid, 0, seconds), "libx264", fps)
-                entries["k400"][split].append((k400_video_name(ytid, 0, seconds), i % len(CLASSES)))
-                k400_rows[split].append((cls_name, ytid, 0, seconds, split))
+                if split == "test":
+                    entries["k400"][split].append((k400_video_name(ytid, 0, seconds), i % len(CLASSES)))
+                else:
+                    k400_rows[split].append((cls_name, ytid, 0, seconds, split))
     return ssv2_items, k400_rows, entries
 
 
