@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Per-patch reconstruction loss of a pre-training checkpoint on moving and static patches, next to
-two motion-blind predictions (the clip's temporal median, the clip's mean target); printed as JSON.
+"""Per-patch reconstruction loss of a pre-training checkpoint on the hidden moving and static patches,
+next to motion-blind predictions (a copy from the nearest frame where the place is visible, the
+clip's temporal median over all frames — an oracle —, the clip's mean target); printed as JSON.
 
     python tools/pretext_check.py --config configs/demo/ssl/pretrain_hpm.yaml \\
         checkpoint=outputs/ssl_benchmark/seed0/hpm/pretrain/model_final.pth \\
         --list outputs/ssl_benchmark/data/val.csv --data-root outputs/ssl_benchmark/data/videos
 
-If the model's loss on moving patches is not clearly below the temporal median's, the decoder
-does not place the moving object (see :mod:`tools.lib.pretext_check`).
+If the model's loss on moving patches is not clearly below the copy's, the decoder does not place
+the moving object (see :mod:`tools.lib.pretext_check`).
 """
 from __future__ import annotations
 

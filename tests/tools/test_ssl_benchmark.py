@@ -162,6 +162,28 @@ def test_demo_label_scarce_probe_reads_the_benchmark_encoders(smoke_run, tmp_pat
                                 per_class=1, val_per_class=2)
 
 
+def test_pretext_check_reads_a_benchmark_checkpoint(smoke_run, capsys):
+    """tools/pretext_check.py end to end on the real videos of the smoke set: the JSON it prints."""
+    from tests.evaluation.helpers import load_tool
+
+    out, _ = smoke_run
+    data, run = out / "data", out / "seed0" / "hpm" / "pretrain"
+    tool = load_tool("pretext_check")
+    args = ["--config", str(run / "config.yaml"), f"checkpoint={run / 'model_final.pth'}",
+            "--list", str(data / "val.csv"), "--data-root", str(data / "videos"), "--videos", "2", "--masks", "3"]
+    assert tool.main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["videos"], doc["masks"], doc["mask_ratio"]) == (2, 3, 0.75)
+    frac = doc["fraction_of_hidden"]
+    assert frac["moving"] + frac["static"] == pytest.approx(1.0)
+    assert frac["static_copyable"] + frac["static_hidden"] == pytest.approx(frac["static"])
+    assert frac["moving"] > 0 and frac["static_copyable"] > 0
+    for k in ("model", "copy", "median", "mean"):
+        assert all(doc[k][g] >= 0.0 for g in ("moving", "static", "static_copyable", "static_hidden"))
+    assert doc["median"]["static"] < doc["mean"]["static"]  # the background is the clip's median
+    assert tool.main(args[:2] + args[3:]) == 2  # no checkpoint=
+
+
 def test_cheap_teacher_rows_merged_with_a_finished_run(smoke_run, tmp_path):
     """The cheap-teacher rows run next to a finished run: its rows join the table only when its settings and
     seeds are this run's (checked before any work); the fidelity report compares with `hpm`."""

@@ -37,6 +37,7 @@ __all__ = [
     "unnormalize",
     "reconstruct",
     "per_patch_loss",
+    "masked_patch_loss",
     "average_loss_map",
     "Visualization",
     "compute_visualization",
@@ -137,6 +138,16 @@ def per_patch_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def masked_patch_loss(model: nn.Module, x: torch.Tensor, mask: torch.Tensor,
+                      target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Eq. 3 per masked patch `[B, M]` (in token order) of the pixel decoder under `mask` `[B, N]`;
+    `target` is `model.target(x)` when the caller has it already."""
+    pred = model.decode(model.encode(x, mask), mask, head="pixel", grid=tuple(model.grid(x)))
+    target = model.target(x) if target is None else target
+    return per_patch_loss(pred, target[mask].view(x.shape[0], -1, target.shape[-1]))
+
+
+@torch.no_grad()
 def average_loss_map(model: nn.Module, x: torch.Tensor, num_masks: int = 10, mask_ratio: float = 0.9,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """True per-patch reconstruction loss `[B, N]`, averaged over `num_masks` random masks
@@ -149,9 +160,7 @@ def average_loss_map(model: nn.Module, x: torch.Tensor, num_masks: int = 10, mas
     count = torch.zeros_like(total)
     for _ in range(int(num_masks)):
         mask = gen(grid, device=x.device, generator=generator)
-        pred = model.decode(model.encode(x, mask), mask, head="pixel", grid=grid[1:])
-        tgt = target[mask].view(x.shape[0], -1, target.shape[-1])
-        loss = per_patch_loss(pred, tgt)  # [B, M]
+        loss = masked_patch_loss(model, x, mask, target)  # [B, M]
         total[mask] += loss.reshape(-1)
         count[mask] += 1
     avg = total / count.clamp(min=1)
