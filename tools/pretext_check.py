@@ -24,30 +24,48 @@ from tools.lib import cli  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.parser(__doc__)
-    p.add_argument("--config", required=True, help="the checkpoint's pre-training YAML")
+    p.add_argument("--config", default=None,
+                   help="the checkpoint's pre-training YAML (default: config.yaml of its run folder)")
     p.add_argument("--list", required=True, help="list file of the videos to read")
     p.add_argument("--data-root", default="", help="prefix of the list's relative paths")
     p.add_argument("--videos", type=int, default=32, help="first N videos of the list")
-    p.add_argument("--masks", type=int, default=4, help="random masks averaged per video")
+    p.add_argument("--masks", type=int, default=4, help="random masks per video")
     p.add_argument("--threshold", type=float, default=0.15, help="voxel difference from the median that moves")
     p.add_argument("args", nargs="*", metavar="checkpoint=PATH | key=value")
     return p.parse_args(argv)
 
 
+@cli.main
 def main(argv=None) -> int:
     a = parse_args(argv)
-    ckpt = [x.split("=", 1)[1] for x in a.args if x.startswith("checkpoint=")]
-    if len(ckpt) != 1:
-        print("error: give checkpoint=PATH", file=sys.stderr)
-        return 2
+    problems = [f"--{k} must be at least 1, got {v}" for k, v in (("videos", a.videos), ("masks", a.masks)) if v < 1]
+    if not 0.0 < a.threshold < 1.0:
+        problems.append(f"--threshold is a difference of pixel values in [0, 1], got {a.threshold}")
     # imports torch: after parsing, --help stays fast
     from tools.lib.pretext_check import pretext_breakdown
-    from videohpm.config import load_config
+    from videohpm.data.lists import ListFormatError, read_list
+    from videohpm.tasks.run_config import tool_config
 
-    cfg = load_config(a.config, [x for x in a.args if not x.startswith("checkpoint=")])
-    names = [ln.split()[0] for ln in open(a.list) if ln.strip()][: a.videos]
-    videos = [os.path.join(a.data_root, n) for n in names]
-    print(json.dumps(pretext_breakdown(cfg, ckpt[0], videos, a.masks, a.threshold), indent=1))
+    cfg = checkpoint = None
+    try:
+        with cli.config_errors():
+            cfg, checkpoint = tool_config(a.config, a.args)
+    except cli.ToolError as e:
+        problems.append(e.message.split(": ", 1)[-1])
+    videos = []
+    try:
+        videos = list(read_list(a.list, a.data_root).paths[: max(a.videos, 0)])
+    except (FileNotFoundError, ListFormatError) as e:
+        problems.append(str(e))
+    missing = [v for v in videos if not os.path.isfile(v)]
+    if missing:
+        problems.append(f"{len(missing)} of the {len(videos)} videos read are missing: "
+                        + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
+    if problems:
+        raise cli.ToolError("error: " + "\n       ".join(problems))
+    with cli.exits(ValueError, RuntimeError):
+        result = pretext_breakdown(cfg, checkpoint, videos, a.masks, a.threshold)
+    print(json.dumps(result, indent=1))
     return 0
 
 

@@ -110,3 +110,22 @@ def test_clip_breakdown_against_a_loop_over_the_hidden_patches():
     assert sums["model"]["moving"] + sums["model"]["static"] == pytest.approx(total, rel=1e-5)
     assert sums["model"]["static_copyable"] + sums["model"]["static_hidden"] == \
         pytest.approx(sums["model"]["static"], rel=1e-5)
+
+
+def test_the_tool_reports_every_bad_input_together_before_any_work(tmp_path, capsys):
+    from tests.evaluation.helpers import load_tool
+
+    tool = load_tool("pretext_check")
+    listed = tmp_path / "val.csv"
+    listed.write_text("a.webm 0\nb.webm 1\n")
+    rc = tool.main(["--list", str(listed), "--data-root", str(tmp_path), "--videos", "0", "--threshold", "2",
+                    f"checkpoint={tmp_path / 'none.pth'}"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for part in ("--videos must be at least 1", "--threshold is a difference", "none.pth: no such file"):
+        assert part in err, err
+    rc = tool.main(["--list", str(tmp_path / "absent.csv"), "--masks", "2", f"checkpoint={tmp_path / 'none.pth'}"])
+    assert rc == 2 and "list file not found" in capsys.readouterr().err
+    (tmp_path / "a.webm").write_bytes(b"")
+    rc = tool.main(["--list", str(listed), "--data-root", str(tmp_path), f"checkpoint={tmp_path / 'none.pth'}"])
+    assert rc == 2 and "1 of the 2 videos read are missing" in capsys.readouterr().err
