@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tools.lib.label_scarce import extract_time_features, few_label_list, read_lines, run_lpft
 from tools.lib.machine import machine_summary
-from tools.lib.stages import REPO, DemoError, RunOptions, StageRunner, resolved_digest, write_atomic
+from tools.lib.stages import REPO, DemoError, RunOptions, StageRunner, exit_with_parent, resolved_digest, write_atomic
 
 __all__ = ["SSLRow", "SSL_ROWS", "SSLOptions", "run_ssl_benchmark", "summarize", "format_results",
            "gap_report", "target_points", "fidelity_report", "pretrain_seconds_per_step", "pretrain_step_seconds"]
@@ -325,9 +325,11 @@ def _finetune_stages(runner: StageRunner, ch: _Chain, base: Path, ckpt: Optional
 
 
 def _run_chain(ch: _Chain) -> Dict[str, Any]:
-    """Pre-training, features + probe, fine-tunings and tests of one (seed, row); in a fresh process."""
+    """Pre-training, features + probe, fine-tunings and tests of one (seed, row); in a fresh process
+    that ends with the tool's (:func:`exit_with_parent`)."""
     import torch
 
+    exit_with_parent()
     torch.set_num_threads(1)
     base = Path(ch.out) / f"seed{ch.seed}" / ch.row.name
     base.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-__all__ = ["REPO", "STAGE_FILE", "DemoError", "RunOptions", "StageRunner", "resolved_digest", "write_atomic"]
+__all__ = ["REPO", "STAGE_FILE", "DemoError", "RunOptions", "StageRunner", "exit_with_parent", "resolved_digest",
+           "write_atomic"]
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: tools/lib/stages.py → ../..
 STAGE_FILE = ".stage.json"
@@ -70,6 +72,24 @@ def resolved_digest(cfg: Path, overrides: Sequence[str]) -> str:
         raise DemoError(f"{cfg}: {e}") from e
     text = OmegaConf.to_yaml(resolved, resolve=True, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def exit_with_parent(interval: float = 1.0) -> None:
+    """In a worker process that runs long stages: end it (exit status 1) once its parent is gone.
+
+    A tool stopped by SIGTERM or SIGKILL cannot stop its pool's running tasks, which would go on
+    training and writing into the tool's folders; a daemon thread here checks every `interval`
+    seconds whether the process was re-parented and then exits at once (a stage's subprocess then
+    ends on its closed output pipe, DataLoader workers on their own parent check).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def write_atomic(path: Path, text: str) -> None:
