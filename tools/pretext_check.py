@@ -43,15 +43,15 @@ def main(argv=None) -> int:
         problems.append(f"--threshold is a difference of pixel values in [0, 1], got {a.threshold}")
     # imports torch: after parsing, --help stays fast
     from tools.lib.pretext_check import pretext_breakdown
+    from videohpm.config import ConfigError
     from videohpm.data.lists import ListFormatError, read_list
     from videohpm.tasks.run_config import tool_config
 
     cfg = checkpoint = None
     try:
-        with cli.config_errors():
-            cfg, checkpoint = tool_config(a.config, a.args)
-    except cli.ToolError as e:
-        problems.append(e.message.split(": ", 1)[-1])
+        cfg, checkpoint = tool_config(a.config, a.args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        problems.append(str(e))
     videos = []
     try:
         videos = list(read_list(a.list, a.data_root).paths[: max(a.videos, 0)])
